@@ -1,0 +1,12 @@
+//! World Weaver host: loads memory services and storage adapters as WebAssembly
+//! components, gives each the WIT `tracing` capability, routes their calls to each other
+//! with boundary spans, and exports one trace per request.
+//!
+//! - [`plugins`]: engine, loading, linking, calling components within a request.
+//! - [`tracing_capability`]: the host side of the WIT `tracing` interface.
+//! - [`telemetry`]: the tracer provider, exporters, sampling and counters.
+
+pub mod bindings;
+pub mod plugins;
+pub mod telemetry;
+pub mod tracing_capability;

@@ -1,0 +1,3 @@
+//! `ww-memory`: the World Weaver host binary.
+
+fn main() {}

@@ -1,0 +1,324 @@
+//! One loaded component: its pre-instantiated form, and the live instance that serves
+//! calls, replaced after a trap.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::engine::EPOCH_TICK;
+use crate::telemetry::Telemetry;
+use crate::tracing_capability::{Exception, RequestScope, TracingCtx};
+
+/// Bounds on every call into a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Wall time a call may run before it is interrupted (epoch deadline).
+    pub deadline: Duration,
+    /// Linear memory a component instance may grow to, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(10),
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Everything a component's store holds.
+pub struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The tracing capability's per-store state.
+    pub tracing: TracingCtx,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Nothing loaded exports the interface.
+    #[error("no component exports {interface}")]
+    NoExporter {
+        /// The interface asked for.
+        interface: String,
+    },
+    /// The component has no such function.
+    #[error("component {component} has no function {interface}#{function}")]
+    NoSuchFunction {
+        /// The component.
+        component: String,
+        /// Its interface.
+        interface: String,
+        /// The function asked for.
+        function: String,
+    },
+    /// A fresh instance could not be created.
+    #[error("component {component} could not be instantiated: {message}")]
+    Instantiate {
+        /// The component.
+        component: String,
+        /// Why.
+        message: String,
+    },
+    /// The component trapped (panic, deadline, memory, or a trap further down); it has
+    /// been discarded and the next call gets a fresh instance.
+    #[error("component {component} failed in {function}: {reason}")]
+    Trap {
+        /// The component.
+        component: String,
+        /// The function that was running.
+        function: String,
+        /// What happened.
+        reason: TrapReason,
+        /// The wasm backtrace, when there is one.
+        backtrace: Option<String>,
+    },
+}
+
+/// The kind of trap, for errors and span attributes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrapReason {
+    /// The call ran past its deadline.
+    #[error("deadline of {0:?} exceeded")]
+    Deadline(Duration),
+    /// The component tried to grow memory past its limit.
+    #[error("memory limit of {0} bytes exceeded")]
+    Memory(usize),
+    /// A panic or other trap.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CallError {
+    /// The exception recorded on spans for this error.
+    pub fn exception(&self) -> Exception {
+        let kind = match self {
+            CallError::Trap { .. } => "wasm_trap",
+            CallError::NoExporter { .. } | CallError::NoSuchFunction { .. } => "routing_error",
+            CallError::Instantiate { .. } => "instantiation_error",
+        };
+        let stacktrace = match self {
+            CallError::Trap { backtrace, .. } => backtrace.clone(),
+            _ => None,
+        };
+        Exception {
+            kind: kind.to_owned(),
+            message: self.to_string(),
+            stacktrace,
+        }
+    }
+}
+
+struct Live {
+    store: Store<ComponentState>,
+    instance: Instance,
+    funcs: HashMap<(String, String), Func>,
+}
+
+/// A component ready to serve calls.
+pub struct PluginComponent {
+    name: Arc<str>,
+    path: PathBuf,
+    engine: Engine,
+    pre: InstancePre<ComponentState>,
+    telemetry: Arc<Telemetry>,
+    limits: CallLimits,
+    live: tokio::sync::Mutex<Option<Live>>,
+    instantiations: AtomicU64,
+    traps: AtomicU64,
+}
+
+impl std::fmt::Debug for PluginComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginComponent")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PluginComponent {
+    pub(super) fn new(
+        name: Arc<str>,
+        path: PathBuf,
+        engine: Engine,
+        pre: InstancePre<ComponentState>,
+        telemetry: Arc<Telemetry>,
+        limits: CallLimits,
+    ) -> Self {
+        Self {
+            name,
+            path,
+            engine,
+            pre,
+            telemetry,
+            limits,
+            live: tokio::sync::Mutex::new(None),
+            instantiations: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+        }
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Instances created so far (the first, and one after each trap).
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations.load(Ordering::Relaxed)
+    }
+
+    /// Calls that trapped.
+    pub fn traps(&self) -> u64 {
+        self.traps.load(Ordering::Relaxed)
+    }
+
+    /// A fresh store and instance from the pre-instantiated component.
+    pub async fn instantiate(&self) -> Result<(), CallError> {
+        let live = self.new_live().await?;
+        *self.live.lock().await = Some(live);
+        Ok(())
+    }
+
+    async fn new_live(&self) -> Result<Live, CallError> {
+        let state = ComponentState {
+            // Services get no filesystem and no network: an empty WASI context (stderr
+            // only, for panic messages). Grants per role come with the configuration.
+            wasi: WasiCtxBuilder::new().inherit_stderr().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| CallError::Instantiate {
+                component: self.name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        self.instantiations.fetch_add(1, Ordering::Relaxed);
+        Ok(Live {
+            store,
+            instance,
+            funcs: HashMap::new(),
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    fn lookup(&self, live: &mut Live, interface: &str, function: &str) -> Result<Func, CallError> {
+        let key = (interface.to_owned(), function.to_owned());
+        if let Some(func) = live.funcs.get(&key) {
+            return Ok(*func);
+        }
+        let missing = || CallError::NoSuchFunction {
+            component: self.name.to_string(),
+            interface: interface.to_owned(),
+            function: function.to_owned(),
+        };
+        let interface_index = live
+            .instance
+            .get_export_index(&mut live.store, None, interface)
+            .ok_or_else(missing)?;
+        let func_index = live
+            .instance
+            .get_export_index(&mut live.store, Some(&interface_index), function)
+            .ok_or_else(missing)?;
+        let func = live
+            .instance
+            .get_func(&mut live.store, func_index)
+            .ok_or_else(missing)?;
+        live.funcs.insert(key, func);
+        Ok(func)
+    }
+
+    /// Call `interface#function` within the request `scope`, which is handed back with
+    /// the outcome. A trap discards the instance and ends this component's open spans as
+    /// failed.
+    pub async fn call(
+        &self,
+        scope: RequestScope,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+    ) -> (RequestScope, Result<Vec<Val>, CallError>) {
+        let mut slot = self.live.lock().await;
+        if slot.is_none() {
+            match self.new_live().await {
+                Ok(live) => *slot = Some(live),
+                Err(e) => return (scope, Err(e)),
+            }
+        }
+        let Some(live) = slot.as_mut() else {
+            unreachable!("the slot was filled above")
+        };
+        let func = match self.lookup(live, interface, function) {
+            Ok(func) => func,
+            Err(e) => return (scope, Err(e)),
+        };
+        let detached = live.store.data_mut().tracing.enter(scope);
+        live.store.set_epoch_deadline(self.deadline_ticks());
+        let mut results = vec![Val::Bool(false); func.ty(&live.store).results().len()];
+        let outcome = func.call_async(&mut live.store, params, &mut results).await;
+        let mut scope = live.store.data_mut().tracing.leave(detached);
+        match outcome {
+            Ok(()) => (scope, Ok(results)),
+            Err(error) => {
+                self.traps.fetch_add(1, Ordering::Relaxed);
+                let reason = match error.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => TrapReason::Deadline(self.limits.deadline),
+                    _ if format!("{error:#}").contains("forcing trap when growing memory") => {
+                        TrapReason::Memory(self.limits.memory_bytes)
+                    }
+                    _ => TrapReason::Other(format!("{error:#}")),
+                };
+                let failure = CallError::Trap {
+                    component: self.name.to_string(),
+                    function: format!("{interface}#{function}"),
+                    reason,
+                    backtrace: error.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string()),
+                };
+                tracing::warn!("{failure}; the next call gets a fresh instance");
+                // A trapped instance cannot be entered again.
+                *slot = None;
+                let owner = Some(self.name.clone());
+                scope.fail_spans_of(&owner, &failure.exception());
+                (scope, Err(failure))
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Plugin components: loading, linking, and calling them within a traced request.
+
+pub mod component;
+pub mod engine;
+pub mod routing;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use wasmtime::Engine;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, Val};
+
+pub use component::{CallError, CallLimits, ComponentState, PluginComponent, TrapReason};
+use crate::telemetry::Telemetry;
+use crate::tracing_capability::{self, IncomingContext, Outcome, RequestScope};
+
+/// Interfaces the host itself implements; every other import must be routed to a
+/// component that exports it.
+const HOST_PROVIDED: [&str; 2] = ["wasi:", "ww:memory/tracing@"];
+
+fn host_provided(interface: &str) -> bool {
+    HOST_PROVIDED.iter().any(|p| interface.starts_with(p))
+}
+
+/// A component to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSpec {
+    /// Its name in spans and logs (`worker`, `embedded`, ...).
+    pub name: String,
+    /// The `.wasm` component file.
+    pub path: PathBuf,
+}
+
+impl ComponentSpec {
+    /// Every `*.wasm` in `dir`, named after the file (`fixture_worker.wasm` → `fixture-worker`).
+    pub fn from_dir(dir: &Path) -> std::io::Result<Vec<ComponentSpec>> {
+        let mut specs = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "wasm") {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().replace('_', "-"))
+                    .unwrap_or_default();
+                specs.push(ComponentSpec { name, path });
+            }
+        }
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(specs)
+    }
+}
+
+/// Start-up settings of the component host.
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    /// Components to load.
+    pub components: Vec<ComponentSpec>,
+    /// Where compiled code is cached (none: compile on every start).
+    pub cache_dir: Option<PathBuf>,
+    /// Bounds on every call.
+    pub limits: CallLimits,
+}
+
+/// A component that could not be loaded or linked.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The engine could not be created.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    /// A file is not a loadable component.
+    #[error("cannot load component {name} from {path}: {message}")]
+    Compile {
+        /// Component name.
+        name: String,
+        /// File.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Two components with one name.
+    #[error("two components are named {0}")]
+    DuplicateName(String),
+    /// An import nothing provides.
+    #[error("component {component} imports {interface}, which no loaded component exports")]
+    Unsatisfied {
+        /// The importer.
+        component: String,
+        /// The interface.
+        interface: String,
+    },
+    /// Two components export the same interface and nothing says which to use.
+    #[error("both {first} and {second} export {interface}")]
+    AmbiguousExport {
+        /// The interface.
+        interface: String,
+        /// One exporter.
+        first: String,
+        /// Another.
+        second: String,
+    },
+    /// Imports that form a cycle (a call could re-enter a busy component).
+    #[error("components import each other in a cycle: {0}")]
+    Cycle(String),
+    /// Linking failed.
+    #[error("cannot link component {name}: {message}")]
+    Link {
+        /// Component name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a component imports and exports, by interface.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentShape {
+    /// Imported interfaces with their function names (host-provided ones included).
+    pub imports: BTreeMap<String, Vec<String>>,
+    /// Exported interfaces with their function names.
+    pub exports: BTreeMap<String, Vec<String>>,
+}
+
+fn shape_of(engine: &Engine, component: &Component) -> ComponentShape {
+    let ty = component.component_type();
+    let functions = |item: ComponentItem| match item {
+        ComponentItem::ComponentInstance(instance) => instance
+            .exports(engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    ComponentShape {
+        imports: ty
+            .imports(engine)
+            .map(|(name, item)| (name.to_owned(), functions(item.ty)))
+            .collect(),
+        exports: ty
+            .exports(engine)
+            .map(|(name, item)| (name.to_owned(), functions(item.ty)))
+            .collect(),
+    }
+}
+
+/// A traced request into the host: the root span it opens and the context it continues.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Root span name (`mcp.recall_episodes`, ...).
+    pub name: Cow<'static, str>,
+    /// Root span kind (SERVER at the MCP edge).
+    pub kind: SpanKind,
+    /// Root span attributes.
+    pub attributes: Vec<KeyValue>,
+    /// The remote parent, when the caller sent one.
+    pub parent: Option<IncomingContext>,
+    /// The W3C `baggage` the caller sent.
+    pub baggage: Option<String>,
+}
+
+impl Request {
+    /// A SERVER request span named `name`, with no remote parent.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            name: name.into(),
+            kind: SpanKind::Server,
+            attributes: Vec::new(),
+            parent: None,
+            baggage: None,
+        }
+    }
+
+    /// Continue the trace of a `traceparent` received from the caller.
+    pub fn with_parent(mut self, parent: IncomingContext) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Carry the caller's W3C baggage.
+    pub fn with_baggage(mut self, baggage: impl Into<String>) -> Self {
+        self.baggage = Some(baggage.into());
+        self
+    }
+
+    /// Add a root span attribute.
+    pub fn with_attribute(mut self, attribute: KeyValue) -> Self {
+        self.attributes.push(attribute);
+        self
+    }
+}
+
+/// The loaded, linked components, and the way in.
+pub struct ComponentHost {
+    engine: Engine,
+    telemetry: Arc<Telemetry>,
+    components: Vec<(Arc<PluginComponent>, ComponentShape)>,
+    exporters: HashMap<String, Arc<PluginComponent>>,
+    _ticker: engine::EpochTicker,
+}
+
+impl ComponentHost {
+    /// Compile (or load from cache), link and pre-instantiate every component; a
+    /// component whose imports nothing satisfies is refused with the interface named.
+    pub async fn load(config: HostConfig, telemetry: Arc<Telemetry>) -> Result<Self, LoadError> {
+        let engine = engine::build_engine(config.cache_dir.as_deref())
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let ticker = engine::EpochTicker::start(&engine).map_err(|e| LoadError::Engine(e.to_string()))?;
+
+        let mut compiled: BTreeMap<String, (ComponentSpec, Component, ComponentShape)> = BTreeMap::new();
+        for spec in config.components {
+            let component = Component::from_file(&engine, &spec.path).map_err(|e| LoadError::Compile {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+                message: format!("{e:#}"),
+            })?;
+            let shape = shape_of(&engine, &component);
+            if compiled.contains_key(&spec.name) {
+                return Err(LoadError::DuplicateName(spec.name));
+            }
+            compiled.insert(spec.name.clone(), (spec, component, shape));
+        }
+
+        // Which component serves each exported interface.
+        let mut exporter_of: HashMap<String, String> = HashMap::new();
+        for (name, (_, _, shape)) in &compiled {
+            for interface in shape.exports.keys() {
+                if let Some(first) = exporter_of.insert(interface.clone(), name.clone()) {
+                    return Err(LoadError::AmbiguousExport {
+                        interface: interface.clone(),
+                        first,
+                        second: name.clone(),
+                    });
+                }
+            }
+        }
+        for (name, (_, _, shape)) in &compiled {
+            for interface in shape.imports.keys().filter(|i| !host_provided(i)) {
+                if !exporter_of.contains_key(interface) {
+                    return Err(LoadError::Unsatisfied {
+                        component: name.clone(),
+                        interface: interface.clone(),
+                    });
+                }
+            }
+        }
+
+        // Link callees before their callers, so each route can hold its target.
+        let order = dependency_order(&compiled, &exporter_of)?;
+        let mut loaded: HashMap<String, Arc<PluginComponent>> = HashMap::new();
+        let mut components = Vec::new();
+        for name in order {
+            let Some((spec, component, shape)) = compiled.remove(&name) else {
+                continue;
+            };
+            let link_error = |e: wasmtime::Error| LoadError::Link {
+                name: name.clone(),
+                message: format!("{e:#}"),
+            };
+            let mut linker: Linker<ComponentState> = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+            tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| &mut s.tracing)
+                .map_err(link_error)?;
+            let caller: Arc<str> = Arc::from(name.as_str());
+            for (interface, functions) in shape.imports.iter().filter(|(i, _)| !host_provided(i)) {
+                let target = exporter_of
+                    .get(interface)
+                    .and_then(|exporter| loaded.get(exporter))
+                    .ok_or_else(|| LoadError::Unsatisfied {
+                        component: name.clone(),
+                        interface: interface.clone(),
+                    })?;
+                routing::route_interface(&mut linker, &caller, interface, functions, target)
+                    .map_err(link_error)?;
+            }
+            let pre = linker.instantiate_pre(&component).map_err(link_error)?;
+            let plugin = Arc::new(PluginComponent::new(
+                caller,
+                spec.path,
+                engine.clone(),
+                pre,
+                telemetry.clone(),
+                config.limits,
+            ));
+            loaded.insert(name, plugin.clone());
+            components.push((plugin, shape));
+        }
+        let exporters = exporter_of
+            .into_iter()
+            .filter_map(|(interface, name)| loaded.get(&name).map(|c| (interface, c.clone())))
+            .collect();
+        Ok(Self {
+            engine,
+            telemetry,
+            components,
+            exporters,
+            _ticker: ticker,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The telemetry pipeline.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Every loaded component with its imports and exports, callees first.
+    pub fn components(&self) -> impl Iterator<Item = (&Arc<PluginComponent>, &ComponentShape)> {
+        self.components.iter().map(|(c, s)| (c, s))
+    }
+
+    /// The component named `name`.
+    pub fn component(&self, name: &str) -> Option<&Arc<PluginComponent>> {
+        self.components.iter().map(|(c, _)| c).find(|c| c.name() == name)
+    }
+
+    /// Instantiate every component now rather than on first call.
+    pub async fn warm_up(&self) -> Result<(), CallError> {
+        for (component, _) in &self.components {
+            component.instantiate().await?;
+        }
+        Ok(())
+    }
+
+    /// Serve one request: open its root span (under the caller's `traceparent` when
+    /// given), call `interface#function` on the component that exports it, and end every
+    /// span the request left open. A failure marks the root span ERROR with an
+    /// `exception` event.
+    pub async fn invoke(
+        &self,
+        request: Request,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+    ) -> Result<Vec<Val>, CallError> {
+        let mut scope = RequestScope::new(
+            self.telemetry.clone(),
+            request.parent.as_ref(),
+            request.baggage.as_deref(),
+        );
+        let root = scope.start(None, request.name, request.kind, request.attributes, None);
+        let Some(target) = self.exporters.get(interface) else {
+            let error = CallError::NoExporter {
+                interface: interface.to_owned(),
+            };
+            scope.end(&None, root, Outcome::Error(error.to_string()), vec![], vec![], Some(error.exception()));
+            return Err(error);
+        };
+        let (mut scope, result) = target.call(scope, interface, function, params).await;
+        if let Err(error) = &result {
+            scope.record_exception(&None, root, error.exception());
+        }
+        // Ends what guests left open, innermost first, then the root.
+        scope.finish();
+        result
+    }
+}
+
+/// Components in an order where every exporter precedes its importers.
+fn dependency_order(
+    compiled: &BTreeMap<String, (ComponentSpec, Component, ComponentShape)>,
+    exporter_of: &HashMap<String, String>,
+) -> Result<Vec<String>, LoadError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        compiled: &BTreeMap<String, (ComponentSpec, Component, ComponentShape)>,
+        exporter_of: &HashMap<String, String>,
+        marks: &mut HashMap<String, Mark>,
+        path: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), LoadError> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                path.push(name.to_owned());
+                return Err(LoadError::Cycle(path.join(" → ")));
+            }
+            None => {}
+        }
+        marks.insert(name.to_owned(), Mark::Visiting);
+        path.push(name.to_owned());
+        if let Some((_, _, shape)) = compiled.get(name) {
+            for interface in shape.imports.keys().filter(|i| !host_provided(i)) {
+                if let Some(dependency) = exporter_of.get(interface) {
+                    visit(dependency, compiled, exporter_of, marks, path, order)?;
+                }
+            }
+        }
+        path.pop();
+        marks.insert(name.to_owned(), Mark::Done);
+        order.push(name.to_owned());
+        Ok(())
+    }
+    let mut marks = HashMap::new();
+    let mut order = Vec::new();
+    for name in compiled.keys() {
+        visit(name, compiled, exporter_of, &mut marks, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}

@@ -1,0 +1,421 @@
+//! Telemetry configuration (SPEC 3.3): `WW_OTEL_*` variables, their standard `OTEL_*`
+//! twins, and a `.env` file. A `WW_` variable wins over its `OTEL_` twin; the process
+//! environment wins over `.env`. A bad value is an error naming the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+/// Default OTLP endpoint (gRPC).
+pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+/// Default `service.name`.
+pub const DEFAULT_SERVICE_NAME: &str = "world-weaver";
+/// Default batch size per export (SPEC 3.4).
+pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// Default span queue length (SPEC 3.4: at least 2048).
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+/// Default delay between two scheduled exports (the OTel default).
+pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
+/// Default bound on one export call (the OTel default).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+
+/// A configuration variable that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value we cannot accept.
+    #[error("{var}={value:?} is not valid: {reason}")]
+    Invalid {
+        /// The variable's name, as the user set it.
+        var: String,
+        /// The value given.
+        value: String,
+        /// What is accepted instead.
+        reason: String,
+    },
+    /// The `.env` file exists but cannot be read or parsed.
+    #[error("cannot read {path}: {reason}")]
+    DotEnv {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The OTLP wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over gRPC.
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies.
+    HttpProtobuf,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+/// Head sampling (`always_on`, `always_off`, `traceidratio`, `parentbased_*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerConfig {
+    /// Record every trace.
+    AlwaysOn,
+    /// Record nothing.
+    AlwaysOff,
+    /// Record this share of traces, by trace id.
+    TraceIdRatio(f64),
+    /// Follow a sampled parent; roots always sampled.
+    ParentBasedAlwaysOn,
+    /// Follow a sampled parent; roots never sampled.
+    ParentBasedAlwaysOff,
+    /// Follow a sampled parent; roots by ratio.
+    ParentBasedTraceIdRatio(f64),
+}
+
+impl fmt::Display for SamplerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SamplerConfig::AlwaysOn => f.write_str("always_on"),
+            SamplerConfig::AlwaysOff => f.write_str("always_off"),
+            SamplerConfig::TraceIdRatio(r) => write!(f, "traceidratio({r})"),
+            SamplerConfig::ParentBasedAlwaysOn => f.write_str("parentbased_always_on"),
+            SamplerConfig::ParentBasedAlwaysOff => f.write_str("parentbased_always_off"),
+            SamplerConfig::ParentBasedTraceIdRatio(r) => write!(f, "parentbased_traceidratio({r})"),
+        }
+    }
+}
+
+/// Batching of finished spans before export (`OTEL_BSP_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Spans waiting for export; beyond this, new spans are dropped and counted.
+    pub max_queue_size: usize,
+    /// Spans per export call.
+    pub max_export_batch_size: usize,
+    /// Longest wait before a partial batch is exported.
+    pub scheduled_delay: Duration,
+    /// Bound on one export call.
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            max_export_batch_size: DEFAULT_MAX_EXPORT_BATCH_SIZE,
+            scheduled_delay: DEFAULT_SCHEDULE_DELAY,
+            export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// Where OTLP export goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// For gRPC the collector's base URL; for HTTP the full `/v1/traces` URL.
+    pub endpoint: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Extra headers or gRPC metadata (`OTEL_EXPORTER_OTLP_HEADERS`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The whole telemetry configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// OTLP export, when `WW_OTEL_ENABLED` is true (and the SDK is not disabled).
+    pub otlp: Option<OtlpConfig>,
+    /// Print each finished trace as a tree on stderr.
+    pub console: bool,
+    /// `service.name`.
+    pub service_name: String,
+    /// Other resource attributes (`OTEL_RESOURCE_ATTRIBUTES`).
+    pub resource_attributes: Vec<(String, String)>,
+    /// Head sampling.
+    pub sampler: SamplerConfig,
+    /// Batching.
+    pub batch: BatchConfig,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp: None,
+            console: false,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            resource_attributes: Vec::new(),
+            sampler: SamplerConfig::ParentBasedAlwaysOn,
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+/// Configuration variables from all sources, already layered.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(HashMap<String, String>);
+
+impl Vars {
+    /// The process environment over the `.env` file at `dotenv` (if it exists).
+    pub fn from_env_and_dotenv(dotenv: &Path) -> Result<Self, ConfigError> {
+        let mut vars = Self::from_dotenv(dotenv)?;
+        vars.0.extend(std::env::vars());
+        Ok(vars)
+    }
+
+    /// The variables of a `.env` file; none if it does not exist.
+    pub fn from_dotenv(path: &Path) -> Result<Self, ConfigError> {
+        let iter = match dotenvy::from_path_iter(path) {
+            Ok(iter) => iter,
+            Err(e) if e.not_found() => return Ok(Self::default()),
+            Err(e) => return Err(dotenv_error(path, &e)),
+        };
+        let mut vars = HashMap::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| dotenv_error(path, &e))?;
+            vars.insert(key, value);
+        }
+        Ok(Self(vars))
+    }
+
+    /// Exactly these variables (tests, embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// The first of `names` that is set (and not empty), with its name.
+    fn first<'a>(&'a self, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
+        names.iter().find_map(|name| {
+            self.0
+                .get(*name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*name, v))
+        })
+    }
+}
+
+fn dotenv_error(path: &Path, e: &dotenvy::Error) -> ConfigError {
+    ConfigError::DotEnv {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn invalid(var: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var, value, "expected true or false")),
+    }
+}
+
+fn parse_count(var: &str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(var, value, "expected a positive whole number")),
+    }
+}
+
+fn parse_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| invalid(var, value, "expected milliseconds as a whole number"))
+}
+
+/// `key=value,key=value` with percent-encoded parts (the OTel list format).
+fn parse_key_values(var: &str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut pairs = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(invalid(var, value, format!("{item:?} is not key=value")));
+        };
+        let decode = |s: &str| {
+            percent_decode_str(s.trim())
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| invalid(var, value, "percent-encoding does not decode to UTF-8"))
+        };
+        let key = decode(k)?;
+        if key.is_empty() {
+            return Err(invalid(var, value, "empty key"));
+        }
+        pairs.push((key, decode(v)?));
+    }
+    Ok(pairs)
+}
+
+fn parse_endpoint(var: &str, value: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| invalid(var, value, format!("not a URL ({e})")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid(var, value, "expected an http:// or https:// URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid(var, value, "the URL has no host"));
+    }
+    Ok(uri)
+}
+
+fn parse_ratio(var: Option<(&str, &str)>) -> Result<f64, ConfigError> {
+    let Some((var, value)) = var else {
+        return Ok(1.0);
+    };
+    match value.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(invalid(var, value, "expected a ratio between 0 and 1")),
+    }
+}
+
+impl TelemetryConfig {
+    /// From the process environment and `./.env`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&Vars::from_env_and_dotenv(Path::new(".env"))?)
+    }
+
+    /// From already-layered variables.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let mut config = TelemetryConfig::default();
+
+        let sdk_disabled = match vars.first(&["OTEL_SDK_DISABLED"]) {
+            Some((var, value)) => parse_bool(var, value)?,
+            None => false,
+        };
+        let enabled = match vars.first(&["WW_OTEL_ENABLED"]) {
+            Some((var, value)) => parse_bool(var, value)?,
+            None => false,
+        };
+        config.console = match vars.first(&["WW_OTEL_CONSOLE"]) {
+            Some((var, value)) => parse_bool(var, value)?,
+            None => false,
+        } && !sdk_disabled;
+
+        // Parse the endpoint settings even when export is off, so a typo is reported
+        // the day it is made rather than the day export is switched on.
+        let endpoint = vars.first(&["WW_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        let uri = match endpoint {
+            Some((var, value)) => parse_endpoint(var, value)?,
+            None => parse_endpoint("WW_OTEL_ENDPOINT", DEFAULT_ENDPOINT)?,
+        };
+        let protocol = match vars.first(&["WW_OTEL_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]) {
+            Some((_, "grpc")) => Protocol::Grpc,
+            Some((_, "http/protobuf")) => Protocol::HttpProtobuf,
+            Some((var, value)) => {
+                return Err(invalid(var, value, "expected grpc or http/protobuf"));
+            }
+            // The conventional OTLP/HTTP port says which protocol is meant.
+            None if uri.port_u16() == Some(4318) => Protocol::HttpProtobuf,
+            None => Protocol::Grpc,
+        };
+        let headers = match vars.first(&["OTEL_EXPORTER_OTLP_HEADERS"]) {
+            Some((var, value)) => parse_key_values(var, value)?,
+            None => Vec::new(),
+        };
+        if enabled && !sdk_disabled {
+            let mut endpoint = uri.to_string();
+            if protocol == Protocol::HttpProtobuf && matches!(uri.path(), "" | "/") {
+                endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            }
+            config.otlp = Some(OtlpConfig {
+                endpoint,
+                protocol,
+                headers,
+            });
+        }
+
+        let mut resource = match vars.first(&["OTEL_RESOURCE_ATTRIBUTES"]) {
+            Some((var, value)) => parse_key_values(var, value)?,
+            None => Vec::new(),
+        };
+        let from_resource = resource
+            .iter()
+            .position(|(k, _)| k == "service.name")
+            .map(|i| resource.remove(i).1);
+        config.service_name = match vars.first(&["WW_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"]) {
+            Some((_, name)) => name.to_owned(),
+            None => from_resource.unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
+        };
+        config.resource_attributes = resource;
+
+        let arg = vars.first(&["WW_OTEL_SAMPLER_ARG", "OTEL_TRACES_SAMPLER_ARG"]);
+        config.sampler = match vars.first(&["WW_OTEL_SAMPLER", "OTEL_TRACES_SAMPLER"]) {
+            None | Some((_, "parentbased_always_on")) => SamplerConfig::ParentBasedAlwaysOn,
+            Some((_, "always_on")) => SamplerConfig::AlwaysOn,
+            Some((_, "always_off")) => SamplerConfig::AlwaysOff,
+            Some((_, "traceidratio")) => SamplerConfig::TraceIdRatio(parse_ratio(arg)?),
+            Some((_, "parentbased_always_off")) => SamplerConfig::ParentBasedAlwaysOff,
+            Some((_, "parentbased_traceidratio")) => {
+                SamplerConfig::ParentBasedTraceIdRatio(parse_ratio(arg)?)
+            }
+            Some((var, value)) => {
+                return Err(invalid(
+                    var,
+                    value,
+                    "expected always_on, always_off, traceidratio, parentbased_always_on, \
+                     parentbased_always_off or parentbased_traceidratio",
+                ));
+            }
+        };
+
+        let batch = &mut config.batch;
+        if let Some((var, value)) = vars.first(&["OTEL_BSP_MAX_QUEUE_SIZE"]) {
+            batch.max_queue_size = parse_count(var, value)?;
+        }
+        if let Some((var, value)) = vars.first(&["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"]) {
+            batch.max_export_batch_size = parse_count(var, value)?;
+            if batch.max_export_batch_size > batch.max_queue_size {
+                return Err(invalid(var, value, "must not exceed OTEL_BSP_MAX_QUEUE_SIZE"));
+            }
+        }
+        if let Some((var, value)) = vars.first(&["OTEL_BSP_SCHEDULE_DELAY"]) {
+            batch.scheduled_delay = parse_millis(var, value)?;
+        }
+        if let Some((var, value)) = vars.first(&["OTEL_BSP_EXPORT_TIMEOUT"]) {
+            batch.export_timeout = parse_millis(var, value)?;
+        }
+        Ok(config)
+    }
+
+    /// Whether spans are recorded at all (some exporter is on).
+    pub fn is_recording(&self) -> bool {
+        self.otlp.is_some() || self.console
+    }
+
+    /// The one start-up line saying where traces go.
+    pub fn describe(&self) -> String {
+        let mut sinks = Vec::new();
+        if let Some(otlp) = &self.otlp {
+            sinks.push(format!("OTLP {} to {}", otlp.protocol, otlp.endpoint));
+        }
+        if self.console {
+            sinks.push("the console (stderr)".to_owned());
+        }
+        if sinks.is_empty() {
+            return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)".to_owned();
+        }
+        format!(
+            "tracing to {} as service {:?}, sampler {}",
+            sinks.join(" and "),
+            self.service_name,
+            self.sampler
+        )
+    }
+}

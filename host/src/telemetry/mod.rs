@@ -1,0 +1,347 @@
+//! The telemetry pipeline: the tracer provider the host owns, its exporters (OTLP gRPC,
+//! OTLP HTTP/protobuf, console tree), head sampling, and the counters `memory_stats`
+//! reports.
+
+pub mod batch;
+pub mod config;
+pub mod console;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
+use tokio::runtime::Handle;
+
+pub use batch::{ExportCounters, Pipeline};
+pub use config::{BatchConfig, ConfigError, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig, Vars};
+pub use console::{ConsoleSink, ConsoleTreeExporter};
+
+/// The instrumentation scope of every span the host creates.
+pub const INSTRUMENTATION_SCOPE: &str = "ww-memory";
+
+/// The console tree is for people watching: print soon after a trace ends.
+const CONSOLE_SCHEDULE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A bad setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The OTLP exporter could not be created.
+    #[error("cannot create the OTLP exporter for {endpoint}: {reason}")]
+    Exporter {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the tracing capability dropped or repaired because guest input broke a limit.
+#[derive(Debug, Default)]
+pub struct GuestLimitCounters {
+    /// Names, keys and values cut to their limit.
+    pub truncated: AtomicU64,
+    /// Attributes beyond the per-span limit.
+    pub dropped_attributes: AtomicU64,
+    /// Events beyond the per-span limit.
+    pub dropped_events: AtomicU64,
+    /// Spans refused because the request had too many open.
+    pub refused_spans: AtomicU64,
+    /// Calls naming a span that is not open (ended twice, never existed).
+    pub invalid_handles: AtomicU64,
+    /// Remote parents that were not a valid `traceparent`.
+    pub invalid_parents: AtomicU64,
+    /// Spans still open when their request ended, ended by the host.
+    pub unclosed_spans: AtomicU64,
+    /// Baggage entries refused.
+    pub refused_baggage: AtomicU64,
+}
+
+/// A snapshot for `memory_stats` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryStats {
+    /// Whether spans are recorded.
+    pub enabled: bool,
+    /// One description per exporter.
+    pub exporters: Vec<String>,
+    /// The sampler.
+    pub sampler: String,
+    /// Spans accepted by the exporters (summed).
+    pub spans_exported: u64,
+    /// Spans lost (summed over exporters).
+    pub spans_dropped: u64,
+    /// Guest-input repairs, by kind.
+    pub guest_limits: Vec<(&'static str, u64)>,
+}
+
+/// The host's telemetry: one tracer provider, its pipelines and counters.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    recording: bool,
+    sampler: String,
+    pipelines: Vec<Pipeline>,
+    next_handle: AtomicU64,
+    /// Guest-input limit counters.
+    pub guest_limits: GuestLimitCounters,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("recording", &self.recording)
+            .field("pipelines", &self.pipelines)
+            .finish()
+    }
+}
+
+fn sdk_sampler(config: &SamplerConfig) -> Sampler {
+    match *config {
+        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+        SamplerConfig::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::ParentBasedTraceIdRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    }
+}
+
+/// Builds a [`Telemetry`] from a configuration, optionally with extra exporters
+/// (benchmarks use a no-op one) and a console sink other than stderr (tests).
+pub struct TelemetryBuilder {
+    config: TelemetryConfig,
+    console_sink: Option<ConsoleSink>,
+    extra: Vec<Box<dyn FnOnce(&BatchConfig, &Handle) -> (batch::BatchProcessor, Pipeline)>>,
+}
+
+impl TelemetryBuilder {
+    /// Print console trees to `sink` instead of stderr.
+    pub fn console_sink(mut self, sink: ConsoleSink) -> Self {
+        self.console_sink = Some(sink);
+        self
+    }
+
+    /// Also export every span through `exporter` (batched like the others).
+    pub fn with_exporter<E: SpanExporter + 'static>(mut self, name: &str, exporter: E) -> Self {
+        let name = name.to_owned();
+        self.extra.push(Box::new(move |batch, runtime| {
+            batch::BatchProcessor::spawn(exporter, batch, name, runtime)
+        }));
+        self
+    }
+
+    /// Build the pipeline; export tasks run on `runtime`.
+    pub fn build(self, runtime: &Handle) -> Result<Arc<Telemetry>, TelemetryError> {
+        let config = self.config;
+        // tonic's channel needs the runtime's reactor even to be created.
+        let _entered = runtime.enter();
+        let mut processors = Vec::new();
+        if let Some(otlp) = &config.otlp {
+            let description = format!("OTLP {} {}", otlp.protocol, otlp.endpoint);
+            let processor = match otlp.protocol {
+                Protocol::Grpc => {
+                    let mut metadata = tonic::metadata::MetadataMap::new();
+                    for (key, value) in &otlp.headers {
+                        let parsed_key = tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes());
+                        let parsed_value = tonic::metadata::MetadataValue::try_from(value.as_str());
+                        match (parsed_key, parsed_value) {
+                            (Ok(k), Ok(v)) => {
+                                metadata.insert(k, v);
+                            }
+                            _ => {
+                                return Err(ConfigError::Invalid {
+                                    var: "OTEL_EXPORTER_OTLP_HEADERS".to_owned(),
+                                    value: key.clone(),
+                                    reason: "not a valid gRPC metadata entry".to_owned(),
+                                }
+                                .into());
+                            }
+                        }
+                    }
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(&otlp.endpoint)
+                        .with_timeout(config.batch.export_timeout)
+                        .with_metadata(metadata)
+                        .build()
+                        .map_err(|e| TelemetryError::Exporter {
+                            endpoint: otlp.endpoint.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    batch::BatchProcessor::spawn(exporter, &config.batch, description, runtime)
+                }
+                Protocol::HttpProtobuf => {
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_endpoint(&otlp.endpoint)
+                        .with_timeout(config.batch.export_timeout)
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                        .with_headers(otlp.headers.iter().cloned().collect())
+                        .build()
+                        .map_err(|e| TelemetryError::Exporter {
+                            endpoint: otlp.endpoint.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    batch::BatchProcessor::spawn(exporter, &config.batch, description, runtime)
+                }
+            };
+            processors.push(processor);
+        }
+        if config.console {
+            let exporter = match self.console_sink {
+                Some(sink) => ConsoleTreeExporter::new(sink),
+                None => ConsoleTreeExporter::stderr(),
+            };
+            let batch = BatchConfig {
+                scheduled_delay: CONSOLE_SCHEDULE_DELAY,
+                ..config.batch.clone()
+            };
+            processors.push(batch::BatchProcessor::spawn(
+                exporter,
+                &batch,
+                "console (stderr)".to_owned(),
+                runtime,
+            ));
+        }
+        for make in self.extra {
+            processors.push(make(&config.batch, runtime));
+        }
+
+        let recording = !processors.is_empty();
+        // Disabled still hands out valid (unsampled) contexts: the SDK with an always-off
+        // sampler does exactly that, cheaply, and nothing reaches a processor.
+        let sampler = if recording {
+            sdk_sampler(&config.sampler)
+        } else {
+            Sampler::AlwaysOff
+        };
+        let mut resource = Resource::builder().with_service_name(config.service_name.clone());
+        for (key, value) in &config.resource_attributes {
+            resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
+        }
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_resource(resource.build());
+        let mut pipelines = Vec::new();
+        for (processor, pipeline) in processors {
+            builder = builder.with_span_processor(processor);
+            pipelines.push(pipeline);
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
+        Ok(Arc::new(Telemetry {
+            provider,
+            tracer,
+            recording,
+            sampler: if recording {
+                config.sampler.to_string()
+            } else {
+                "always_off (tracing disabled)".to_owned()
+            },
+            pipelines,
+            // 0 means "innermost span" in the WIT interface; handles start at 1.
+            next_handle: AtomicU64::new(1),
+            guest_limits: GuestLimitCounters::default(),
+        }))
+    }
+}
+
+impl Telemetry {
+    /// A builder for `config`.
+    pub fn builder(config: TelemetryConfig) -> TelemetryBuilder {
+        TelemetryBuilder {
+            config,
+            console_sink: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Tracing off: every span is a cheap, unsampled no-op.
+    pub fn disabled(runtime: &Handle) -> Arc<Telemetry> {
+        // Infallible: no exporter to create.
+        Self::builder(TelemetryConfig::default())
+            .build(runtime)
+            .unwrap_or_else(|_| unreachable!("a configuration without exporters cannot fail"))
+    }
+
+    /// The tracer every host span comes from.
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.tracer
+    }
+
+    /// A span handle never handed out before, by any request.
+    pub fn next_span_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether any exporter is configured.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// The pipelines, one per exporter.
+    pub fn pipelines(&self) -> &[Pipeline] {
+        &self.pipelines
+    }
+
+    /// Counters and settings for `memory_stats`.
+    pub fn stats(&self) -> TelemetryStats {
+        let sum = |f: fn(&ExportCounters) -> &AtomicU64| {
+            self.pipelines
+                .iter()
+                .map(|p| f(&p.counters).load(Ordering::Relaxed))
+                .sum()
+        };
+        let g = &self.guest_limits;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TelemetryStats {
+            enabled: self.recording,
+            exporters: self.pipelines.iter().map(|p| p.description.clone()).collect(),
+            sampler: self.sampler.clone(),
+            spans_exported: sum(|c| &c.exported),
+            spans_dropped: sum(|c| &c.dropped),
+            guest_limits: vec![
+                ("truncated", load(&g.truncated)),
+                ("dropped_attributes", load(&g.dropped_attributes)),
+                ("dropped_events", load(&g.dropped_events)),
+                ("refused_spans", load(&g.refused_spans)),
+                ("invalid_handles", load(&g.invalid_handles)),
+                ("invalid_parents", load(&g.invalid_parents)),
+                ("unclosed_spans", load(&g.unclosed_spans)),
+                ("refused_baggage", load(&g.refused_baggage)),
+            ],
+        }
+    }
+
+    /// Export everything finished so far, on every pipeline.
+    pub async fn flush(&self) {
+        for pipeline in &self.pipelines {
+            pipeline.flush().await;
+        }
+    }
+
+    /// Flush and stop every pipeline; logs what was dropped over the run.
+    pub async fn shutdown(&self) {
+        for pipeline in &self.pipelines {
+            pipeline.shutdown().await;
+        }
+        let stats = self.stats();
+        if stats.spans_dropped > 0 {
+            tracing::warn!(
+                "telemetry shut down: {} spans exported, {} dropped",
+                stats.spans_exported,
+                stats.spans_dropped
+            );
+        }
+        // The processors already stopped; the provider's own shutdown only marks it.
+        let _ = self.provider.shutdown();
+    }
+}

@@ -1,0 +1,275 @@
+//! The WIT `tracing` capability: every component's span calls land here and become
+//! OpenTelemetry SDK spans in the current request's [`RequestScope`].
+
+pub mod limits;
+pub mod scope;
+pub mod w3c;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::ww::memory::tracing as wit;
+use crate::telemetry::Telemetry;
+use limits::*;
+pub use scope::{Event, Exception, Outcome, Owner, RequestScope};
+pub use w3c::IncomingContext;
+
+/// The tracing state of one component's store: who it is, and the scope of the request
+/// it is serving (a detached scope between requests).
+pub struct TracingCtx {
+    owner: Owner,
+    scope: RequestScope,
+}
+
+impl TracingCtx {
+    /// State for component `name`.
+    pub fn new(name: Arc<str>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            owner: Some(name),
+            scope: RequestScope::new(telemetry, None, None),
+        }
+    }
+
+    /// Put the request's scope in, for a call into this component.
+    pub fn enter(&mut self, scope: RequestScope) -> RequestScope {
+        std::mem::replace(&mut self.scope, scope)
+    }
+
+    /// Take the request's scope back out after the call, leaving `detached`.
+    pub fn leave(&mut self, detached: RequestScope) -> RequestScope {
+        std::mem::replace(&mut self.scope, detached)
+    }
+
+    /// The scope of the request being served.
+    pub fn scope_mut(&mut self) -> &mut RequestScope {
+        &mut self.scope
+    }
+
+    /// The component's name.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    fn truncated(&self, s: &mut String, max: usize) {
+        if truncate(s, max) {
+            self.scope
+                .telemetry()
+                .guest_limits
+                .truncated
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn value(&self, value: wit::Value) -> Value {
+        let list = |n: usize| {
+            if n > MAX_LIST_LEN {
+                self.scope
+                    .telemetry()
+                    .guest_limits
+                    .truncated
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            n.min(MAX_LIST_LEN)
+        };
+        match value {
+            wit::Value::String(mut s) => {
+                self.truncated(&mut s, MAX_STRING_VALUE_BYTES);
+                Value::String(s.into())
+            }
+            wit::Value::Bool(b) => Value::Bool(b),
+            wit::Value::S64(i) => Value::I64(i),
+            wit::Value::F64(f) => Value::F64(f),
+            wit::Value::StringList(items) => {
+                let n = list(items.len());
+                Value::Array(Array::String(
+                    items
+                        .into_iter()
+                        .take(n)
+                        .map(|mut s| {
+                            self.truncated(&mut s, MAX_STRING_VALUE_BYTES);
+                            StringValue::from(s)
+                        })
+                        .collect(),
+                ))
+            }
+            wit::Value::BoolList(mut items) => {
+                items.truncate(list(items.len()));
+                Value::Array(Array::Bool(items))
+            }
+            wit::Value::S64List(mut items) => {
+                items.truncate(list(items.len()));
+                Value::Array(Array::I64(items))
+            }
+            wit::Value::F64List(mut items) => {
+                items.truncate(list(items.len()));
+                Value::Array(Array::F64(items))
+            }
+        }
+    }
+
+    /// Convert at most `max` attributes; the rest are counted as dropped. Empty keys are
+    /// dropped too.
+    fn attributes(&self, attributes: Vec<wit::KeyValue>, max: usize) -> Vec<KeyValue> {
+        let total = attributes.len();
+        let converted: Vec<KeyValue> = attributes
+            .into_iter()
+            .filter(|kv| !kv.key.is_empty())
+            .take(max)
+            .map(|kv| {
+                let mut key = kv.key;
+                self.truncated(&mut key, MAX_KEY_BYTES);
+                KeyValue::new(key, self.value(kv.value))
+            })
+            .collect();
+        let dropped = (total - converted.len()) as u64;
+        if dropped > 0 {
+            self.scope
+                .telemetry()
+                .guest_limits
+                .dropped_attributes
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        converted
+    }
+
+    fn event(&self, event: wit::Event) -> Event {
+        let mut name = event.name;
+        self.truncated(&mut name, MAX_NAME_BYTES);
+        Event {
+            name,
+            time: event.time_unix_nano.and_then(scope::plausible_time),
+            attributes: self.attributes(event.attributes, MAX_ATTRIBUTES_PER_EVENT),
+        }
+    }
+
+    fn exception(&self, exception: wit::Exception) -> Exception {
+        let (mut kind, mut message) = (exception.type_, exception.message);
+        self.truncated(&mut kind, MAX_NAME_BYTES);
+        self.truncated(&mut message, MAX_STRING_VALUE_BYTES);
+        let stacktrace = exception.stacktrace.map(|mut s| {
+            self.truncated(&mut s, MAX_STRING_VALUE_BYTES);
+            s
+        });
+        Exception {
+            kind,
+            message,
+            stacktrace,
+        }
+    }
+}
+
+fn span_kind(kind: wit::SpanKind) -> SpanKind {
+    match kind {
+        wit::SpanKind::Internal => SpanKind::Internal,
+        wit::SpanKind::Server => SpanKind::Server,
+        wit::SpanKind::Client => SpanKind::Client,
+        wit::SpanKind::Producer => SpanKind::Producer,
+        wit::SpanKind::Consumer => SpanKind::Consumer,
+    }
+}
+
+impl wit::Host for TracingCtx {
+    fn enabled(&mut self) -> bool {
+        self.scope.telemetry().is_recording()
+    }
+
+    fn start_span(
+        &mut self,
+        mut name: String,
+        kind: wit::SpanKind,
+        attributes: Vec<wit::KeyValue>,
+        remote_parent: Option<wit::TraceContext>,
+    ) -> u64 {
+        self.truncated(&mut name, MAX_NAME_BYTES);
+        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let parent = remote_parent.and_then(|p| {
+            let parsed = w3c::parse_traceparent(&p.traceparent, &p.tracestate);
+            if parsed.is_none() {
+                self.scope
+                    .telemetry()
+                    .guest_limits
+                    .invalid_parents
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            parsed
+        });
+        let owner = self.owner.clone();
+        self.scope
+            .start(owner, Cow::Owned(name), span_kind(kind), attributes, parent)
+    }
+
+    fn end_span(
+        &mut self,
+        span: u64,
+        status: wit::Status,
+        attributes: Vec<wit::KeyValue>,
+        events: Vec<wit::Event>,
+        exception: Option<wit::Exception>,
+    ) {
+        let outcome = match status {
+            wit::Status::Unset => Outcome::Unset,
+            wit::Status::Ok => Outcome::Ok,
+            wit::Status::Error(mut description) => {
+                self.truncated(&mut description, MAX_STRING_VALUE_BYTES);
+                Outcome::Error(description)
+            }
+        };
+        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let events = events.into_iter().map(|e| self.event(e)).collect();
+        let exception = exception.map(|e| self.exception(e));
+        let owner = self.owner.clone();
+        self.scope
+            .end(&owner, span, outcome, attributes, events, exception);
+    }
+
+    fn set_attributes(&mut self, span: u64, attributes: Vec<wit::KeyValue>) {
+        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let owner = self.owner.clone();
+        self.scope.set_attributes(&owner, span, attributes);
+    }
+
+    fn add_event(&mut self, span: u64, event: wit::Event) {
+        let event = self.event(event);
+        let owner = self.owner.clone();
+        self.scope.add_event(&owner, span, event);
+    }
+
+    fn record_exception(&mut self, span: u64, exception: wit::Exception) {
+        let exception = self.exception(exception);
+        let owner = self.owner.clone();
+        self.scope.record_exception(&owner, span, exception);
+    }
+
+    fn current_context(&mut self) -> wit::TraceContext {
+        let (traceparent, tracestate) = self.scope.current_context();
+        wit::TraceContext {
+            traceparent,
+            tracestate,
+        }
+    }
+
+    fn baggage_get(&mut self, key: String) -> Option<String> {
+        self.scope.baggage(&key).map(str::to_owned)
+    }
+
+    fn baggage_all(&mut self) -> Vec<(String, String)> {
+        self.scope.baggage_entries().to_vec()
+    }
+
+    fn baggage_set(&mut self, key: String, value: String) -> bool {
+        self.scope.set_baggage(&key, &value)
+    }
+}
+
+/// Link the tracing interface for stores whose data exposes a [`TracingCtx`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut TracingCtx,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
+}

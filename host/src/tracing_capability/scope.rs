@@ -1,0 +1,377 @@
+//! The span stack of one request. It travels with the request from store to store, so a
+//! span opened by any component parents under the innermost span open *in that request*,
+//! whichever component opened it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::Span;
+
+use super::limits::*;
+use super::w3c::{self, IncomingContext};
+use crate::telemetry::Telemetry;
+
+/// Who opened a span: the host (gateway, boundary spans) or a named component.
+pub type Owner = Option<Arc<str>>;
+
+/// A handle no span ever has: returned when a span is refused, ignored everywhere.
+pub const REFUSED_HANDLE: u64 = u64::MAX;
+
+/// An exception to record: the semantic-convention `exception` event plus ERROR status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exception {
+    /// `exception.type`.
+    pub kind: String,
+    /// `exception.message`.
+    pub message: String,
+    /// `exception.stacktrace`.
+    pub stacktrace: Option<String>,
+}
+
+/// A span event before conversion.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Name.
+    pub name: String,
+    /// When it happened; `None` for now.
+    pub time: Option<SystemTime>,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+}
+
+/// How a span ended.
+#[derive(Debug, Clone, Default)]
+pub enum Outcome {
+    /// Nothing said.
+    #[default]
+    Unset,
+    /// Success.
+    Ok,
+    /// Failure with a description.
+    Error(String),
+}
+
+struct OpenSpan {
+    handle: u64,
+    span: Span,
+    context: SpanContext,
+    owner: Owner,
+    attributes: usize,
+    events: usize,
+}
+
+/// The span stack and baggage of one request.
+pub struct RequestScope {
+    telemetry: Arc<Telemetry>,
+    /// Open spans in start order; the last is the innermost.
+    open: Vec<OpenSpan>,
+    /// The parent of the request's first span, when the request came with one.
+    remote_parent: Option<SpanContext>,
+    baggage: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RequestScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestScope")
+            .field("open", &self.open.len())
+            .field("remote_parent", &self.remote_parent)
+            .finish()
+    }
+}
+
+impl RequestScope {
+    /// A scope for a new request, under `parent` when one was received (an invalid one is
+    /// counted and ignored), carrying the W3C `baggage` header if any.
+    pub fn new(telemetry: Arc<Telemetry>, parent: Option<&IncomingContext>, baggage: Option<&str>) -> Self {
+        let remote_parent = parent.and_then(|p| {
+            let parsed = w3c::parse_traceparent(&p.traceparent, &p.tracestate);
+            if parsed.is_none() {
+                telemetry.guest_limits.invalid_parents.fetch_add(1, Ordering::Relaxed);
+            }
+            parsed
+        });
+        let mut scope = Self {
+            telemetry,
+            open: Vec::new(),
+            remote_parent,
+            baggage: Vec::new(),
+        };
+        for (key, value) in baggage.map(w3c::parse_baggage).unwrap_or_default() {
+            scope.set_baggage(&key, &value);
+        }
+        scope
+    }
+
+    /// The telemetry this scope records into.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Spans currently open.
+    pub fn open_spans(&self) -> usize {
+        self.open.len()
+    }
+
+    fn count(&self, counter: fn(&crate::telemetry::GuestLimitCounters) -> &std::sync::atomic::AtomicU64, n: u64) {
+        if n > 0 {
+            counter(&self.telemetry.guest_limits).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The context of the innermost open span, else the remote parent.
+    pub fn current(&self) -> Option<&SpanContext> {
+        self.open.last().map(|s| &s.context).or(self.remote_parent.as_ref())
+    }
+
+    /// `traceparent`/`tracestate` of the innermost span. Always valid: with nothing open
+    /// and no remote parent it is a fresh, unsampled context.
+    pub fn current_context(&self) -> (String, String) {
+        match self.current() {
+            Some(context) => w3c::format_context(context),
+            None => {
+                let span = self
+                    .telemetry
+                    .tracer()
+                    .build_with_context(SpanBuilder::from_name("unsampled"), &Context::new());
+                let context = span.span_context().clone();
+                w3c::format_context(&SpanContext::new(
+                    context.trace_id(),
+                    context.span_id(),
+                    opentelemetry::trace::TraceFlags::default(),
+                    false,
+                    Default::default(),
+                ))
+            }
+        }
+    }
+
+    /// Open a span under `parent` (when valid) or the innermost open span.
+    pub fn start(
+        &mut self,
+        owner: Owner,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+        parent: Option<SpanContext>,
+    ) -> u64 {
+        if self.open.len() >= MAX_OPEN_SPANS_PER_REQUEST {
+            self.count(|c| &c.refused_spans, 1);
+            return REFUSED_HANDLE;
+        }
+        let parent_cx = match parent.as_ref().or(self.current()) {
+            Some(parent) => Context::new().with_remote_span_context(parent.clone()),
+            None => Context::new(),
+        };
+        let attribute_count = attributes.len();
+        let tracer = self.telemetry.tracer();
+        let span = tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_attributes(attributes),
+            &parent_cx,
+        );
+        let handle = self.telemetry.next_span_handle();
+        self.open.push(OpenSpan {
+            handle,
+            context: span.span_context().clone(),
+            span,
+            owner,
+            attributes: attribute_count,
+            events: 0,
+        });
+        handle
+    }
+
+    /// Find an open span: `0` is the innermost; otherwise the handle, which `owner` must
+    /// have opened. Unknown handles are counted.
+    fn find(&mut self, owner: &Owner, handle: u64, any_owner_for_innermost: bool) -> Option<usize> {
+        let index = if handle == 0 && any_owner_for_innermost {
+            self.open.len().checked_sub(1)
+        } else {
+            self.open
+                .iter()
+                .rposition(|s| s.handle == handle && s.owner == *owner)
+        };
+        if index.is_none() && handle != REFUSED_HANDLE {
+            self.count(|c| &c.invalid_handles, 1);
+        }
+        index
+    }
+
+    /// Add attributes to an open span, within the per-span limit.
+    pub fn set_attributes(&mut self, owner: &Owner, handle: u64, attributes: Vec<KeyValue>) {
+        let Some(index) = self.find(owner, handle, true) else {
+            return;
+        };
+        let span = &mut self.open[index];
+        let room = MAX_ATTRIBUTES_PER_SPAN.saturating_sub(span.attributes);
+        let dropped = attributes.len().saturating_sub(room);
+        let kept = attributes.len() - dropped;
+        span.attributes += kept;
+        span.span.set_attributes(attributes.into_iter().take(kept));
+        self.count(|c| &c.dropped_attributes, dropped as u64);
+    }
+
+    /// Add an event to an open span, within the per-span limit.
+    pub fn add_event(&mut self, owner: &Owner, handle: u64, event: Event) {
+        let Some(index) = self.find(owner, handle, true) else {
+            return;
+        };
+        self.push_event(index, event);
+    }
+
+    fn push_event(&mut self, index: usize, event: Event) {
+        let span = &mut self.open[index];
+        if span.events >= MAX_EVENTS_PER_SPAN {
+            self.count(|c| &c.dropped_events, 1);
+            return;
+        }
+        span.events += 1;
+        let time = event.time.unwrap_or_else(SystemTime::now);
+        span.span
+            .add_event_with_timestamp(event.name, time, event.attributes);
+    }
+
+    /// Record an exception on an open span: an `exception` event and ERROR status.
+    pub fn record_exception(&mut self, owner: &Owner, handle: u64, exception: Exception) {
+        let Some(index) = self.find(owner, handle, true) else {
+            return;
+        };
+        self.record_exception_at(index, exception);
+    }
+
+    fn record_exception_at(&mut self, index: usize, exception: Exception) {
+        let mut attributes = vec![
+            KeyValue::new("exception.type", exception.kind),
+            KeyValue::new("exception.message", exception.message.clone()),
+        ];
+        if let Some(stack) = exception.stacktrace {
+            attributes.push(KeyValue::new("exception.stacktrace", stack));
+        }
+        // The exception event is what backends look for; it bypasses the event limit.
+        let span = &mut self.open[index];
+        span.span.add_event("exception", attributes);
+        span.span.set_status(Status::error(exception.message));
+    }
+
+    /// End a span `owner` opened, with its final attributes, events and status.
+    pub fn end(
+        &mut self,
+        owner: &Owner,
+        handle: u64,
+        outcome: Outcome,
+        attributes: Vec<KeyValue>,
+        events: Vec<Event>,
+        exception: Option<Exception>,
+    ) {
+        let Some(index) = self.find(owner, handle, false) else {
+            return;
+        };
+        if !attributes.is_empty() {
+            self.set_attributes(owner, handle, attributes);
+        }
+        for event in events {
+            self.push_event(index, event);
+        }
+        if let Some(exception) = exception {
+            self.record_exception_at(index, exception);
+        }
+        let mut span = self.open.remove(index);
+        match outcome {
+            Outcome::Unset => {}
+            Outcome::Ok => span.span.set_status(Status::Ok),
+            // An exception already set the status with its message; keep it.
+            Outcome::Error(description) => span.span.set_status(Status::error(description)),
+        }
+        span.span.end();
+    }
+
+    /// End every span `owner` still has open, innermost first, as failed with
+    /// `exception` (a trapped component cannot end its own).
+    pub fn fail_spans_of(&mut self, owner: &Owner, exception: &Exception) {
+        while let Some(index) = self.open.iter().rposition(|s| s.owner == *owner) {
+            self.record_exception_at(index, exception.clone());
+            let mut span = self.open.remove(index);
+            span.span
+                .set_attribute(KeyValue::new("ww.span.ended_by_host", true));
+            span.span.end();
+        }
+    }
+
+    /// End every span still open (the request is over), innermost first, marked
+    /// `ww.span.ended_by_host`. Host-owned spans end normally.
+    pub fn finish(mut self) {
+        self.close_all();
+    }
+
+    fn close_all(&mut self) {
+        while let Some(mut span) = self.open.pop() {
+            if span.owner.is_some() {
+                self.telemetry
+                    .guest_limits
+                    .unclosed_spans
+                    .fetch_add(1, Ordering::Relaxed);
+                span.span
+                    .set_attribute(KeyValue::new("ww.span.ended_by_host", true));
+            }
+            span.span.end();
+        }
+    }
+
+    /// A baggage entry.
+    pub fn baggage(&self, key: &str) -> Option<&str> {
+        self.baggage
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every baggage entry.
+    pub fn baggage_entries(&self) -> &[(String, String)] {
+        &self.baggage
+    }
+
+    /// Set a baggage entry within the W3C limits; false (and counted) when refused.
+    pub fn set_baggage(&mut self, key: &str, value: &str) -> bool {
+        let existing = self.baggage.iter().position(|(k, _)| k == key);
+        let size_without: usize = self
+            .baggage
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != existing)
+            .map(|(_, (k, v))| k.len() + v.len() + 2)
+            .sum();
+        let fits = size_without + key.len() + value.len() + 2 <= MAX_BAGGAGE_BYTES
+            && (existing.is_some() || self.baggage.len() < MAX_BAGGAGE_ENTRIES);
+        if !w3c::is_baggage_key(key) || !fits {
+            self.count(|c| &c.refused_baggage, 1);
+            return false;
+        }
+        match existing {
+            Some(i) => self.baggage[i].1 = value.to_owned(),
+            None => self.baggage.push((key.to_owned(), value.to_owned())),
+        }
+        true
+    }
+}
+
+impl Drop for RequestScope {
+    /// A scope dropped on an error path still ends what it holds: an open span that is
+    /// never ended is never exported.
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+/// Sanity bound for guest-supplied event times: not before 2000, not in the future.
+pub fn plausible_time(nanos: u64) -> Option<SystemTime> {
+    const Y2000_NANOS: u64 = 946_684_800_000_000_000;
+    let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+    (nanos >= Y2000_NANOS && time <= SystemTime::now() + Duration::from_secs(60)).then_some(time)
+}

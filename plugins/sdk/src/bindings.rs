@@ -1,0 +1,31 @@
+//! Every `wit_bindgen::generate!` a guest needs, in one place. Plugin crates never see
+//! these modules directly; they use the re-exports in the crate root.
+
+wit_bindgen::generate!({
+    world: "host-capabilities",
+    path: "../../wit",
+});
+
+/// Bindings of the worker fixture's world.
+pub mod fixture_worker {
+    wit_bindgen::generate!({
+        world: "fixture-worker-component",
+        path: "../../wit",
+        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        pub_export_macro: true,
+        export_macro_name: "export_fixture_worker",
+        default_bindings_module: "ww_guest::bindings::fixture_worker",
+    });
+}
+
+/// Bindings of the caller fixture's world.
+pub mod fixture_caller {
+    wit_bindgen::generate!({
+        world: "fixture-caller-component",
+        path: "../../wit",
+        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        pub_export_macro: true,
+        export_macro_name: "export_fixture_caller",
+        default_bindings_module: "ww_guest::bindings::fixture_caller",
+    });
+}

@@ -1,0 +1,55 @@
+//! The World Weaver guest SDK: tracing for plugin components without any WIT plumbing.
+//!
+//! A span is opened with [`span`] (a guard) or [`SpanBuilder`], or around a whole function
+//! with [`traced`]. The host parents each span under the innermost open span of the same
+//! request, whichever component opened it, so one request is one trace.
+//!
+//! ```ignore
+//! use ww_guest::{add_span_attribute, add_span_event, kv, span, traced};
+//!
+//! #[traced("episodic.recall", kind = Internal)]
+//! fn recall(query: &str) -> Result<Vec<String>, String> {
+//!     add_span_attribute("query.length", query.len());
+//!     let _batch = span("batch_processing").attr("batch_size", 100);
+//!     add_span_event("scored", vec![kv("count", 3)]);
+//!     Ok(vec![])
+//! }
+//! ```
+//!
+//! An `Err` returned from a `#[traced]` function, or a panic anywhere, ends the span with
+//! status ERROR and an `exception` event. A span costs two host calls: attributes and
+//! events added while it is open are buffered and sent when it ends.
+
+#[doc(hidden)]
+pub mod bindings;
+pub mod baggage;
+mod span;
+mod value;
+
+pub use span::{
+    Span, SpanBuilder, SpanKind, TraceContext, __private, add_span_attribute, add_span_event,
+    get_trace_context, span, tracing_enabled,
+};
+pub use value::{KeyValue, Value, kv};
+pub use ww_guest_macros::traced;
+
+#[doc(inline)]
+pub use bindings::fixture_caller::export_fixture_caller;
+#[doc(inline)]
+pub use bindings::fixture_worker::export_fixture_worker;
+
+/// The test fixtures' interfaces. Only the fixture components use these.
+pub mod fixtures {
+    /// Worker side: implement [`worker::Guest`] and call `ww_guest::export_fixture_worker!`.
+    pub mod worker {
+        pub use crate::bindings::fixture_worker::exports::ww::memory::fixture_worker::Guest;
+        pub use crate::bindings::fixture_worker::ww::memory::fixture_types::WorkMode;
+    }
+    /// Caller side: implement [`caller::Guest`], call the worker through [`caller::worker`].
+    pub mod caller {
+        pub use crate::bindings::fixture_caller::exports::ww::memory::fixture_driver::Guest;
+        pub use crate::bindings::fixture_caller::ww::memory::fixture_types::WorkMode;
+        /// The worker, reached through the host.
+        pub use crate::bindings::fixture_caller::ww::memory::fixture_worker as worker;
+    }
+}

@@ -1,0 +1,348 @@
+//! Spans as guards: started on creation, ended on drop, with attributes and events
+//! buffered in the guest so that a span costs two host calls.
+
+use std::cell::RefCell;
+use std::fmt::{Debug, Display};
+use std::sync::Once;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::bindings::ww::memory::tracing as wit;
+use crate::value::{KeyValue, Value, kv};
+
+/// OpenTelemetry span kinds.
+pub use wit::SpanKind;
+
+/// A span's buffered state while it is open in this component.
+struct OpenSpan {
+    handle: u64,
+    attributes: Vec<KeyValue>,
+    events: Vec<wit::Event>,
+    status: wit::Status,
+    exception: Option<wit::Exception>,
+}
+
+impl OpenSpan {
+    fn end(self) {
+        wit::end_span(
+            self.handle,
+            &self.status,
+            &self.attributes,
+            &self.events,
+            self.exception.as_ref(),
+        );
+    }
+}
+
+thread_local! {
+    /// This component's open spans, outermost first. Components are single-threaded.
+    static OPEN: RefCell<Vec<OpenSpan>> = const { RefCell::new(Vec::new()) };
+}
+
+static PANIC_HOOK: Once = Once::new();
+
+/// A panic aborts the component (wasm has no unwinding), so no guard's `Drop` runs.
+/// The hook ends every open span of this component as ERROR with an `exception` event
+/// first; the host then sees the trap and marks the request.
+fn install_panic_hook() {
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+            let location = info
+                .location()
+                .map(|l| format!("at {}:{}:{}", l.file(), l.line(), l.column()));
+            let spans = OPEN.with(|open| open.try_borrow_mut().map(|mut o| std::mem::take(&mut *o)));
+            if let Ok(spans) = spans {
+                for mut span in spans.into_iter().rev() {
+                    span.status = wit::Status::Error(format!("panic: {message}"));
+                    span.exception = Some(wit::Exception {
+                        type_: "panic".to_owned(),
+                        message: message.clone(),
+                        stacktrace: location.clone(),
+                    });
+                    span.end();
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn now_unix_nano() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+}
+
+/// Run `f` on the buffered state of span `handle`, or of the innermost open span of this
+/// component when `handle` is `None`. Returns `None` when there is no such open span.
+fn with_open<R>(handle: Option<u64>, f: impl FnOnce(&mut OpenSpan) -> R) -> Option<R> {
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let span = match handle {
+            Some(h) => open.iter_mut().rev().find(|s| s.handle == h),
+            None => open.last_mut(),
+        };
+        span.map(f)
+    })
+}
+
+/// Starts a span with a kind, initial attributes or an explicit remote parent.
+#[must_use = "call .start() to open the span"]
+pub struct SpanBuilder {
+    name: String,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+    remote_parent: Option<wit::TraceContext>,
+}
+
+impl SpanBuilder {
+    /// A builder for an INTERNAL span named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: SpanKind::Internal,
+            attributes: Vec::new(),
+            remote_parent: None,
+        }
+    }
+
+    /// Set the span kind.
+    pub fn kind(mut self, kind: SpanKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Add an initial attribute (sent with the start, visible to samplers).
+    pub fn attr(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.attributes.push(kv(key, value));
+        self
+    }
+
+    /// Parent the span under a W3C `traceparent` received from elsewhere instead of the
+    /// current span of the request.
+    pub fn remote_parent(mut self, traceparent: impl Into<String>, tracestate: impl Into<String>) -> Self {
+        self.remote_parent = Some(wit::TraceContext {
+            traceparent: traceparent.into(),
+            tracestate: tracestate.into(),
+        });
+        self
+    }
+
+    /// Open the span: one host call.
+    pub fn start(self) -> Span {
+        install_panic_hook();
+        let handle = wit::start_span(
+            &self.name,
+            self.kind,
+            &self.attributes,
+            self.remote_parent.as_ref(),
+        );
+        OPEN.with(|open| {
+            open.borrow_mut().push(OpenSpan {
+                handle,
+                attributes: Vec::new(),
+                events: Vec::new(),
+                status: wit::Status::Unset,
+                exception: None,
+            })
+        });
+        Span { handle }
+    }
+}
+
+/// An open span. It ends when dropped (or with [`Span::end`]); attributes and events added
+/// meanwhile are buffered and sent with the end.
+#[must_use = "a span ends when this guard is dropped"]
+pub struct Span {
+    handle: u64,
+}
+
+/// Open an INTERNAL span named `name` as the current span of this component.
+///
+/// ```ignore
+/// let _span = ww_guest::span("batch_processing").attr("batch_size", 100);
+/// ```
+pub fn span(name: impl Into<String>) -> Span {
+    SpanBuilder::new(name).start()
+}
+
+impl Span {
+    /// Add an attribute (builder style).
+    pub fn attr(self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.set_attribute(key, value);
+        self
+    }
+
+    /// Add an attribute.
+    pub fn set_attribute(&self, key: impl Into<String>, value: impl Into<Value>) {
+        let attribute = kv(key, value);
+        with_open(Some(self.handle), |s| s.attributes.push(attribute));
+    }
+
+    /// Add an event with attributes, timestamped now.
+    pub fn add_event(&self, name: impl Into<String>, attributes: Vec<KeyValue>) {
+        let event = wit::Event {
+            name: name.into(),
+            time_unix_nano: now_unix_nano(),
+            attributes,
+        };
+        with_open(Some(self.handle), |s| s.events.push(event));
+    }
+
+    /// Mark the span OK.
+    pub fn set_ok(&self) {
+        with_open(Some(self.handle), |s| s.status = wit::Status::Ok);
+    }
+
+    /// Record an error: status ERROR and an `exception` event.
+    pub fn record_error(&self, error_type: &str, message: impl Into<String>) {
+        let message = message.into();
+        with_open(Some(self.handle), |s| {
+            s.status = wit::Status::Error(message.clone());
+            s.exception = Some(wit::Exception {
+                type_: error_type.to_owned(),
+                message,
+                stacktrace: None,
+            });
+        });
+    }
+
+    /// The host handle of this span.
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    /// End the span now (the same as dropping it).
+    pub fn end(self) {}
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let span = OPEN.with(|open| {
+            let mut open = open.borrow_mut();
+            let index = open.iter().rposition(|s| s.handle == self.handle)?;
+            Some(open.remove(index))
+        });
+        if let Some(span) = span {
+            span.end();
+        }
+    }
+}
+
+/// Add an attribute to this component's current span (or, when it has none open, to the
+/// innermost open span of the request).
+pub fn add_span_attribute(key: impl Into<String>, value: impl Into<Value>) {
+    let attribute = kv(key, value);
+    let mut pending = Some(attribute);
+    with_open(None, |s| s.attributes.extend(pending.take()));
+    if let Some(attribute) = pending {
+        wit::set_attributes(0, &[attribute]);
+    }
+}
+
+/// Add an event to this component's current span (or the request's innermost span).
+pub fn add_span_event(name: impl Into<String>, attributes: Vec<KeyValue>) {
+    let event = wit::Event {
+        name: name.into(),
+        time_unix_nano: now_unix_nano(),
+        attributes,
+    };
+    let mut pending = Some(event);
+    with_open(None, |s| s.events.extend(pending.take()));
+    if let Some(event) = pending {
+        wit::add_event(0, &event);
+    }
+}
+
+/// The W3C trace context of the innermost open span of the current request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub traceparent: String,
+    /// Vendor-specific trace state, possibly empty.
+    pub tracestate: String,
+}
+
+impl TraceContext {
+    /// The 32-hex-digit trace id.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent.get(3..35).unwrap_or("")
+    }
+
+    /// The 16-hex-digit span id.
+    pub fn span_id(&self) -> &str {
+        self.traceparent.get(36..52).unwrap_or("")
+    }
+
+    /// Whether the span is sampled.
+    pub fn sampled(&self) -> bool {
+        self.traceparent.ends_with("-01")
+    }
+
+    /// As a `traceparent` / `tracestate` map, ready to inject into outgoing headers.
+    pub fn to_map(&self) -> Vec<(String, String)> {
+        let mut map = vec![("traceparent".to_owned(), self.traceparent.clone())];
+        if !self.tracestate.is_empty() {
+            map.push(("tracestate".to_owned(), self.tracestate.clone()));
+        }
+        map
+    }
+}
+
+/// The trace context of the innermost open span of the current request, across all
+/// components.
+pub fn get_trace_context() -> TraceContext {
+    let cx = wit::current_context();
+    TraceContext {
+        traceparent: cx.traceparent,
+        tracestate: cx.tracestate,
+    }
+}
+
+/// Whether the host records spans (false when tracing is disabled).
+pub fn tracing_enabled() -> bool {
+    wit::enabled()
+}
+
+/// Support for `#[traced]`; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    /// Wraps an error so the macro can prefer `Display` and fall back to `Debug`.
+    pub struct ErrorText<'a, E>(pub &'a E);
+
+    pub trait ViaDisplay {
+        fn error_text(&self) -> String;
+    }
+    impl<E: Display> ViaDisplay for ErrorText<'_, E> {
+        fn error_text(&self) -> String {
+            self.0.to_string()
+        }
+    }
+
+    pub trait ViaDebug {
+        fn error_text(&self) -> String;
+    }
+    impl<E: Debug> ViaDebug for &ErrorText<'_, E> {
+        fn error_text(&self) -> String {
+            format!("{:?}", self.0)
+        }
+    }
+
+    /// The unqualified name of an error type, for `exception.type`.
+    pub fn type_name_of<E>(_: &E) -> &'static str {
+        std::any::type_name::<E>()
+    }
+
+    pub fn start(name: &str, kind: SpanKind) -> Span {
+        SpanBuilder::new(name).kind(kind).start()
+    }
+}

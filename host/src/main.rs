@@ -1,3 +1,163 @@
 //! `ww-memory`: the World Weaver host binary.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use wasmtime::component::Val;
+use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::telemetry::{Telemetry, TelemetryConfig};
+use ww_host::tracing_capability::IncomingContext;
+
+/// World Weaver: a memory server for AI agents whose services and stores are
+/// WebAssembly components, with one OpenTelemetry trace per request.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Directory of component files (*.wasm) to load.
+    #[arg(long, env = "WW_PLUGIN_DIR", default_value = "target/wasm32-wasip2/release", global = true)]
+    plugins_dir: PathBuf,
+
+    /// Where compiled components are cached between runs (default: ~/.cache/ww-memory).
+    #[arg(long, env = "WW_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the loaded components: file, imports (and where they are routed), exports.
+    Plugins,
+    /// Call one exported function, as one traced request, and print its result.
+    ///
+    /// Arguments are WAVE values, e.g.
+    /// `ww-memory invoke ww:memory/fixture-driver@0.1.0 run '"hello"' succeed`.
+    Invoke {
+        /// The exported interface, e.g. `ww:memory/fixture-driver@0.1.0`.
+        interface: String,
+        /// The function in it.
+        function: String,
+        /// Arguments in WAVE syntax, one per parameter.
+        args: Vec<String>,
+        /// Continue the trace of this W3C traceparent.
+        #[arg(long)]
+        traceparent: Option<String>,
+    },
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("ww-memory"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let telemetry_config = TelemetryConfig::from_env()?;
+    tracing::info!("{}", telemetry_config.describe());
+    let telemetry = Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
+
+    let components = ComponentSpec::from_dir(&cli.plugins_dir)
+        .with_context(|| format!("cannot read the plugin directory {}", cli.plugins_dir.display()))?;
+    if components.is_empty() {
+        bail!(
+            "no components (*.wasm) in {}; run `make plugins` or set WW_PLUGIN_DIR",
+            cli.plugins_dir.display()
+        );
+    }
+    let config = HostConfig {
+        components,
+        cache_dir: cli.cache_dir.or_else(default_cache_dir),
+        ..HostConfig::default()
+    };
+    let host = ComponentHost::load(config, telemetry.clone()).await?;
+
+    let code = match cli.command {
+        Command::Plugins => {
+            for (component, shape) in host.components() {
+                println!("{}  ({})", component.name(), component.path().display());
+                for interface in shape.imports.keys() {
+                    let source = host
+                        .exporter(interface)
+                        .map(|c| format!("component {}", c.name()))
+                        .unwrap_or_else(|| "host".to_owned());
+                    println!("  import {interface}  <- {source}");
+                }
+                for (interface, functions) in &shape.exports {
+                    println!("  export {interface}  [{}]", functions.join(", "));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Invoke {
+            interface,
+            function,
+            args,
+            traceparent,
+        } => {
+            let exporter = host
+                .exporter(&interface)
+                .ok_or_else(|| anyhow!("no loaded component exports {interface}"))?;
+            let params = exporter
+                .params(&interface, &function)
+                .ok_or_else(|| anyhow!("{} exports no function {function} in {interface}", exporter.name()))?;
+            if params.len() != args.len() {
+                let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+                bail!("{function} takes {} arguments ({}), {} given", params.len(), names.join(", "), args.len());
+            }
+            let values = params
+                .iter()
+                .zip(&args)
+                .map(|((name, ty), arg)| {
+                    Val::from_wave(ty, arg).map_err(|e| anyhow!("argument {name}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut request = Request::new(format!("invoke.{function}"));
+            if let Some(tp) = traceparent {
+                request = request.with_parent(IncomingContext::traceparent(tp));
+            }
+            let result = host.invoke(request, &interface, &function, &values).await;
+            match result {
+                Ok(values) => {
+                    for value in values {
+                        println!("{}", value.to_wave().unwrap_or_else(|e| format!("<{e}>")));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    telemetry.shutdown().await;
+    Ok(code)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -94,7 +94,7 @@ pub enum CallError {
 }
 
 /// The kind of trap, for errors and span attributes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TrapReason {
     /// The call ran past its deadline.
     #[error("deadline of {0:?} exceeded")]
@@ -102,12 +102,34 @@ pub enum TrapReason {
     /// The component tried to grow memory past its limit.
     #[error("memory limit of {0} bytes exceeded")]
     Memory(usize),
+    /// A component this one called through the host failed.
+    #[error("its call to {} failed ({})", .0.component(), .0.reason())]
+    Callee(Box<CallError>),
     /// A panic or other trap.
     #[error("{0}")]
-    Other(String),
+    Trap(String),
 }
 
 impl CallError {
+    /// The component the error is about.
+    pub fn component(&self) -> &str {
+        match self {
+            CallError::NoExporter { .. } => "host",
+            CallError::NoSuchFunction { component, .. }
+            | CallError::Instantiate { component, .. }
+            | CallError::Trap { component, .. } => component,
+        }
+    }
+
+    /// Why, without the component's name.
+    pub fn reason(&self) -> String {
+        match self {
+            CallError::Trap { reason, .. } => reason.to_string(),
+            CallError::Instantiate { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The exception recorded on spans for this error.
     pub fn exception(&self) -> Exception {
         let kind = match self {
@@ -187,6 +209,19 @@ impl PluginComponent {
         &self.path
     }
 
+    /// The parameter names and types of `interface#function`, if this component exports it.
+    pub fn params(&self, interface: &str, function: &str) -> Option<Vec<(String, wasmtime::component::Type)>> {
+        use wasmtime::component::types::ComponentItem;
+        let ty = self.pre.component().component_type();
+        let ComponentItem::ComponentInstance(instance) = ty.get_export(&self.engine, interface)?.ty else {
+            return None;
+        };
+        let ComponentItem::ComponentFunc(func) = instance.get_export(&self.engine, function)?.ty else {
+            return None;
+        };
+        Some(func.params().map(|(name, ty)| (name.to_owned(), ty)).collect())
+    }
+
     /// Instances created so far (the first, and one after each trap).
     pub fn instantiations(&self) -> u64 {
         self.instantiations.load(Ordering::Relaxed)
@@ -195,6 +230,28 @@ impl PluginComponent {
     /// Calls that trapped.
     pub fn traps(&self) -> u64 {
         self.traps.load(Ordering::Relaxed)
+    }
+
+    /// A short, backtrace-free account of why a call failed.
+    fn trap_reason(&self, error: &wasmtime::Error) -> TrapReason {
+        // A component it called through the host failed first: say which, and why.
+        if let Some(callee) = error.chain().find_map(|e| e.downcast_ref::<CallError>()) {
+            return TrapReason::Callee(Box::new(callee.clone()));
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => TrapReason::Deadline(self.limits.deadline),
+            Some(Trap::UnreachableCodeReached) => {
+                TrapReason::Trap("wasm `unreachable` executed (a panic or abort)".to_owned())
+            }
+            Some(trap) => TrapReason::Trap(trap.to_string()),
+            None if error
+                .chain()
+                .any(|e| e.to_string().contains("forcing trap when growing memory")) =>
+            {
+                TrapReason::Memory(self.limits.memory_bytes)
+            }
+            None => TrapReason::Trap(error.root_cause().to_string()),
+        }
     }
 
     /// A fresh store and instance from the pre-instantiated component.
@@ -299,13 +356,7 @@ impl PluginComponent {
             Ok(()) => (scope, Ok(results)),
             Err(error) => {
                 self.traps.fetch_add(1, Ordering::Relaxed);
-                let reason = match error.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => TrapReason::Deadline(self.limits.deadline),
-                    _ if format!("{error:#}").contains("forcing trap when growing memory") => {
-                        TrapReason::Memory(self.limits.memory_bytes)
-                    }
-                    _ => TrapReason::Other(format!("{error:#}")),
-                };
+                let reason = self.trap_reason(&error);
                 let failure = CallError::Trap {
                     component: self.name.to_string(),
                     function: format!("{interface}#{function}"),

@@ -27,6 +27,23 @@ fn host_provided(interface: &str) -> bool {
     HOST_PROVIDED.iter().any(|p| interface.starts_with(p))
 }
 
+impl ComponentShape {
+    /// Imports another component must serve: not host-provided, and with functions
+    /// (an interface imported only for its types needs nothing behind it).
+    fn routed_imports(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.imports
+            .iter()
+            .filter(|(interface, functions)| !host_provided(interface) && !functions.is_empty())
+    }
+
+    fn type_only_imports(&self) -> impl Iterator<Item = &String> {
+        self.imports
+            .iter()
+            .filter(|(interface, functions)| !host_provided(interface) && functions.is_empty())
+            .map(|(interface, _)| interface)
+    }
+}
+
 /// A component to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentSpec {
@@ -238,7 +255,7 @@ impl ComponentHost {
             }
         }
         for (name, (_, _, shape)) in &compiled {
-            for interface in shape.imports.keys().filter(|i| !host_provided(i)) {
+            for (interface, _) in shape.routed_imports() {
                 if !exporter_of.contains_key(interface) {
                     return Err(LoadError::Unsatisfied {
                         component: name.clone(),
@@ -265,7 +282,10 @@ impl ComponentHost {
             tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| &mut s.tracing)
                 .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
-            for (interface, functions) in shape.imports.iter().filter(|(i, _)| !host_provided(i)) {
+            for interface in shape.type_only_imports() {
+                linker.instance(interface).map_err(link_error)?;
+            }
+            for (interface, functions) in shape.routed_imports() {
                 let target = exporter_of
                     .get(interface)
                     .and_then(|exporter| loaded.get(exporter))
@@ -319,6 +339,11 @@ impl ComponentHost {
     /// The component named `name`.
     pub fn component(&self, name: &str) -> Option<&Arc<PluginComponent>> {
         self.components.iter().map(|(c, _)| c).find(|c| c.name() == name)
+    }
+
+    /// The component that exports `interface`.
+    pub fn exporter(&self, interface: &str) -> Option<&Arc<PluginComponent>> {
+        self.exporters.get(interface)
     }
 
     /// Instantiate every component now rather than on first call.
@@ -392,7 +417,7 @@ fn dependency_order(
         marks.insert(name.to_owned(), Mark::Visiting);
         path.push(name.to_owned());
         if let Some((_, _, shape)) = compiled.get(name) {
-            for interface in shape.imports.keys().filter(|i| !host_provided(i)) {
+            for (interface, _) in shape.routed_imports() {
                 if let Some(dependency) = exporter_of.get(interface) {
                     visit(dependency, compiled, exporter_of, marks, path, order)?;
                 }

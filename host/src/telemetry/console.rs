@@ -135,7 +135,7 @@ fn format_value(value: &Value) -> String {
 }
 
 /// Render one trace: the roots (spans whose parent is not in the trace) first, children
-/// under their parents in start order.
+/// under their parents in start order; names, kinds and durations in aligned columns.
 pub fn render_trace(mut spans: Vec<SpanData>) -> String {
     spans.sort_by_key(|s| s.start_time);
     let ids: std::collections::HashSet<SpanId> =
@@ -149,27 +149,49 @@ pub fn render_trace(mut spans: Vec<SpanData>) -> String {
             roots.push(i);
         }
     }
+    let mut rows = Vec::new();
+    for (n, root) in roots.iter().enumerate() {
+        collect_rows(&spans, &children, *root, "", n + 1 == roots.len(), true, &mut rows);
+    }
+    let width = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Span { label, .. } => Some(label.chars().count()),
+            Row::Line(_) => None,
+        })
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     if let Some(first) = spans.first() {
         let _ = writeln!(out, "trace {}", first.span_context.trace_id());
     }
-    let width = spans.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) + 2;
-    for (n, root) in roots.iter().enumerate() {
-        render_span(&spans, &children, *root, "", n + 1 == roots.len(), true, width, &mut out);
+    for row in rows {
+        match row {
+            Row::Span { label, detail } => {
+                let pad = width - label.chars().count();
+                let _ = writeln!(out, "{label}{:pad$}  {detail}", "");
+            }
+            Row::Line(line) => {
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn render_span(
+enum Row {
+    Span { label: String, detail: String },
+    Line(String),
+}
+
+fn collect_rows(
     spans: &[SpanData],
     children: &HashMap<SpanId, Vec<usize>>,
     index: usize,
     prefix: &str,
     last: bool,
     root: bool,
-    width: usize,
-    out: &mut String,
+    rows: &mut Vec<Row>,
 ) {
     let span = &spans[index];
     let branch = match (root, last) {
@@ -181,26 +203,27 @@ fn render_span(
         .end_time
         .duration_since(span.start_time)
         .unwrap_or_default();
-    let label = format!("{prefix}{branch}{}", span.name);
-    let pad = (width + prefix.chars().count() + 3).saturating_sub(label.chars().count());
-    let _ = write!(
-        out,
-        "{label}{:pad$}{:<9}{:>10}",
-        "",
-        kind_name(&span.span_kind),
-        format_duration(duration)
-    );
+    let mut detail = format!("{:<9}{:>10}", kind_name(&span.span_kind), format_duration(duration));
     if let Status::Error { description } = &span.status {
-        let _ = write!(out, "  ERROR {description:?}");
+        let _ = write!(detail, "  ERROR {description:?}");
     }
     for kv in &span.attributes {
-        let _ = write!(out, "  {}={}", kv.key, format_value(&kv.value));
+        let _ = write!(detail, "  {}={}", kv.key, format_value(&kv.value));
     }
-    out.push('\n');
+    rows.push(Row::Span {
+        label: format!("{prefix}{branch}{}", span.name),
+        detail,
+    });
     let child_prefix = match (root, last) {
         (true, _) => prefix.to_owned(),
         (false, true) => format!("{prefix}   "),
         (false, false) => format!("{prefix}│  "),
+    };
+    let kids = children.get(&span.span_context.span_id());
+    let event_prefix = if kids.is_some() {
+        format!("{child_prefix}│  ")
+    } else {
+        format!("{child_prefix}   ")
     };
     for event in span.events.iter() {
         let attrs: Vec<String> = event
@@ -208,11 +231,11 @@ fn render_span(
             .iter()
             .map(|kv| format!("{}={}", kv.key, format_value(&kv.value)))
             .collect();
-        let _ = writeln!(out, "{child_prefix}·  event {} {}", event.name, attrs.join(" "));
+        rows.push(Row::Line(format!("{event_prefix}· {} {}", event.name, attrs.join(" "))));
     }
-    if let Some(kids) = children.get(&span.span_context.span_id()) {
+    if let Some(kids) = kids {
         for (n, kid) in kids.iter().enumerate() {
-            render_span(spans, children, *kid, &child_prefix, n + 1 == kids.len(), false, width, out);
+            collect_rows(spans, children, *kid, &child_prefix, n + 1 == kids.len(), false, rows);
         }
     }
 }

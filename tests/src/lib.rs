@@ -1,1 +1,123 @@
-//! Test support.
+//! Test support: where the built components are, hosts built from them, and real OTLP
+//! receivers.
+
+pub mod otlp;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::Val;
+use ww_host::plugins::{CallError, ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::telemetry::{ConsoleSink, Telemetry, TelemetryConfig, Vars};
+
+/// The fixture caller's exported interface.
+pub const DRIVER: &str = "ww:memory/fixture-driver@0.1.0";
+
+/// Where `make plugins` puts components (override with `WW_PLUGIN_DIR`).
+pub fn component_dir() -> PathBuf {
+    std::env::var_os("WW_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        })
+}
+
+/// A component built by `make plugins`; panics with the fix when it is missing.
+pub fn component(file: &str) -> ComponentSpec {
+    let path = component_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make plugins` first",
+        path.display()
+    );
+    let name = file.trim_end_matches(".wasm").replace('_', "-");
+    ComponentSpec { name, path }
+}
+
+/// Caller and worker fixtures.
+pub fn fixtures() -> Vec<ComponentSpec> {
+    vec![component("fixture_caller.wasm"), component("fixture_worker.wasm")]
+}
+
+/// Compiled-code cache shared by every test of a run.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-test-cache")
+}
+
+/// Telemetry configured from exactly `vars`, exporting on the current runtime.
+pub fn telemetry(vars: &[(&str, &str)]) -> Arc<Telemetry> {
+    let config = TelemetryConfig::from_vars(&Vars::from_pairs(vars.iter().copied())).expect("config");
+    Telemetry::builder(config)
+        .build(&tokio::runtime::Handle::current())
+        .expect("telemetry")
+}
+
+/// Telemetry with OTLP export to `endpoint`, flushed quickly.
+pub fn otlp_telemetry(endpoint: &str, protocol: &str) -> Arc<Telemetry> {
+    telemetry(&[
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_ENDPOINT", endpoint),
+        ("WW_OTEL_PROTOCOL", protocol),
+        ("WW_OTEL_SERVICE_NAME", "ww-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+}
+
+/// A console sink that keeps what is written, and a way to read it.
+pub fn console_buffer() -> (ConsoleSink, Arc<Mutex<Vec<u8>>>) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink: ConsoleSink = Arc::new(Mutex::new(Shared(buffer.clone())));
+    (sink, buffer)
+}
+
+/// A host with both fixtures loaded.
+pub async fn fixture_host(telemetry: Arc<Telemetry>) -> ComponentHost {
+    let config = HostConfig {
+        components: fixtures(),
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    ComponentHost::load(config, telemetry).await.expect("load fixtures")
+}
+
+/// A `work-mode` value.
+pub fn mode(name: &str) -> Val {
+    Val::Enum(name.to_owned())
+}
+
+/// Decode a `result<string, string>`.
+pub fn string_result(values: Vec<Val>) -> Result<String, String> {
+    match values.as_slice() {
+        [Val::Result(Ok(Some(v)))] => match v.as_ref() {
+            Val::String(s) => Ok(s.clone()),
+            other => panic!("unexpected ok value {other:?}"),
+        },
+        [Val::Result(Err(Some(v)))] => match v.as_ref() {
+            Val::String(s) => Err(s.clone()),
+            other => panic!("unexpected err value {other:?}"),
+        },
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+/// `fixture-driver.run(input, mode)` as a request named `name`.
+pub async fn run(
+    host: &ComponentHost,
+    request: Request,
+    input: &str,
+    work_mode: &str,
+) -> Result<Result<String, String>, CallError> {
+    host.invoke(request, DRIVER, "run", &[Val::String(input.to_owned()), mode(work_mode)])
+        .await
+        .map(string_result)
+}

@@ -182,6 +182,8 @@ impl<E: SpanExporter> Worker<E> {
         let mut batch: Vec<SpanData> = Vec::with_capacity(self.batch_size);
         let mut deadline = tokio::time::Instant::now() + self.delay;
         loop {
+            // `recv_many` appends up to its limit: ask only for what fits the batch.
+            let room = self.batch_size - batch.len();
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
@@ -199,7 +201,7 @@ impl<E: SpanExporter> Worker<E> {
                     // Every handle is gone: nothing can flush or queue any more.
                     None => return,
                 },
-                received = self.spans.recv_many(&mut batch, self.batch_size) => {
+                received = self.spans.recv_many(&mut batch, room) => {
                     if received == 0 {
                         self.drain(&mut batch).await;
                         return;

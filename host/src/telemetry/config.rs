@@ -165,9 +165,13 @@ pub struct Vars(HashMap<String, String>);
 impl Vars {
     /// The process environment over the `.env` file at `dotenv` (if it exists).
     pub fn from_env_and_dotenv(dotenv: &Path) -> Result<Self, ConfigError> {
-        let mut vars = Self::from_dotenv(dotenv)?;
-        vars.0.extend(std::env::vars());
-        Ok(vars)
+        Ok(Self::from_dotenv(dotenv)?.overlaid_by(Self(std::env::vars().collect())))
+    }
+
+    /// These variables with `over`'s on top (`over` wins where both set one).
+    pub fn overlaid_by(mut self, over: Vars) -> Self {
+        self.0.extend(over.0);
+        self
     }
 
     /// The variables of a `.env` file; none if it does not exist.
@@ -330,9 +334,11 @@ impl TelemetryConfig {
             None => Vec::new(),
         };
         if enabled && !sdk_disabled {
-            let mut endpoint = uri.to_string();
+            let given = endpoint.map_or(DEFAULT_ENDPOINT, |(_, value)| value);
+            let mut endpoint = given.trim_end_matches('/').to_owned();
+            // Like OTEL_EXPORTER_OTLP_ENDPOINT, a bare base URL means the standard path.
             if protocol == Protocol::HttpProtobuf && matches!(uri.path(), "" | "/") {
-                endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+                endpoint.push_str("/v1/traces");
             }
             config.otlp = Some(OtlpConfig {
                 endpoint,

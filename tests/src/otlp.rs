@@ -1,0 +1,347 @@
+//! Real OTLP receivers on 127.0.0.1 — gRPC (tonic) and HTTP/protobuf (hyper) — that keep
+//! what they receive for assertions.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// An attribute value as received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// String.
+    Str(String),
+    /// Bool.
+    Bool(bool),
+    /// Integer.
+    Int(i64),
+    /// Double.
+    Double(f64),
+    /// Array.
+    Array(Vec<AttrValue>),
+}
+
+impl AttrValue {
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            AttrValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn convert_value(value: Option<AnyValue>) -> AttrValue {
+    match value.and_then(|v| v.value) {
+        Some(any_value::Value::StringValue(s)) => AttrValue::Str(s),
+        Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
+        Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
+        Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(d),
+        Some(any_value::Value::ArrayValue(a)) => {
+            AttrValue::Array(a.values.into_iter().map(|v| convert_value(Some(v))).collect())
+        }
+        other => AttrValue::Str(format!("{other:?}")),
+    }
+}
+
+fn convert_attributes(attributes: Vec<KeyValue>) -> BTreeMap<String, AttrValue> {
+    attributes
+        .into_iter()
+        .map(|kv| (kv.key, convert_value(kv.value)))
+        .collect()
+}
+
+/// A span event as received.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    /// Name.
+    pub name: String,
+    /// Attributes.
+    pub attributes: BTreeMap<String, AttrValue>,
+}
+
+/// One span as it arrived over the wire.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// Hex trace id.
+    pub trace_id: String,
+    /// Hex span id.
+    pub span_id: String,
+    /// Hex parent span id, empty for a root.
+    pub parent_span_id: String,
+    /// Name.
+    pub name: String,
+    /// OTLP kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: i32,
+    /// Attributes.
+    pub attributes: BTreeMap<String, AttrValue>,
+    /// Events.
+    pub events: Vec<ReceivedEvent>,
+    /// 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+    /// Status message.
+    pub status_message: String,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Start, ns since the epoch.
+    pub start_unix_nano: u64,
+    /// End, ns since the epoch.
+    pub end_unix_nano: u64,
+}
+
+/// OTLP span kinds.
+pub mod kind {
+    /// INTERNAL.
+    pub const INTERNAL: i32 = 1;
+    /// SERVER.
+    pub const SERVER: i32 = 2;
+    /// CLIENT.
+    pub const CLIENT: i32 = 3;
+}
+
+/// OTLP status codes.
+pub mod status {
+    /// UNSET.
+    pub const UNSET: i32 = 0;
+    /// ERROR.
+    pub const ERROR: i32 = 2;
+}
+
+impl ReceivedSpan {
+    /// A string attribute.
+    pub fn attr_str(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).and_then(AttrValue::as_str)
+    }
+
+    /// The `exception` event, if recorded.
+    pub fn exception(&self) -> Option<&ReceivedEvent> {
+        self.events.iter().find(|e| e.name == "exception")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn convert_request(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
+    let mut spans = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service_name = resource_spans
+            .resource
+            .map(|r| convert_attributes(r.attributes))
+            .and_then(|a| a.get("service.name").and_then(|v| v.as_str().map(str::to_owned)))
+            .unwrap_or_default();
+        for scope_spans in resource_spans.scope_spans {
+            for span in scope_spans.spans {
+                let status = span.status.unwrap_or_default();
+                spans.push(ReceivedSpan {
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name,
+                    kind: span.kind,
+                    attributes: convert_attributes(span.attributes),
+                    events: span
+                        .events
+                        .into_iter()
+                        .map(|e| ReceivedEvent {
+                            name: e.name,
+                            attributes: convert_attributes(e.attributes),
+                        })
+                        .collect(),
+                    status_code: status.code,
+                    status_message: status.message,
+                    service_name: service_name.clone(),
+                    start_unix_nano: span.start_time_unix_nano,
+                    end_unix_nano: span.end_time_unix_nano,
+                });
+            }
+        }
+    }
+    spans
+}
+
+#[derive(Default)]
+struct Received {
+    spans: Mutex<Vec<ReceivedSpan>>,
+    requests: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    arrived: Notify,
+}
+
+impl Received {
+    fn push(&self, spans: Vec<ReceivedSpan>, path: &str, headers: Vec<(String, String)>) {
+        if let Ok(mut all) = self.spans.lock() {
+            all.extend(spans);
+        }
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.push((path.to_owned(), headers));
+        }
+        self.arrived.notify_waiters();
+    }
+}
+
+/// A receiver listening on 127.0.0.1.
+pub struct OtlpReceiver {
+    addr: SocketAddr,
+    received: Arc<Received>,
+    task: tokio::task::JoinHandle<()>,
+    http: bool,
+}
+
+struct GrpcTraces(Arc<Received>);
+
+#[tonic::async_trait]
+impl TraceService for GrpcTraces {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .iter()
+            .filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
+        self.0
+            .push(convert_request(request.into_inner()), "grpc", headers);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl OtlpReceiver {
+    /// An OTLP/gRPC receiver.
+    pub async fn grpc() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Received::default());
+        let service = TraceServiceServer::new(GrpcTraces(received.clone()));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Self {
+            addr,
+            received,
+            task,
+            http: false,
+        }
+    }
+
+    /// An OTLP/HTTP receiver accepting protobuf on `/v1/traces`.
+    pub async fn http() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Received::default());
+        let shared = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let received = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let received = received.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let headers: Vec<(String, String)> = request
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                                .collect();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let response = match ExportTraceServiceRequest::decode(body) {
+                                Ok(export) if path == "/v1/traces" => {
+                                    received.push(convert_request(export), &path, headers);
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(Bytes::from(
+                                            ExportTraceServiceResponse::default().encode_to_vec(),
+                                        )))
+                                }
+                                _ => hyper::Response::builder()
+                                    .status(400)
+                                    .body(Full::new(Bytes::new())),
+                            };
+                            Ok::<_, hyper::Error>(response.expect("response"))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            received,
+            task,
+            http: true,
+        }
+    }
+
+    /// The endpoint to configure: base URL for gRPC, `/v1/traces` URL for HTTP.
+    pub fn endpoint(&self) -> String {
+        if self.http {
+            format!("http://{}/v1/traces", self.addr)
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// Everything received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.received.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The path and headers of every export request received.
+    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.received.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Wait until `done` holds for the received spans (or `timeout` passes), and return
+    /// them.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.received.arrived.notified();
+            let spans = self.spans();
+            if done(&spans) || tokio::time::Instant::now() >= deadline {
+                return spans;
+            }
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -9,7 +9,9 @@ fn config(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
 }
 
 fn error_naming(vars: &[(&str, &str)], var: &str) -> String {
-    let message = config(vars).expect_err("a bad value must be an error").to_string();
+    let message = config(vars)
+        .expect_err("a bad value must be an error")
+        .to_string();
     assert!(message.contains(var), "{message:?} should name {var}");
     message
 }
@@ -37,7 +39,11 @@ fn enabled_exports_grpc_to_localhost_by_default() {
 
 #[test]
 fn port_4318_means_http_protobuf_with_the_standard_path() {
-    let c = config(&[("WW_OTEL_ENABLED", "1"), ("WW_OTEL_ENDPOINT", "http://collector:4318")]).unwrap();
+    let c = config(&[
+        ("WW_OTEL_ENABLED", "1"),
+        ("WW_OTEL_ENDPOINT", "http://collector:4318"),
+    ])
+    .unwrap();
     let otlp = c.otlp.unwrap();
     assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
     assert_eq!(otlp.endpoint, "http://collector:4318/v1/traces");
@@ -48,7 +54,10 @@ fn port_4318_means_http_protobuf_with_the_standard_path() {
         ("WW_OTEL_PROTOCOL", "http/protobuf"),
     ])
     .unwrap();
-    assert_eq!(c.otlp.unwrap().endpoint, "https://otlp.example/custom/traces");
+    assert_eq!(
+        c.otlp.unwrap().endpoint,
+        "https://otlp.example/custom/traces"
+    );
 }
 
 #[test]
@@ -91,8 +100,14 @@ fn ww_variables_win_over_their_otel_twins() {
 fn resource_attributes_and_headers_are_percent_decoded_lists() {
     let c = config(&[
         ("WW_OTEL_ENABLED", "true"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from%20resource,deployment.environment=test"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20abc, x-tenant = acme"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=from%20resource,deployment.environment=test",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%20abc, x-tenant = acme",
+        ),
     ])
     .unwrap();
     assert_eq!(c.service_name, "from resource");
@@ -107,8 +122,14 @@ fn resource_attributes_and_headers_are_percent_decoded_lists() {
             ("x-tenant".to_owned(), "acme".to_owned())
         ]
     );
-    error_naming(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")], "OTEL_EXPORTER_OTLP_HEADERS");
-    error_naming(&[("OTEL_RESOURCE_ATTRIBUTES", "=x")], "OTEL_RESOURCE_ATTRIBUTES");
+    error_naming(
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    );
+    error_naming(
+        &[("OTEL_RESOURCE_ATTRIBUTES", "=x")],
+        "OTEL_RESOURCE_ATTRIBUTES",
+    );
 }
 
 #[test]
@@ -116,11 +137,27 @@ fn every_sampler_is_understood() {
     let cases = [
         ("always_on", None, SamplerConfig::AlwaysOn),
         ("always_off", None, SamplerConfig::AlwaysOff),
-        ("traceidratio", Some("0.5"), SamplerConfig::TraceIdRatio(0.5)),
+        (
+            "traceidratio",
+            Some("0.5"),
+            SamplerConfig::TraceIdRatio(0.5),
+        ),
         ("traceidratio", None, SamplerConfig::TraceIdRatio(1.0)),
-        ("parentbased_always_on", None, SamplerConfig::ParentBasedAlwaysOn),
-        ("parentbased_always_off", None, SamplerConfig::ParentBasedAlwaysOff),
-        ("parentbased_traceidratio", Some("0"), SamplerConfig::ParentBasedTraceIdRatio(0.0)),
+        (
+            "parentbased_always_on",
+            None,
+            SamplerConfig::ParentBasedAlwaysOn,
+        ),
+        (
+            "parentbased_always_off",
+            None,
+            SamplerConfig::ParentBasedAlwaysOff,
+        ),
+        (
+            "parentbased_traceidratio",
+            Some("0"),
+            SamplerConfig::ParentBasedTraceIdRatio(0.0),
+        ),
     ];
     for (name, arg, expected) in cases {
         let mut vars = vec![("WW_OTEL_SAMPLER", name)];
@@ -136,29 +173,62 @@ fn bad_values_are_errors_naming_the_variable() {
     error_naming(&[("WW_OTEL_ENABLED", "maybe")], "WW_OTEL_ENABLED");
     error_naming(&[("WW_OTEL_CONSOLE", "2")], "WW_OTEL_CONSOLE");
     error_naming(&[("OTEL_SDK_DISABLED", "nope")], "OTEL_SDK_DISABLED");
-    error_naming(&[("WW_OTEL_ENDPOINT", "localhost:4317")], "WW_OTEL_ENDPOINT");
-    error_naming(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x:1")], "OTEL_EXPORTER_OTLP_ENDPOINT");
+    error_naming(
+        &[("WW_OTEL_ENDPOINT", "localhost:4317")],
+        "WW_OTEL_ENDPOINT",
+    );
+    error_naming(
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x:1")],
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    );
     error_naming(&[("WW_OTEL_ENDPOINT", "http://")], "WW_OTEL_ENDPOINT");
     let m = error_naming(&[("WW_OTEL_PROTOCOL", "http/json")], "WW_OTEL_PROTOCOL");
     assert!(m.contains("grpc or http/protobuf"), "{m}");
-    error_naming(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")], "OTEL_EXPORTER_OTLP_PROTOCOL");
-    error_naming(&[("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER");
     error_naming(
-        &[("WW_OTEL_SAMPLER", "traceidratio"), ("WW_OTEL_SAMPLER_ARG", "1.5")],
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")],
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    );
+    error_naming(
+        &[("OTEL_TRACES_SAMPLER", "sometimes")],
+        "OTEL_TRACES_SAMPLER",
+    );
+    error_naming(
+        &[
+            ("WW_OTEL_SAMPLER", "traceidratio"),
+            ("WW_OTEL_SAMPLER_ARG", "1.5"),
+        ],
         "WW_OTEL_SAMPLER_ARG",
     );
     error_naming(
-        &[("WW_OTEL_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "half")],
+        &[
+            ("WW_OTEL_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+        ],
         "OTEL_TRACES_SAMPLER_ARG",
     );
-    error_naming(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")], "OTEL_BSP_MAX_QUEUE_SIZE");
-    error_naming(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1")], "OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
     error_naming(
-        &[("OTEL_BSP_MAX_QUEUE_SIZE", "100"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512")],
+        &[("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+    );
+    error_naming(
+        &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1")],
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
     );
-    error_naming(&[("OTEL_BSP_SCHEDULE_DELAY", "5s")], "OTEL_BSP_SCHEDULE_DELAY");
-    error_naming(&[("OTEL_BSP_EXPORT_TIMEOUT", "1.5")], "OTEL_BSP_EXPORT_TIMEOUT");
+    error_naming(
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+        ],
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    );
+    error_naming(
+        &[("OTEL_BSP_SCHEDULE_DELAY", "5s")],
+        "OTEL_BSP_SCHEDULE_DELAY",
+    );
+    error_naming(
+        &[("OTEL_BSP_EXPORT_TIMEOUT", "1.5")],
+        "OTEL_BSP_EXPORT_TIMEOUT",
+    );
 }
 
 #[test]

@@ -23,13 +23,22 @@ fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
 }
 
 fn in_trace(spans: &[ReceivedSpan], trace_id: &str) -> Vec<ReceivedSpan> {
-    spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+    spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .cloned()
+        .collect()
 }
 
 /// The seven spans of a successful `run`, checked one by one: names, kinds, parents,
 /// attributes, events, and that children lie within their parents in time.
 fn assert_run_tree(spans: &[ReceivedSpan], root_name: &str) {
-    assert_eq!(spans.len(), 7, "{:#?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(
+        spans.len(),
+        7,
+        "{:#?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
     let root = named(spans, root_name);
     let caller = named(spans, "caller.run");
     let boundary = named(spans, "fixture-worker.work");
@@ -52,10 +61,15 @@ fn assert_run_tree(spans: &[ReceivedSpan], root_name: &str) {
         (finalize, post, kind::INTERNAL),
     ];
     for (child, parent, expected_kind) in chain {
-        assert_eq!(child.parent_span_id, parent.span_id, "{} under {}", child.name, parent.name);
+        assert_eq!(
+            child.parent_span_id, parent.span_id,
+            "{} under {}",
+            child.name, parent.name
+        );
         assert_eq!(child.kind, expected_kind, "kind of {}", child.name);
         assert!(
-            child.start_unix_nano >= parent.start_unix_nano && child.end_unix_nano <= parent.end_unix_nano,
+            child.start_unix_nano >= parent.start_unix_nano
+                && child.end_unix_nano <= parent.end_unix_nano,
             "{} lies within {}",
             child.name,
             parent.name
@@ -68,17 +82,35 @@ fn assert_run_tree(spans: &[ReceivedSpan], root_name: &str) {
     assert_eq!(caller.attr_str("caller.input"), Some("hello"));
     assert_eq!(boundary.attr_str("ww.component"), Some("fixture-worker"));
     assert_eq!(boundary.attr_str("ww.caller"), Some("fixture-caller"));
-    assert_eq!(boundary.attr_str("ww.interface"), Some("ww:memory/fixture-worker@0.1.0"));
+    assert_eq!(
+        boundary.attr_str("ww.interface"),
+        Some("ww:memory/fixture-worker@0.1.0")
+    );
     assert_eq!(boundary.attr_str("ww.function"), Some("work"));
-    assert_eq!(process.attributes.get("worker.input_length"), Some(&AttrValue::Int(5)));
+    assert_eq!(
+        process.attributes.get("worker.input_length"),
+        Some(&AttrValue::Int(5))
+    );
     assert_eq!(process.events.len(), 1);
     assert_eq!(process.events[0].name, "worker.done");
-    assert_eq!(process.events[0].attributes.get("worker.output_length"), Some(&AttrValue::Int(5)));
+    assert_eq!(
+        process.events[0].attributes.get("worker.output_length"),
+        Some(&AttrValue::Int(5))
+    );
     assert_eq!(transform.attr_str("worker.mode"), Some("WorkMode::Succeed"));
-    assert_eq!(post.attributes.get("caller.worked_length"), Some(&AttrValue::Int(5)));
-    assert_eq!(finalize.attributes.get("caller.step"), Some(&AttrValue::Int(2)));
+    assert_eq!(
+        post.attributes.get("caller.worked_length"),
+        Some(&AttrValue::Int(5))
+    );
+    assert_eq!(
+        finalize.attributes.get("caller.step"),
+        Some(&AttrValue::Int(2))
+    );
     assert_eq!(finalize.events[0].name, "caller.finalized");
-    assert_eq!(finalize.events[0].attributes.get("ok"), Some(&AttrValue::Bool(true)));
+    assert_eq!(
+        finalize.events[0].attributes.get("ok"),
+        Some(&AttrValue::Bool(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +124,9 @@ async fn one_trace_across_components_over_grpc() {
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-ww-test=grpc"),
     ]);
     let host = fixture_host(telemetry.clone()).await;
-    let out = run(&host, Request::new("test.grpc"), "hello", "succeed").await.unwrap();
+    let out = run(&host, Request::new("test.grpc"), "hello", "succeed")
+        .await
+        .unwrap();
     assert_eq!(out, Ok("<HELLO>".to_owned()));
 
     // No flush: the scheduled export must get them there on its own.
@@ -100,7 +134,10 @@ async fn one_trace_across_components_over_grpc() {
     assert_run_tree(&spans, "test.grpc");
     let requests = receiver.requests();
     assert!(
-        requests[0].1.iter().any(|(k, v)| k == "x-ww-test" && v == "grpc"),
+        requests[0]
+            .1
+            .iter()
+            .any(|(k, v)| k == "x-ww-test" && v == "grpc"),
         "OTEL_EXPORTER_OTLP_HEADERS sent as metadata: {:?}",
         requests[0].1
     );
@@ -122,7 +159,9 @@ async fn one_trace_across_components_over_http_protobuf() {
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-ww-test=http"),
     ]);
     let host = fixture_host(telemetry.clone()).await;
-    let out = run(&host, Request::new("test.http"), "hello", "succeed").await.unwrap();
+    let out = run(&host, Request::new("test.http"), "hello", "succeed")
+        .await
+        .unwrap();
     assert_eq!(out, Ok("<HELLO>".to_owned()));
     telemetry.flush().await;
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 7).await;
@@ -130,7 +169,11 @@ async fn one_trace_across_components_over_http_protobuf() {
     let (path, headers) = &receiver.requests()[0];
     assert_eq!(path, "/v1/traces");
     assert!(headers.iter().any(|(k, v)| k == "x-ww-test" && v == "http"));
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/x-protobuf"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/x-protobuf")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,13 +186,21 @@ async fn a_remote_parent_continues_its_trace_into_the_deepest_guest_span() {
         tracestate: "vendor=abc".to_owned(),
     };
     let out = host
-        .invoke(Request::new("test.remote").with_parent(parent), DRIVER, "trace-id-seen-by-worker", &[])
+        .invoke(
+            Request::new("test.remote").with_parent(parent),
+            DRIVER,
+            "trace-id-seen-by-worker",
+            &[],
+        )
         .await
         .unwrap();
     let [Val::String(seen)] = out.as_slice() else {
         panic!("unexpected {out:?}");
     };
-    assert!(seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{seen}");
+    assert!(
+        seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{seen}"
+    );
     assert!(seen.ends_with("-01"), "sampled: {seen}");
 
     telemetry.flush().await;
@@ -178,7 +229,9 @@ async fn an_err_return_marks_the_traced_span_and_propagates() {
     let receiver = OtlpReceiver::grpc().await;
     let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
     let host = fixture_host(telemetry.clone()).await;
-    let out = run(&host, Request::new("test.fail"), "x", "fail").await.unwrap();
+    let out = run(&host, Request::new("test.fail"), "x", "fail")
+        .await
+        .unwrap();
     assert_eq!(out, Err("refusing to work on \"x\"".to_owned()));
     telemetry.flush().await;
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 5).await;
@@ -189,8 +242,16 @@ async fn an_err_return_marks_the_traced_span_and_propagates() {
     assert_eq!(process.status_code, status::ERROR);
     assert_eq!(process.status_message, "refusing to work on \"x\"");
     let exception = process.exception().expect("exception event");
-    assert_eq!(exception.attributes["exception.message"].as_str(), Some("refusing to work on \"x\""));
-    assert!(exception.attributes["exception.type"].as_str().unwrap().contains("String"));
+    assert_eq!(
+        exception.attributes["exception.message"].as_str(),
+        Some("refusing to work on \"x\"")
+    );
+    assert!(
+        exception.attributes["exception.type"]
+            .as_str()
+            .unwrap()
+            .contains("String")
+    );
 
     let caller = named(&spans, "caller.run");
     assert_eq!(caller.status_code, status::ERROR);
@@ -198,7 +259,10 @@ async fn an_err_return_marks_the_traced_span_and_propagates() {
     // The scoped span the early return left is ended cleanly, not as an error.
     assert_eq!(named(&spans, "worker.transform").status_code, status::UNSET);
     // An Err is a value, not a failed call: the boundary and the root succeeded.
-    assert_eq!(named(&spans, "fixture-worker.work").status_code, status::UNSET);
+    assert_eq!(
+        named(&spans, "fixture-worker.work").status_code,
+        status::UNSET
+    );
     assert_eq!(named(&spans, "test.fail").status_code, status::UNSET);
 }
 
@@ -209,8 +273,15 @@ async fn a_guest_panic_is_recorded_on_every_span_and_the_host_keeps_serving() {
     let host = fixture_host(telemetry.clone()).await;
     host.warm_up().await.unwrap();
 
-    let error = run(&host, Request::new("test.panic"), "boom", "panic").await.unwrap_err();
-    let CallError::Trap { component, reason: TrapReason::Callee(callee), .. } = &error else {
+    let error = run(&host, Request::new("test.panic"), "boom", "panic")
+        .await
+        .unwrap_err();
+    let CallError::Trap {
+        component,
+        reason: TrapReason::Callee(callee),
+        ..
+    } = &error
+    else {
         panic!("unexpected {error:?}");
     };
     assert_eq!(component, "fixture-caller");
@@ -223,24 +294,48 @@ async fn a_guest_panic_is_recorded_on_every_span_and_the_host_keeps_serving() {
         let span = named(&spans, name);
         assert_eq!(span.status_code, status::ERROR, "{name}");
         let exception = span.exception().expect("exception event");
-        assert_eq!(exception.attributes["exception.type"].as_str(), Some("panic"));
-        assert_eq!(exception.attributes["exception.message"].as_str(), Some("worker asked to panic on \"boom\""));
-        assert!(exception.attributes["exception.stacktrace"].as_str().unwrap().contains("worker/src/lib.rs"));
+        assert_eq!(
+            exception.attributes["exception.type"].as_str(),
+            Some("panic")
+        );
+        assert_eq!(
+            exception.attributes["exception.message"].as_str(),
+            Some("worker asked to panic on \"boom\"")
+        );
+        assert!(
+            exception.attributes["exception.stacktrace"]
+                .as_str()
+                .unwrap()
+                .contains("worker/src/lib.rs")
+        );
     }
     let boundary = named(&spans, "fixture-worker.work");
     assert_eq!(boundary.status_code, status::ERROR);
     let exception = boundary.exception().expect("boundary exception");
-    assert_eq!(exception.attributes["exception.type"].as_str(), Some("wasm_trap"));
-    assert!(exception.attributes["exception.stacktrace"].as_str().unwrap().contains("fixture_worker.wasm"));
+    assert_eq!(
+        exception.attributes["exception.type"].as_str(),
+        Some("wasm_trap")
+    );
+    assert!(
+        exception.attributes["exception.stacktrace"]
+            .as_str()
+            .unwrap()
+            .contains("fixture_worker.wasm")
+    );
     let caller = named(&spans, "caller.run");
     assert_eq!(caller.status_code, status::ERROR);
-    assert_eq!(caller.attributes.get("ww.span.ended_by_host"), Some(&AttrValue::Bool(true)));
+    assert_eq!(
+        caller.attributes.get("ww.span.ended_by_host"),
+        Some(&AttrValue::Bool(true))
+    );
     let root = named(&spans, "test.panic");
     assert_eq!(root.status_code, status::ERROR);
     assert!(root.exception().is_some());
 
     // Both instances were discarded; the next call gets fresh ones and succeeds.
-    let out = run(&host, Request::new("test.after_panic"), "again", "succeed").await.unwrap();
+    let out = run(&host, Request::new("test.after_panic"), "again", "succeed")
+        .await
+        .unwrap();
     assert_eq!(out, Ok("<AGAIN>".to_owned()));
     for name in ["fixture-caller", "fixture-worker"] {
         let component = host.component(name).unwrap();
@@ -273,7 +368,12 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
         let host = &host;
         async move {
             let out = host
-                .invoke(Request::new(format!("hostile.{case}")), DRIVER, "hostile", &[Val::String(case.to_owned())])
+                .invoke(
+                    Request::new(format!("hostile.{case}")),
+                    DRIVER,
+                    "hostile",
+                    &[Val::String(case.to_owned())],
+                )
                 .await
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             match out.as_slice() {
@@ -288,43 +388,89 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
         ("giant-name", 1, "truncated", 1),
         ("giant-value", 1, "truncated", 1),
         // 5000 at start, 5000 more later, the span keeps 128.
-        ("many-attributes", 2, "dropped_attributes", 2 * 5000 - MAX_ATTRIBUTES_PER_SPAN as u64),
+        (
+            "many-attributes",
+            2,
+            "dropped_attributes",
+            2 * 5000 - MAX_ATTRIBUTES_PER_SPAN as u64,
+        ),
         ("double-end", 2, "invalid_handles", 1),
         ("unknown-handle", 2, "invalid_handles", 2),
         ("parent-before-child", 2, "invalid_handles", 0),
         ("never-end", 1, "unclosed_spans", 1),
         ("many-spans", 20_000, "refused_spans", 20_000 - open_budget),
-        ("many-events", 2000, "dropped_events", 2000 - MAX_EVENTS_PER_SPAN as u64),
+        (
+            "many-events",
+            2000,
+            "dropped_events",
+            2000 - MAX_EVENTS_PER_SPAN as u64,
+        ),
         ("bad-remote-parent", 1, "invalid_parents", 1),
         ("bad-baggage", 3, "refused_baggage", 3),
     ];
     for (case, returns, counter, increase) in cases {
         let before = limit(&telemetry, counter);
         assert_eq!(hostile(case).await, returns, "{case}");
-        assert_eq!(limit(&telemetry, counter) - before, increase, "{case}: {counter}");
+        assert_eq!(
+            limit(&telemetry, counter) - before,
+            increase,
+            "{case}: {counter}"
+        );
     }
-    assert_eq!(limit(&telemetry, "unclosed_spans"), 1 + open_budget, "many-spans leaves its spans to the host");
+    assert_eq!(
+        limit(&telemetry, "unclosed_spans"),
+        1 + open_budget,
+        "many-spans leaves its spans to the host"
+    );
     // Still serving, and no instance was lost on the way.
-    assert_eq!(run(&host, Request::new("test.after_hostile"), "ok", "succeed").await.unwrap(), Ok("<OK>".to_owned()));
+    assert_eq!(
+        run(&host, Request::new("test.after_hostile"), "ok", "succeed")
+            .await
+            .unwrap(),
+        Ok("<OK>".to_owned())
+    );
     assert_eq!(host.component("fixture-caller").unwrap().traps(), 0);
 
     telemetry.flush().await;
-    let spans = receiver.wait_for(WAIT, |s| s.iter().any(|s| s.name == "test.after_hostile")).await;
-    let giant = spans.iter().find(|s| s.name.starts_with("nnnn")).expect("giant-name span");
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| s.name == "test.after_hostile"))
+        .await;
+    let giant = spans
+        .iter()
+        .find(|s| s.name.starts_with("nnnn"))
+        .expect("giant-name span");
     assert_eq!(giant.name.len(), MAX_NAME_BYTES);
     let value = named(&spans, "giant-value");
     assert_eq!(value.attr_str("big").unwrap().len(), MAX_STRING_VALUE_BYTES);
-    assert_eq!(named(&spans, "many-attributes").attributes.len(), MAX_ATTRIBUTES_PER_SPAN);
-    assert_eq!(named(&spans, "many-events").events.len(), MAX_EVENTS_PER_SPAN);
+    assert_eq!(
+        named(&spans, "many-attributes").attributes.len(),
+        MAX_ATTRIBUTES_PER_SPAN
+    );
+    assert_eq!(
+        named(&spans, "many-events").events.len(),
+        MAX_EVENTS_PER_SPAN
+    );
     let parent = named(&spans, "hostile.parent");
-    assert_eq!(named(&spans, "hostile.child").parent_span_id, parent.span_id);
+    assert_eq!(
+        named(&spans, "hostile.child").parent_span_id,
+        parent.span_id
+    );
     let leaked = named(&spans, "hostile.never_ended");
-    assert_eq!(leaked.attributes.get("ww.span.ended_by_host"), Some(&AttrValue::Bool(true)));
-    let opened = spans.iter().filter(|s| s.name.starts_with("hostile.open.")).count();
+    assert_eq!(
+        leaked.attributes.get("ww.span.ended_by_host"),
+        Some(&AttrValue::Bool(true))
+    );
+    let opened = spans
+        .iter()
+        .filter(|s| s.name.starts_with("hostile.open."))
+        .count();
     assert_eq!(opened as u64, open_budget);
     // An invalid remote parent is ignored: the span stays in the request's trace.
     let bad_parent = named(&spans, "bad-remote-parent");
-    assert_eq!(bad_parent.parent_span_id, named(&spans, "hostile.bad-remote-parent").span_id);
+    assert_eq!(
+        bad_parent.parent_span_id,
+        named(&spans, "hostile.bad-remote-parent").span_id
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,8 +481,21 @@ async fn disabled_tracing_works_and_exports_nothing() {
     assert!(!telemetry.is_recording());
     assert!(telemetry.pipelines().is_empty());
     let host = fixture_host(telemetry.clone()).await;
-    assert_eq!(run(&host, Request::new("test.off"), "hi", "succeed").await.unwrap(), Ok("<HI>".to_owned()));
-    let out = host.invoke(Request::new("test.off"), DRIVER, "trace-id-seen-by-worker", &[]).await.unwrap();
+    assert_eq!(
+        run(&host, Request::new("test.off"), "hi", "succeed")
+            .await
+            .unwrap(),
+        Ok("<HI>".to_owned())
+    );
+    let out = host
+        .invoke(
+            Request::new("test.off"),
+            DRIVER,
+            "trace-id-seen-by-worker",
+            &[],
+        )
+        .await
+        .unwrap();
     let [Val::String(seen)] = out.as_slice() else {
         panic!("{out:?}")
     };
@@ -354,7 +513,12 @@ async fn disabled_tracing_works_and_exports_nothing() {
 async fn timed_runs(host: &ComponentHost, calls: usize) -> Duration {
     let start = Instant::now();
     for _ in 0..calls {
-        assert_eq!(run(host, Request::new("test.load"), "a", "succeed").await.unwrap(), Ok("<A>".to_owned()));
+        assert_eq!(
+            run(host, Request::new("test.load"), "a", "succeed")
+                .await
+                .unwrap(),
+            Ok("<A>".to_owned())
+        );
     }
     start.elapsed()
 }
@@ -394,7 +558,10 @@ async fn an_unreachable_backend_never_slows_calls_and_drops_are_counted() {
     let stats = telemetry.stats();
     assert_eq!(stats.spans_exported, 0);
     // At most the queue and one in-flight batch can be held; the rest is dropped.
-    assert!(stats.spans_dropped >= (calls * 7 - 64 - 32) as u64, "{stats:?}");
+    assert!(
+        stats.spans_dropped >= (calls * 7 - 64 - 32) as u64,
+        "{stats:?}"
+    );
     holder.abort();
 }
 
@@ -419,17 +586,19 @@ async fn a_refused_backend_counts_every_span_as_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_prints_the_trace_as_an_indented_tree() {
     let (sink, buffer) = console_buffer();
-    let config = ww_host::telemetry::TelemetryConfig::from_vars(&ww_host::telemetry::Vars::from_pairs([(
-        "WW_OTEL_CONSOLE",
-        "true",
-    )]))
+    let config = ww_host::telemetry::TelemetryConfig::from_vars(
+        &ww_host::telemetry::Vars::from_pairs([("WW_OTEL_CONSOLE", "true")]),
+    )
     .unwrap();
     let telemetry = ww_host::telemetry::Telemetry::builder(config)
         .console_sink(sink)
         .build(&tokio::runtime::Handle::current())
         .unwrap();
     let host = fixture_host(telemetry.clone()).await;
-    run(&host, Request::new("test.console"), "hello", "succeed").await.unwrap().unwrap();
+    run(&host, Request::new("test.console"), "hello", "succeed")
+        .await
+        .unwrap()
+        .unwrap();
     telemetry.flush().await;
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     let tree: Vec<(usize, &str, &str)> = text
@@ -457,8 +626,14 @@ async fn the_console_prints_the_trace_as_an_indented_tree() {
         ],
         "{text}"
     );
-    assert!(text.contains("· worker.done worker.output_length=5"), "{text}");
-    assert!(text.contains(" µs") || text.contains(" ms"), "durations: {text}");
+    assert!(
+        text.contains("· worker.done worker.output_length=5"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" µs") || text.contains(" ms"),
+        "durations: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,26 +647,60 @@ async fn head_sampling_is_parent_based_with_a_ratio() {
     ]);
     let host = fixture_host(telemetry.clone()).await;
     // A new root: ratio 0, not sampled, and the guest sees that.
-    let out = host.invoke(Request::new("test.unsampled"), DRIVER, "trace-id-seen-by-worker", &[]).await.unwrap();
-    let [Val::String(unsampled)] = out.as_slice() else { panic!() };
-    assert!(unsampled.ends_with("-00"), "{unsampled}");
-    // A sampled remote parent: followed.
-    let parent = IncomingContext::traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     let out = host
-        .invoke(Request::new("test.sampled").with_parent(parent), DRIVER, "trace-id-seen-by-worker", &[])
+        .invoke(
+            Request::new("test.unsampled"),
+            DRIVER,
+            "trace-id-seen-by-worker",
+            &[],
+        )
         .await
         .unwrap();
-    let [Val::String(sampled)] = out.as_slice() else { panic!() };
+    let [Val::String(unsampled)] = out.as_slice() else {
+        panic!()
+    };
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    // A sampled remote parent: followed.
+    let parent =
+        IncomingContext::traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let out = host
+        .invoke(
+            Request::new("test.sampled").with_parent(parent),
+            DRIVER,
+            "trace-id-seen-by-worker",
+            &[],
+        )
+        .await
+        .unwrap();
+    let [Val::String(sampled)] = out.as_slice() else {
+        panic!()
+    };
     assert!(sampled.ends_with("-01"), "{sampled}");
     // An unsampled remote parent: followed too.
-    let parent = IncomingContext::traceparent("00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
-    run(&host, Request::new("test.parent_unsampled").with_parent(parent), "x", "succeed").await.unwrap().unwrap();
+    let parent =
+        IncomingContext::traceparent("00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
+    run(
+        &host,
+        Request::new("test.parent_unsampled").with_parent(parent),
+        "x",
+        "succeed",
+    )
+    .await
+    .unwrap()
+    .unwrap();
 
     telemetry.flush().await;
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 5).await;
     let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
-    assert_eq!(traces, HashSet::from(["0af7651916cd43dd8448eb211c80319c"]), "{spans:#?}");
-    assert_eq!(in_trace(&spans, "0af7651916cd43dd8448eb211c80319c").len(), 5);
+    assert_eq!(
+        traces,
+        HashSet::from(["0af7651916cd43dd8448eb211c80319c"]),
+        "{spans:#?}"
+    );
+    assert_eq!(
+        in_trace(&spans, "0af7651916cd43dd8448eb211c80319c").len(),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,7 +714,10 @@ async fn shutdown_flushes_what_is_queued() {
         ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
     ]);
     let host = fixture_host(telemetry.clone()).await;
-    run(&host, Request::new("test.shutdown"), "hello", "succeed").await.unwrap().unwrap();
+    run(&host, Request::new("test.shutdown"), "hello", "succeed")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(receiver.requests().is_empty());
     telemetry.shutdown().await;
     assert_run_tree(&receiver.spans(), "test.shutdown");
@@ -520,11 +732,18 @@ async fn baggage_from_the_request_is_readable_inside_components() {
             request,
             DRIVER,
             "baggage-roundtrip",
-            &[Val::String("tenant".into()), Val::String("k".into()), Val::String("v".into())],
+            &[
+                Val::String("tenant".into()),
+                Val::String("k".into()),
+                Val::String("v".into()),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!(out, vec![Val::Option(Some(Box::new(Val::String("acme corp".into()))))]);
+    assert_eq!(
+        out,
+        vec![Val::Option(Some(Box::new(Val::String("acme corp".into()))))]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,8 +771,14 @@ async fn root_span_attributes_are_exported() {
     let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
     let host = fixture_host(telemetry.clone()).await;
     let request = Request::new("test.attrs").with_attribute(KeyValue::new("test.case", "attrs"));
-    run(&host, request, "hello", "succeed").await.unwrap().unwrap();
+    run(&host, request, "hello", "succeed")
+        .await
+        .unwrap()
+        .unwrap();
     telemetry.flush().await;
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 7).await;
-    assert_eq!(named(&spans, "test.attrs").attr_str("test.case"), Some("attrs"));
+    assert_eq!(
+        named(&spans, "test.attrs").attr_str("test.case"),
+        Some("attrs")
+    );
 }

@@ -16,7 +16,12 @@ use ww_host::tracing_capability::IncomingContext;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Directory of component files (*.wasm) to load.
-    #[arg(long, env = "WW_PLUGIN_DIR", default_value = "target/wasm32-wasip2/release", global = true)]
+    #[arg(
+        long,
+        env = "WW_PLUGIN_DIR",
+        default_value = "target/wasm32-wasip2/release",
+        global = true
+    )]
     plugins_dir: PathBuf,
 
     /// Where compiled components are cached between runs (default: ~/.cache/ww-memory).
@@ -58,10 +63,15 @@ fn default_cache_dir() -> Option<PathBuf> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry_config = TelemetryConfig::from_env()?;
     tracing::info!("{}", telemetry_config.describe());
-    let telemetry = Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
+    let telemetry =
+        Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
 
-    let components = ComponentSpec::from_dir(&cli.plugins_dir)
-        .with_context(|| format!("cannot read the plugin directory {}", cli.plugins_dir.display()))?;
+    let components = ComponentSpec::from_dir(&cli.plugins_dir).with_context(|| {
+        format!(
+            "cannot read the plugin directory {}",
+            cli.plugins_dir.display()
+        )
+    })?;
     if components.is_empty() {
         bail!(
             "no components (*.wasm) in {}; run `make plugins` or set WW_PLUGIN_DIR",
@@ -101,12 +111,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let exporter = host
                 .exporter(&interface)
                 .ok_or_else(|| anyhow!("no loaded component exports {interface}"))?;
-            let params = exporter
-                .params(&interface, &function)
-                .ok_or_else(|| anyhow!("{} exports no function {function} in {interface}", exporter.name()))?;
+            let params = exporter.params(&interface, &function).ok_or_else(|| {
+                anyhow!(
+                    "{} exports no function {function} in {interface}",
+                    exporter.name()
+                )
+            })?;
             if params.len() != args.len() {
                 let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-                bail!("{function} takes {} arguments ({}), {} given", params.len(), names.join(", "), args.len());
+                bail!(
+                    "{function} takes {} arguments ({}), {} given",
+                    params.len(),
+                    names.join(", "),
+                    args.len()
+                );
             }
             let values = params
                 .iter()
@@ -142,11 +160,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("WW_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+            }),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -36,7 +36,10 @@ pub fn component(file: &str) -> ComponentSpec {
 
 /// Caller and worker fixtures.
 pub fn fixtures() -> Vec<ComponentSpec> {
-    vec![component("fixture_caller.wasm"), component("fixture_worker.wasm")]
+    vec![
+        component("fixture_caller.wasm"),
+        component("fixture_worker.wasm"),
+    ]
 }
 
 /// Compiled-code cache shared by every test of a run.
@@ -46,7 +49,8 @@ pub fn cache_dir() -> PathBuf {
 
 /// Telemetry configured from exactly `vars`, exporting on the current runtime.
 pub fn telemetry(vars: &[(&str, &str)]) -> Arc<Telemetry> {
-    let config = TelemetryConfig::from_vars(&Vars::from_pairs(vars.iter().copied())).expect("config");
+    let config =
+        TelemetryConfig::from_vars(&Vars::from_pairs(vars.iter().copied())).expect("config");
     Telemetry::builder(config)
         .build(&tokio::runtime::Handle::current())
         .expect("telemetry")
@@ -87,7 +91,9 @@ pub async fn fixture_host(telemetry: Arc<Telemetry>) -> ComponentHost {
         cache_dir: Some(cache_dir()),
         ..HostConfig::default()
     };
-    ComponentHost::load(config, telemetry).await.expect("load fixtures")
+    ComponentHost::load(config, telemetry)
+        .await
+        .expect("load fixtures")
 }
 
 /// A `work-mode` value.
@@ -117,7 +123,12 @@ pub async fn run(
     input: &str,
     work_mode: &str,
 ) -> Result<Result<String, String>, CallError> {
-    host.invoke(request, DRIVER, "run", &[Val::String(input.to_owned()), mode(work_mode)])
-        .await
-        .map(string_result)
+    host.invoke(
+        request,
+        DRIVER,
+        "run",
+        &[Val::String(input.to_owned()), mode(work_mode)],
+    )
+    .await
+    .map(string_result)
 }

@@ -52,9 +52,12 @@ fn convert_value(value: Option<AnyValue>) -> AttrValue {
         Some(any_value::Value::BoolValue(b)) => AttrValue::Bool(b),
         Some(any_value::Value::IntValue(i)) => AttrValue::Int(i),
         Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(d),
-        Some(any_value::Value::ArrayValue(a)) => {
-            AttrValue::Array(a.values.into_iter().map(|v| convert_value(Some(v))).collect())
-        }
+        Some(any_value::Value::ArrayValue(a)) => AttrValue::Array(
+            a.values
+                .into_iter()
+                .map(|v| convert_value(Some(v)))
+                .collect(),
+        ),
         other => AttrValue::Str(format!("{other:?}")),
     }
 }
@@ -144,7 +147,10 @@ fn convert_request(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
         let service_name = resource_spans
             .resource
             .map(|r| convert_attributes(r.attributes))
-            .and_then(|a| a.get("service.name").and_then(|v| v.as_str().map(str::to_owned)))
+            .and_then(|a| {
+                a.get("service.name")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
             .unwrap_or_default();
         for scope_spans in resource_spans.scope_spans {
             for span in scope_spans.spans {
@@ -176,10 +182,13 @@ fn convert_request(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
     spans
 }
 
+/// One export request as received: its path (`grpc` for gRPC) and headers.
+pub type ExportRequest = (String, Vec<(String, String)>);
+
 #[derive(Default)]
 struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
-    requests: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    requests: Mutex<Vec<ExportRequest>>,
     arrived: Notify,
 }
 
@@ -262,32 +271,36 @@ impl OtlpReceiver {
                 };
                 let received = shared.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let received = received.clone();
-                        async move {
-                            let path = request.uri().path().to_owned();
-                            let headers: Vec<(String, String)> = request
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-                                .collect();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let response = match ExportTraceServiceRequest::decode(body) {
-                                Ok(export) if path == "/v1/traces" => {
-                                    received.push(convert_request(export), &path, headers);
-                                    hyper::Response::builder()
-                                        .header("content-type", "application/x-protobuf")
-                                        .body(Full::new(Bytes::from(
-                                            ExportTraceServiceResponse::default().encode_to_vec(),
-                                        )))
-                                }
-                                _ => hyper::Response::builder()
-                                    .status(400)
-                                    .body(Full::new(Bytes::new())),
-                            };
-                            Ok::<_, hyper::Error>(response.expect("response"))
-                        }
-                    });
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let received = received.clone();
+                            async move {
+                                let path = request.uri().path().to_owned();
+                                let headers: Vec<(String, String)> = request
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.to_string(), v.to_str().unwrap_or_default().to_owned())
+                                    })
+                                    .collect();
+                                let body = request.into_body().collect().await?.to_bytes();
+                                let response = match ExportTraceServiceRequest::decode(body) {
+                                    Ok(export) if path == "/v1/traces" => {
+                                        received.push(convert_request(export), &path, headers);
+                                        hyper::Response::builder()
+                                            .header("content-type", "application/x-protobuf")
+                                            .body(Full::new(Bytes::from(
+                                                ExportTraceServiceResponse::default()
+                                                    .encode_to_vec(),
+                                            )))
+                                    }
+                                    _ => hyper::Response::builder()
+                                        .status(400)
+                                        .body(Full::new(Bytes::new())),
+                                };
+                                Ok::<_, hyper::Error>(response.expect("response"))
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -313,12 +326,20 @@ impl OtlpReceiver {
 
     /// Everything received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.received.spans.lock().map(|s| s.clone()).unwrap_or_default()
+        self.received
+            .spans
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// The path and headers of every export request received.
-    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>)> {
-        self.received.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    pub fn requests(&self) -> Vec<ExportRequest> {
+        self.received
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Wait until `done` holds for the received spans (or `timeout` passes), and return

@@ -210,16 +210,26 @@ impl PluginComponent {
     }
 
     /// The parameter names and types of `interface#function`, if this component exports it.
-    pub fn params(&self, interface: &str, function: &str) -> Option<Vec<(String, wasmtime::component::Type)>> {
+    pub fn params(
+        &self,
+        interface: &str,
+        function: &str,
+    ) -> Option<Vec<(String, wasmtime::component::Type)>> {
         use wasmtime::component::types::ComponentItem;
         let ty = self.pre.component().component_type();
-        let ComponentItem::ComponentInstance(instance) = ty.get_export(&self.engine, interface)?.ty else {
+        let ComponentItem::ComponentInstance(instance) = ty.get_export(&self.engine, interface)?.ty
+        else {
             return None;
         };
-        let ComponentItem::ComponentFunc(func) = instance.get_export(&self.engine, function)?.ty else {
+        let ComponentItem::ComponentFunc(func) = instance.get_export(&self.engine, function)?.ty
+        else {
             return None;
         };
-        Some(func.params().map(|(name, ty)| (name.to_owned(), ty)).collect())
+        Some(
+            func.params()
+                .map(|(name, ty)| (name.to_owned(), ty))
+                .collect(),
+        )
     }
 
     /// Instances created so far (the first, and one after each trap).
@@ -277,14 +287,14 @@ impl PluginComponent {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| CallError::Instantiate {
-                component: self.name.to_string(),
-                message: format!("{e:#}"),
-            })?;
+        let instance =
+            self.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| CallError::Instantiate {
+                    component: self.name.to_string(),
+                    message: format!("{e:#}"),
+                })?;
         self.instantiations.fetch_add(1, Ordering::Relaxed);
         Ok(Live {
             store,
@@ -361,7 +371,9 @@ impl PluginComponent {
                     component: self.name.to_string(),
                     function: format!("{interface}#{function}"),
                     reason,
-                    backtrace: error.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string()),
+                    backtrace: error
+                        .downcast_ref::<WasmBacktrace>()
+                        .map(|bt| bt.to_string()),
                 };
                 tracing::warn!("{failure}; the next call gets a fresh instance");
                 // A trapped instance cannot be entered again.

@@ -15,6 +15,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn build_engine(cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // Our components use the synchronous canonical ABI. Without this, every host call
+    // (each span start and end) pays for async-task bookkeeping it never uses.
+    config.concurrency_support(false);
     config.epoch_interruption(true);
     if let Some(dir) = cache_dir {
         let mut cache = CacheConfig::new();

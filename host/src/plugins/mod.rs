@@ -15,9 +15,9 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Val};
 
-pub use component::{CallError, CallLimits, ComponentState, PluginComponent, TrapReason};
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::{self, IncomingContext, Outcome, RequestScope};
+pub use component::{CallError, CallLimits, ComponentState, PluginComponent, TrapReason};
 
 /// Interfaces the host itself implements; every other import must be routed to a
 /// component that exports it.
@@ -225,15 +225,18 @@ impl ComponentHost {
     pub async fn load(config: HostConfig, telemetry: Arc<Telemetry>) -> Result<Self, LoadError> {
         let engine = engine::build_engine(config.cache_dir.as_deref())
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        let ticker = engine::EpochTicker::start(&engine).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let ticker =
+            engine::EpochTicker::start(&engine).map_err(|e| LoadError::Engine(e.to_string()))?;
 
-        let mut compiled: BTreeMap<String, (ComponentSpec, Component, ComponentShape)> = BTreeMap::new();
+        let mut compiled: BTreeMap<String, (ComponentSpec, Component, ComponentShape)> =
+            BTreeMap::new();
         for spec in config.components {
-            let component = Component::from_file(&engine, &spec.path).map_err(|e| LoadError::Compile {
-                name: spec.name.clone(),
-                path: spec.path.clone(),
-                message: format!("{e:#}"),
-            })?;
+            let component =
+                Component::from_file(&engine, &spec.path).map_err(|e| LoadError::Compile {
+                    name: spec.name.clone(),
+                    path: spec.path.clone(),
+                    message: format!("{e:#}"),
+                })?;
             let shape = shape_of(&engine, &component);
             if compiled.contains_key(&spec.name) {
                 return Err(LoadError::DuplicateName(spec.name));
@@ -338,7 +341,10 @@ impl ComponentHost {
 
     /// The component named `name`.
     pub fn component(&self, name: &str) -> Option<&Arc<PluginComponent>> {
-        self.components.iter().map(|(c, _)| c).find(|c| c.name() == name)
+        self.components
+            .iter()
+            .map(|(c, _)| c)
+            .find(|c| c.name() == name)
     }
 
     /// The component that exports `interface`.
@@ -375,7 +381,14 @@ impl ComponentHost {
             let error = CallError::NoExporter {
                 interface: interface.to_owned(),
             };
-            scope.end(&None, root, Outcome::Error(error.to_string()), vec![], vec![], Some(error.exception()));
+            scope.end(
+                &None,
+                root,
+                Outcome::Error(error.to_string()),
+                vec![],
+                vec![],
+                Some(error.exception()),
+            );
             return Err(error);
         };
         let (mut scope, result) = target.call(scope, interface, function, params).await;
@@ -431,7 +444,14 @@ fn dependency_order(
     let mut marks = HashMap::new();
     let mut order = Vec::new();
     for name in compiled.keys() {
-        visit(name, compiled, exporter_of, &mut marks, &mut Vec::new(), &mut order)?;
+        visit(
+            name,
+            compiled,
+            exporter_of,
+            &mut marks,
+            &mut Vec::new(),
+            &mut order,
+        )?;
     }
     Ok(order)
 }

@@ -64,7 +64,14 @@ pub fn route_interface(
                             values.len(),
                             results.len()
                         );
-                        scope.end(&None, boundary, Outcome::Error(message.clone()), vec![], vec![], None);
+                        scope.end(
+                            &None,
+                            boundary,
+                            Outcome::Error(message.clone()),
+                            vec![],
+                            vec![],
+                            None,
+                        );
                         Err(wasmtime::format_err!(message))
                     }
                     Err(error) => {

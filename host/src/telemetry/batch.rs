@@ -3,18 +3,21 @@
 //! Why not the SDK's `BatchSpanProcessor`: it exports from its own thread with a
 //! futures executor, where the tonic exporter has no reactor (the known "no reactor
 //! running" failure), and it does not expose how many spans it exported or dropped, which
-//! `memory_stats` reports. This one never blocks the caller: `on_end` is a `try_send`, and a
-//! full queue drops the span and counts it.
+//! `memory_stats` reports. This one never blocks the caller: `on_end` pushes onto a
+//! lock-free bounded queue (a full queue drops the span and counts it), and wakes the
+//! export task only when a whole batch is waiting; otherwise the task wakes on its timer.
+//! Waking it for every span would cost a futex syscall per span.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::ArrayQueue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::config::BatchConfig;
 
@@ -67,10 +70,25 @@ impl Pipeline {
     }
 }
 
+/// Finished spans waiting for export, shared by the processor and its task.
+struct SpanQueue {
+    spans: ArrayQueue<SpanData>,
+    batch_size: usize,
+    /// Set once a full batch is waiting and the task was told; cleared by the task.
+    signalled: std::sync::atomic::AtomicBool,
+    batch_ready: Notify,
+}
+
+impl std::fmt::Debug for SpanQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanQueue").field("len", &self.spans.len()).finish()
+    }
+}
+
 /// The span processor half, owned by the tracer provider.
 #[derive(Debug)]
 pub struct BatchProcessor {
-    spans: mpsc::Sender<SpanData>,
+    queue: Arc<SpanQueue>,
     pipeline: Pipeline,
     export_timeout: Duration,
 }
@@ -83,7 +101,12 @@ impl BatchProcessor {
         description: String,
         runtime: &Handle,
     ) -> (Self, Pipeline) {
-        let (spans_tx, spans_rx) = mpsc::channel(config.max_queue_size);
+        let queue = Arc::new(SpanQueue {
+            spans: ArrayQueue::new(config.max_queue_size),
+            batch_size: config.max_export_batch_size,
+            signalled: std::sync::atomic::AtomicBool::new(false),
+            batch_ready: Notify::new(),
+        });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(ExportCounters::default());
         let pipeline = Pipeline {
@@ -93,7 +116,7 @@ impl BatchProcessor {
         };
         let worker = Worker {
             exporter,
-            spans: spans_rx,
+            queue: queue.clone(),
             control: control_rx,
             counters,
             batch_size: config.max_export_batch_size,
@@ -105,7 +128,7 @@ impl BatchProcessor {
         };
         runtime.spawn(worker.run());
         let processor = Self {
-            spans: spans_tx,
+            queue,
             pipeline: pipeline.clone(),
             export_timeout: config.export_timeout,
         };
@@ -129,11 +152,15 @@ impl BatchProcessor {
         loop {
             match rx.try_recv() {
                 Ok(()) => return Ok(()),
-                Err(oneshot::error::TryRecvError::Closed) => return Err(OTelSdkError::AlreadyShutdown),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(OTelSdkError::AlreadyShutdown);
+                }
                 Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => {
                     return Err(OTelSdkError::Timeout(self.export_timeout));
                 }
-                Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
             }
         }
     }
@@ -146,8 +173,13 @@ impl SpanProcessor for BatchProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.spans.try_send(span).is_err() {
+        let queue = &self.queue;
+        if queue.spans.push(span).is_err() {
             self.pipeline.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if queue.spans.len() >= queue.batch_size
+            && !queue.signalled.swap(true, Ordering::AcqRel)
+        {
+            queue.batch_ready.notify_one();
         }
     }
 
@@ -160,13 +192,16 @@ impl SpanProcessor for BatchProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.pipeline.control.send(Control::SetResource(resource.clone()));
+        let _ = self
+            .pipeline
+            .control
+            .send(Control::SetResource(resource.clone()));
     }
 }
 
 struct Worker<E> {
     exporter: E,
-    spans: mpsc::Receiver<SpanData>,
+    queue: Arc<SpanQueue>,
     control: mpsc::UnboundedReceiver<Control>,
     counters: Arc<ExportCounters>,
     batch_size: usize,
@@ -179,60 +214,69 @@ struct Worker<E> {
 
 impl<E: SpanExporter> Worker<E> {
     async fn run(mut self) {
-        let mut batch: Vec<SpanData> = Vec::with_capacity(self.batch_size);
         let mut deadline = tokio::time::Instant::now() + self.delay;
         loop {
-            // `recv_many` appends up to its limit: ask only for what fits the batch.
-            let room = self.batch_size - batch.len();
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
                     Some(Control::SetResource(resource)) => self.exporter.set_resource(&resource),
                     Some(Control::Flush(ack)) => {
-                        self.drain(&mut batch).await;
+                        self.drain().await;
                         let _ = ack.send(());
                     }
                     Some(Control::Shutdown(ack)) => {
-                        self.drain(&mut batch).await;
+                        self.drain().await;
                         let _ = self.exporter.shutdown();
                         let _ = ack.send(());
                         return;
                     }
-                    // Every handle is gone: nothing can flush or queue any more.
-                    None => return,
-                },
-                received = self.spans.recv_many(&mut batch, room) => {
-                    if received == 0 {
-                        self.drain(&mut batch).await;
+                    // Every handle is gone: nothing can queue or flush any more.
+                    None => {
+                        self.drain().await;
                         return;
                     }
-                    if batch.len() >= self.batch_size {
-                        self.export(&mut batch).await;
-                        deadline = tokio::time::Instant::now() + self.delay;
-                    }
+                },
+                () = self.queue.batch_ready.notified() => {
+                    self.queue.signalled.store(false, Ordering::Release);
+                    self.export_full_batches().await;
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.export(&mut batch).await;
+                    self.drain().await;
+                    deadline = tokio::time::Instant::now() + self.delay;
                     // Spans dropped on a full queue are only counted on the hot path;
                     // say so here, off it.
                     if self.counters.dropped.load(Ordering::Relaxed) > self.dropped_at_last_log {
                         self.log_drop("the span queue was full");
                     }
-                    deadline = tokio::time::Instant::now() + self.delay;
                 }
             }
         }
     }
 
-    /// Export everything queued, in batches.
-    async fn drain(&mut self, batch: &mut Vec<SpanData>) {
-        loop {
-            while batch.len() < self.batch_size {
-                match self.spans.try_recv() {
-                    Ok(span) => batch.push(span),
-                    Err(_) => break,
-                }
+    /// Take up to one batch off the queue.
+    fn take_batch(&self) -> Vec<SpanData> {
+        let mut batch = Vec::with_capacity(self.batch_size.min(self.queue.spans.len()));
+        while batch.len() < self.batch_size {
+            match self.queue.spans.pop() {
+                Some(span) => batch.push(span),
+                None => break,
             }
+        }
+        batch
+    }
+
+    /// Export whole batches while there are some; a partial batch waits for the timer.
+    async fn export_full_batches(&mut self) {
+        while self.queue.spans.len() >= self.batch_size {
+            let batch = self.take_batch();
+            self.export(batch).await;
+        }
+    }
+
+    /// Export everything queued, in batches.
+    async fn drain(&mut self) {
+        loop {
+            let batch = self.take_batch();
             if batch.is_empty() {
                 return;
             }
@@ -240,11 +284,7 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
-    async fn export(&mut self, batch: &mut Vec<SpanData>) {
-        if batch.is_empty() {
-            return;
-        }
-        let spans = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
+    async fn export(&mut self, spans: Vec<SpanData>) {
         let count = spans.len() as u64;
         match tokio::time::timeout(self.timeout, self.exporter.export(spans)).await {
             Ok(Ok(())) => {

@@ -190,8 +190,15 @@ impl Vars {
     }
 
     /// Exactly these variables (tests, embedding).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// The first of `names` that is set (and not empty), with its name.
@@ -388,7 +395,11 @@ impl TelemetryConfig {
         if let Some((var, value)) = vars.first(&["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"]) {
             batch.max_export_batch_size = parse_count(var, value)?;
             if batch.max_export_batch_size > batch.max_queue_size {
-                return Err(invalid(var, value, "must not exceed OTEL_BSP_MAX_QUEUE_SIZE"));
+                return Err(invalid(
+                    var,
+                    value,
+                    "must not exceed OTEL_BSP_MAX_QUEUE_SIZE",
+                ));
             }
         }
         if let Some((var, value)) = vars.first(&["OTEL_BSP_SCHEDULE_DELAY"]) {
@@ -415,7 +426,8 @@ impl TelemetryConfig {
             sinks.push("the console (stderr)".to_owned());
         }
         if sinks.is_empty() {
-            return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)".to_owned();
+            return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)"
+                .to_owned();
         }
         format!(
             "tracing to {} as service {:?}, sampler {}",

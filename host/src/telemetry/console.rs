@@ -60,7 +60,8 @@ impl ConsoleTreeExporter {
         };
         for span in batch {
             let trace_id = span.span_context.trace_id();
-            let is_local_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
+            let is_local_root =
+                span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
             if !pending.traces.contains_key(&trace_id) {
                 pending.arrival.push(trace_id);
             }
@@ -122,7 +123,11 @@ fn format_value(value: &Value) -> String {
         Value::String(s) => format!("{:?}", s.as_str()),
         Value::Array(Array::String(items)) => format!(
             "[{}]",
-            items.iter().map(|s| format!("{:?}", s.as_str())).collect::<Vec<_>>().join(", ")
+            items
+                .iter()
+                .map(|s| format!("{:?}", s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => other.to_string(),
     };
@@ -151,7 +156,15 @@ pub fn render_trace(mut spans: Vec<SpanData>) -> String {
     }
     let mut rows = Vec::new();
     for (n, root) in roots.iter().enumerate() {
-        collect_rows(&spans, &children, *root, "", n + 1 == roots.len(), true, &mut rows);
+        collect_rows(
+            &spans,
+            &children,
+            *root,
+            "",
+            n + 1 == roots.len(),
+            true,
+            &mut rows,
+        );
     }
     let width = rows
         .iter()
@@ -203,7 +216,11 @@ fn collect_rows(
         .end_time
         .duration_since(span.start_time)
         .unwrap_or_default();
-    let mut detail = format!("{:<9}{:>10}", kind_name(&span.span_kind), format_duration(duration));
+    let mut detail = format!(
+        "{:<9}{:>10}",
+        kind_name(&span.span_kind),
+        format_duration(duration)
+    );
     if let Status::Error { description } = &span.status {
         let _ = write!(detail, "  ERROR {description:?}");
     }
@@ -231,11 +248,23 @@ fn collect_rows(
             .iter()
             .map(|kv| format!("{}={}", kv.key, format_value(&kv.value)))
             .collect();
-        rows.push(Row::Line(format!("{event_prefix}· {} {}", event.name, attrs.join(" "))));
+        rows.push(Row::Line(format!(
+            "{event_prefix}· {} {}",
+            event.name,
+            attrs.join(" ")
+        )));
     }
     if let Some(kids) = kids {
         for (n, kid) in kids.iter().enumerate() {
-            collect_rows(spans, children, *kid, &child_prefix, n + 1 == kids.len(), false, rows);
+            collect_rows(
+                spans,
+                children,
+                *kid,
+                &child_prefix,
+                n + 1 == kids.len(),
+                false,
+                rows,
+            );
         }
     }
 }

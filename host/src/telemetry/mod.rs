@@ -17,7 +17,9 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExport
 use tokio::runtime::Handle;
 
 pub use batch::{ExportCounters, Pipeline};
-pub use config::{BatchConfig, ConfigError, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig, Vars};
+pub use config::{
+    BatchConfig, ConfigError, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig, Vars,
+};
 pub use console::{ConsoleSink, ConsoleTreeExporter};
 
 /// The instrumentation scope of every span the host creates.
@@ -114,12 +116,15 @@ fn sdk_sampler(config: &SamplerConfig) -> Sampler {
     }
 }
 
+/// Starts one more export pipeline on a runtime.
+type SpawnPipeline = Box<dyn FnOnce(&BatchConfig, &Handle) -> (batch::BatchProcessor, Pipeline)>;
+
 /// Builds a [`Telemetry`] from a configuration, optionally with extra exporters
 /// (benchmarks use a no-op one) and a console sink other than stderr (tests).
 pub struct TelemetryBuilder {
     config: TelemetryConfig,
     console_sink: Option<ConsoleSink>,
-    extra: Vec<Box<dyn FnOnce(&BatchConfig, &Handle) -> (batch::BatchProcessor, Pipeline)>>,
+    extra: Vec<SpawnPipeline>,
 }
 
 impl TelemetryBuilder {
@@ -150,7 +155,9 @@ impl TelemetryBuilder {
                 Protocol::Grpc => {
                     let mut metadata = tonic::metadata::MetadataMap::new();
                     for (key, value) in &otlp.headers {
-                        let parsed_key = tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes());
+                        let parsed_key = tonic::metadata::MetadataKey::from_bytes(
+                            key.to_ascii_lowercase().as_bytes(),
+                        );
                         let parsed_value = tonic::metadata::MetadataValue::try_from(value.as_str());
                         match (parsed_key, parsed_value) {
                             (Ok(k), Ok(v)) => {
@@ -304,7 +311,11 @@ impl Telemetry {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         TelemetryStats {
             enabled: self.recording,
-            exporters: self.pipelines.iter().map(|p| p.description.clone()).collect(),
+            exporters: self
+                .pipelines
+                .iter()
+                .map(|p| p.description.clone())
+                .collect(),
             sampler: self.sampler.clone(),
             spans_exported: sum(|c| &c.exported),
             spans_dropped: sum(|c| &c.dropped),

@@ -88,11 +88,18 @@ impl std::fmt::Debug for RequestScope {
 impl RequestScope {
     /// A scope for a new request, under `parent` when one was received (an invalid one is
     /// counted and ignored), carrying the W3C `baggage` header if any.
-    pub fn new(telemetry: Arc<Telemetry>, parent: Option<&IncomingContext>, baggage: Option<&str>) -> Self {
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        parent: Option<&IncomingContext>,
+        baggage: Option<&str>,
+    ) -> Self {
         let remote_parent = parent.and_then(|p| {
             let parsed = w3c::parse_traceparent(&p.traceparent, &p.tracestate);
             if parsed.is_none() {
-                telemetry.guest_limits.invalid_parents.fetch_add(1, Ordering::Relaxed);
+                telemetry
+                    .guest_limits
+                    .invalid_parents
+                    .fetch_add(1, Ordering::Relaxed);
             }
             parsed
         });
@@ -118,7 +125,11 @@ impl RequestScope {
         self.open.len()
     }
 
-    fn count(&self, counter: fn(&crate::telemetry::GuestLimitCounters) -> &std::sync::atomic::AtomicU64, n: u64) {
+    fn count(
+        &self,
+        counter: fn(&crate::telemetry::GuestLimitCounters) -> &std::sync::atomic::AtomicU64,
+        n: u64,
+    ) {
         if n > 0 {
             counter(&self.telemetry.guest_limits).fetch_add(n, Ordering::Relaxed);
         }
@@ -126,7 +137,10 @@ impl RequestScope {
 
     /// The context of the innermost open span, else the remote parent.
     pub fn current(&self) -> Option<&SpanContext> {
-        self.open.last().map(|s| &s.context).or(self.remote_parent.as_ref())
+        self.open
+            .last()
+            .map(|s| &s.context)
+            .or(self.remote_parent.as_ref())
     }
 
     /// `traceparent`/`tracestate` of the innermost span. Always valid: with nothing open

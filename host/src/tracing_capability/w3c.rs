@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
+use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _};
-use opentelemetry::Context;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
 use super::limits::MAX_TRACESTATE_BYTES;
@@ -83,7 +83,7 @@ pub fn format_baggage(entries: &[(String, String)]) -> String {
 /// A baggage key must be an HTTP token (RFC 9110 `tchar`s).
 pub fn is_baggage_key(key: &str) -> bool {
     !key.is_empty()
-        && key.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

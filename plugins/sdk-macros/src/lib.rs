@@ -15,7 +15,10 @@ struct TracedArgs {
 
 impl Parse for TracedArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut args = TracedArgs { name: None, kind: None };
+        let mut args = TracedArgs {
+            name: None,
+            kind: None,
+        };
         if input.peek(LitStr) {
             args.name = Some(input.parse()?);
             if !input.is_empty() {
@@ -75,9 +78,12 @@ pub fn traced(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as TracedArgs);
     let mut function = parse_macro_input!(item as ItemFn);
     if function.sig.asyncness.is_some() {
-        return syn::Error::new_spanned(function.sig.fn_token, "#[traced] does not support async fn")
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(
+            function.sig.fn_token,
+            "#[traced] does not support async fn",
+        )
+        .to_compile_error()
+        .into();
     }
     let name = args
         .name

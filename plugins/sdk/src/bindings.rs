@@ -4,6 +4,9 @@
 wit_bindgen::generate!({
     world: "host-capabilities",
     path: "../../wit",
+    // Borrowed parameter types: a span start passes `&str` keys and values straight
+    // from the guest's buffers, with no `String` built per attribute.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 /// Bindings of the worker fixture's world.

@@ -4,7 +4,7 @@
 //! with [`traced`]. The host parents each span under the innermost open span of the same
 //! request, whichever component opened it, so one request is one trace.
 //!
-//! ```ignore
+//! ```no_run
 //! use ww_guest::{add_span_attribute, add_span_event, kv, span, traced};
 //!
 //! #[traced("episodic.recall", kind = Internal)]
@@ -20,14 +20,14 @@
 //! status ERROR and an `exception` event. A span costs two host calls: attributes and
 //! events added while it is open are buffered and sent when it ends.
 
+pub mod baggage;
 #[doc(hidden)]
 pub mod bindings;
-pub mod baggage;
 mod span;
 mod value;
 
 pub use span::{
-    Span, SpanBuilder, SpanKind, TraceContext, __private, add_span_attribute, add_span_event,
+    __private, Span, SpanBuilder, SpanKind, TraceContext, add_span_attribute, add_span_event,
     get_trace_context, span, tracing_enabled,
 };
 pub use value::{KeyValue, Value, kv};

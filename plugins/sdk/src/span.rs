@@ -1,35 +1,84 @@
 //! Spans as guards: started on creation, ended on drop, with attributes and events
 //! buffered in the guest so that a span costs two host calls.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::{Debug, Display};
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bindings::ww::memory::tracing as wit;
-use crate::value::{KeyValue, Value, kv};
+use crate::value::{KeyValue, Value, kv, lend};
 
 /// OpenTelemetry span kinds.
 pub use wit::SpanKind;
+
+/// How a span ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Status {
+    Unset,
+    Ok,
+    Error(String),
+}
+
+/// An exception: becomes the `exception` event and ERROR status.
+#[derive(Debug, Clone, PartialEq)]
+struct Exception {
+    kind: String,
+    message: String,
+    stacktrace: Option<String>,
+}
+
+/// A buffered event.
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    name: Cow<'static, str>,
+    time_unix_nano: Option<u64>,
+    attributes: Vec<KeyValue>,
+}
 
 /// A span's buffered state while it is open in this component.
 struct OpenSpan {
     handle: u64,
     attributes: Vec<KeyValue>,
-    events: Vec<wit::Event>,
-    status: wit::Status,
-    exception: Option<wit::Exception>,
+    events: Vec<Event>,
+    status: Status,
+    exception: Option<Exception>,
 }
 
 impl OpenSpan {
+    /// The second and last host call of a span.
     fn end(self) {
-        wit::end_span(
-            self.handle,
-            &self.status,
-            &self.attributes,
-            &self.events,
-            self.exception.as_ref(),
-        );
+        let status = match &self.status {
+            Status::Unset => wit::Status::Unset,
+            Status::Ok => wit::Status::Ok,
+            Status::Error(message) => wit::Status::Error(message),
+        };
+        let exception = self.exception.as_ref().map(|e| wit::Exception {
+            type_: &e.kind,
+            message: &e.message,
+            stacktrace: e.stacktrace.as_deref(),
+        });
+        let mut scratch = Vec::new();
+        let attributes = lend(&self.attributes, &mut scratch);
+        let mut event_scratch: Vec<Vec<Vec<&str>>> = self.events.iter().map(|_| Vec::new()).collect();
+        let event_attributes: Vec<_> = self
+            .events
+            .iter()
+            .zip(event_scratch.iter_mut())
+            .map(|(event, scratch)| lend(&event.attributes, scratch))
+            .collect();
+        let events: Vec<wit::Event<'_>> = self
+            .events
+            .iter()
+            .zip(&event_attributes)
+            .map(|(event, attributes)| wit::Event {
+                name: &event.name,
+                time_unix_nano: event.time_unix_nano,
+                attributes,
+            })
+            .collect();
+        wit::end_span(self.handle, status, &attributes, &events, exception);
     }
 }
 
@@ -56,12 +105,13 @@ fn install_panic_hook() {
             let location = info
                 .location()
                 .map(|l| format!("at {}:{}:{}", l.file(), l.line(), l.column()));
-            let spans = OPEN.with(|open| open.try_borrow_mut().map(|mut o| std::mem::take(&mut *o)));
+            let spans =
+                OPEN.with(|open| open.try_borrow_mut().map(|mut o| std::mem::take(&mut *o)));
             if let Ok(spans) = spans {
                 for mut span in spans.into_iter().rev() {
-                    span.status = wit::Status::Error(format!("panic: {message}"));
-                    span.exception = Some(wit::Exception {
-                        type_: "panic".to_owned(),
+                    span.status = Status::Error(format!("panic: {message}"));
+                    span.exception = Some(Exception {
+                        kind: "panic".to_owned(),
                         message: message.clone(),
                         stacktrace: location.clone(),
                     });
@@ -96,15 +146,15 @@ fn with_open<R>(handle: Option<u64>, f: impl FnOnce(&mut OpenSpan) -> R) -> Opti
 /// Starts a span with a kind, initial attributes or an explicit remote parent.
 #[must_use = "call .start() to open the span"]
 pub struct SpanBuilder {
-    name: String,
+    name: Cow<'static, str>,
     kind: SpanKind,
     attributes: Vec<KeyValue>,
-    remote_parent: Option<wit::TraceContext>,
+    remote_parent: Option<TraceContext>,
 }
 
 impl SpanBuilder {
     /// A builder for an INTERNAL span named `name`.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Self {
             name: name.into(),
             kind: SpanKind::Internal,
@@ -120,15 +170,19 @@ impl SpanBuilder {
     }
 
     /// Add an initial attribute (sent with the start, visible to samplers).
-    pub fn attr(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn attr(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
         self.attributes.push(kv(key, value));
         self
     }
 
     /// Parent the span under a W3C `traceparent` received from elsewhere instead of the
     /// current span of the request.
-    pub fn remote_parent(mut self, traceparent: impl Into<String>, tracestate: impl Into<String>) -> Self {
-        self.remote_parent = Some(wit::TraceContext {
+    pub fn remote_parent(
+        mut self,
+        traceparent: impl Into<String>,
+        tracestate: impl Into<String>,
+    ) -> Self {
+        self.remote_parent = Some(TraceContext {
             traceparent: traceparent.into(),
             tracestate: tracestate.into(),
         });
@@ -138,18 +192,19 @@ impl SpanBuilder {
     /// Open the span: one host call.
     pub fn start(self) -> Span {
         install_panic_hook();
-        let handle = wit::start_span(
-            &self.name,
-            self.kind,
-            &self.attributes,
-            self.remote_parent.as_ref(),
-        );
+        let mut scratch = Vec::new();
+        let attributes = lend(&self.attributes, &mut scratch);
+        let remote_parent = self.remote_parent.as_ref().map(|p| wit::TraceContextParam {
+            traceparent: &p.traceparent,
+            tracestate: &p.tracestate,
+        });
+        let handle = wit::start_span(&self.name, self.kind, &attributes, remote_parent);
         OPEN.with(|open| {
             open.borrow_mut().push(OpenSpan {
                 handle,
                 attributes: Vec::new(),
                 events: Vec::new(),
-                status: wit::Status::Unset,
+                status: Status::Unset,
                 exception: None,
             })
         });
@@ -166,29 +221,29 @@ pub struct Span {
 
 /// Open an INTERNAL span named `name` as the current span of this component.
 ///
-/// ```ignore
+/// ```no_run
 /// let _span = ww_guest::span("batch_processing").attr("batch_size", 100);
 /// ```
-pub fn span(name: impl Into<String>) -> Span {
+pub fn span(name: impl Into<Cow<'static, str>>) -> Span {
     SpanBuilder::new(name).start()
 }
 
 impl Span {
     /// Add an attribute (builder style).
-    pub fn attr(self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn attr(self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
         self.set_attribute(key, value);
         self
     }
 
     /// Add an attribute.
-    pub fn set_attribute(&self, key: impl Into<String>, value: impl Into<Value>) {
+    pub fn set_attribute(&self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         let attribute = kv(key, value);
         with_open(Some(self.handle), |s| s.attributes.push(attribute));
     }
 
     /// Add an event with attributes, timestamped now.
-    pub fn add_event(&self, name: impl Into<String>, attributes: Vec<KeyValue>) {
-        let event = wit::Event {
+    pub fn add_event(&self, name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
+        let event = Event {
             name: name.into(),
             time_unix_nano: now_unix_nano(),
             attributes,
@@ -198,16 +253,16 @@ impl Span {
 
     /// Mark the span OK.
     pub fn set_ok(&self) {
-        with_open(Some(self.handle), |s| s.status = wit::Status::Ok);
+        with_open(Some(self.handle), |s| s.status = Status::Ok);
     }
 
     /// Record an error: status ERROR and an `exception` event.
     pub fn record_error(&self, error_type: &str, message: impl Into<String>) {
         let message = message.into();
         with_open(Some(self.handle), |s| {
-            s.status = wit::Status::Error(message.clone());
-            s.exception = Some(wit::Exception {
-                type_: error_type.to_owned(),
+            s.status = Status::Error(message.clone());
+            s.exception = Some(Exception {
+                kind: error_type.to_owned(),
                 message,
                 stacktrace: None,
             });
@@ -238,18 +293,19 @@ impl Drop for Span {
 
 /// Add an attribute to this component's current span (or, when it has none open, to the
 /// innermost open span of the request).
-pub fn add_span_attribute(key: impl Into<String>, value: impl Into<Value>) {
+pub fn add_span_attribute(key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
     let attribute = kv(key, value);
     let mut pending = Some(attribute);
     with_open(None, |s| s.attributes.extend(pending.take()));
     if let Some(attribute) = pending {
-        wit::set_attributes(0, &[attribute]);
+        let mut scratch = Vec::new();
+        wit::set_attributes(0, &lend(std::slice::from_ref(&attribute), &mut scratch));
     }
 }
 
 /// Add an event to this component's current span (or the request's innermost span).
-pub fn add_span_event(name: impl Into<String>, attributes: Vec<KeyValue>) {
-    let event = wit::Event {
+pub fn add_span_event(name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
+    let event = Event {
         name: name.into(),
         time_unix_nano: now_unix_nano(),
         attributes,
@@ -257,7 +313,16 @@ pub fn add_span_event(name: impl Into<String>, attributes: Vec<KeyValue>) {
     let mut pending = Some(event);
     with_open(None, |s| s.events.extend(pending.take()));
     if let Some(event) = pending {
-        wit::add_event(0, &event);
+        let mut scratch = Vec::new();
+        let attributes = lend(&event.attributes, &mut scratch);
+        wit::add_event(
+            0,
+            wit::Event {
+                name: &event.name,
+                time_unix_nano: event.time_unix_nano,
+                attributes: &attributes,
+            },
+        );
     }
 }
 
@@ -342,7 +407,7 @@ pub mod __private {
         std::any::type_name::<E>()
     }
 
-    pub fn start(name: &str, kind: SpanKind) -> Span {
+    pub fn start(name: &'static str, kind: SpanKind) -> Span {
         SpanBuilder::new(name).kind(kind).start()
     }
 }

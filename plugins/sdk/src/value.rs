@@ -1,19 +1,86 @@
-//! Typed attribute values, converted from ordinary Rust values.
+//! Typed attribute values. String literals are kept as borrowed `&'static str`, so the
+//! common attribute (`.attr("batch_size", 100)`) allocates nothing in the guest.
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
 
 use crate::bindings::ww::memory::tracing as wit;
 
 /// A typed attribute value (string, bool, i64, f64, or a list of one of them).
-pub type Value = wit::Value;
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A string.
+    String(Cow<'static, str>),
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    S64(i64),
+    /// A float.
+    F64(f64),
+    /// Strings.
+    StringList(Vec<String>),
+    /// Booleans.
+    BoolList(Vec<bool>),
+    /// Integers.
+    S64List(Vec<i64>),
+    /// Floats.
+    F64List(Vec<f64>),
+}
 
 /// One attribute: a key and a typed value.
-pub type KeyValue = wit::KeyValue;
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyValue {
+    /// The key, e.g. `db.collection.name`.
+    pub key: Cow<'static, str>,
+    /// The value.
+    pub value: Value,
+}
 
 /// Build a [`KeyValue`].
-pub fn kv(key: impl Into<String>, value: impl Into<Value>) -> KeyValue {
+pub fn kv(key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: value.into(),
     }
+}
+
+/// Attributes lent to one host call; up to eight live on the stack.
+pub(crate) type WitAttributes<'a> = SmallVec<[wit::KeyValue<'a>; 8]>;
+
+impl KeyValue {
+    pub(crate) fn as_wit<'a>(&'a self, string_lists: &'a [Vec<&'a str>]) -> wit::KeyValue<'a> {
+        let value = match &self.value {
+            Value::String(s) => wit::Value::String(s),
+            Value::Bool(b) => wit::Value::Bool(*b),
+            Value::S64(i) => wit::Value::S64(*i),
+            Value::F64(f) => wit::Value::F64(*f),
+            Value::StringList(_) => wit::Value::StringList(
+                string_lists.first().map(Vec::as_slice).unwrap_or_default(),
+            ),
+            Value::BoolList(items) => wit::Value::BoolList(items),
+            Value::S64List(items) => wit::Value::S64List(items),
+            Value::F64List(items) => wit::Value::F64List(items),
+        };
+        wit::KeyValue {
+            key: &self.key,
+            value,
+        }
+    }
+}
+
+/// Borrowed views of `attributes` for a host call. String lists need a `&str` view of
+/// their own, built in `scratch`.
+pub(crate) fn lend<'a>(attributes: &'a [KeyValue], scratch: &'a mut Vec<Vec<&'a str>>) -> WitAttributes<'a> {
+    scratch.extend(attributes.iter().map(|kv| match &kv.value {
+        Value::StringList(items) => items.iter().map(String::as_str).collect(),
+        _ => Vec::new(),
+    }));
+    attributes
+        .iter()
+        .zip(scratch.iter())
+        .map(|(kv, list)| kv.as_wit(std::slice::from_ref(list)))
+        .collect()
 }
 
 macro_rules! value_from {
@@ -26,7 +93,11 @@ macro_rules! value_from {
     };
 }
 
-value_from!(String: String => |v| v, &str => |v| v.to_owned(), &String => |v| v.clone());
+value_from!(String:
+    &'static str => |v| Cow::Borrowed(v),
+    String => |v| Cow::Owned(v),
+    &String => |v| Cow::Owned(v.clone()),
+    Cow<'static, str> => |v| v);
 value_from!(Bool: bool => |v| v);
 value_from!(S64: i64 => |v| v, i32 => |v| i64::from(v), u32 => |v| i64::from(v),
     u16 => |v| i64::from(v), u8 => |v| i64::from(v),

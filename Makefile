@@ -1,0 +1,54 @@
+# World Weaver — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGIN_DIR := target/$(WASM_TARGET)/release
+export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
+
+.PHONY: help target plugins build run test fmt-check clippy bench clean
+
+help:
+	@echo "make run     build what is missing and run a traced call through the components"
+	@echo "make test    everything CI runs: fmt check, clippy -D warnings, all tests"
+	@echo "make build   host and plugins, release"
+	@echo "make bench   benchmarks (numbers go in the README)"
+
+# The guest target, installed when missing.
+target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+# Every guest component, built once for wasm32-wasip2 into target/. Guest commands run
+# from plugins/ so that plugins/.cargo/config.toml (target, target dir) applies.
+plugins: target
+	cd plugins && $(CARGO) build --release
+
+build: plugins
+	$(CARGO) build --release -p ww-host
+
+run: build
+	@echo "== components loaded (target/release/ww-memory plugins) =="
+	./target/release/ww-memory plugins
+	@echo
+	@echo "== one traced call: caller -> host -> worker -> host -> caller (trace tree on stderr) =="
+	WW_OTEL_CONSOLE=true ./target/release/ww-memory invoke ww:memory/fixture-driver@0.1.0 run '"hello from make run"' succeed
+
+fmt-check:
+	$(CARGO) fmt --all --check
+	cd plugins && $(CARGO) fmt --all --check
+
+clippy: plugins
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --release --all-targets -- -D warnings
+
+test: fmt-check clippy plugins
+	$(CARGO) test --workspace
+	# The SDK's documented example, compiled for the host (the guest target cannot run it).
+	cd plugins && $(CARGO) test --doc --target $$(rustc -vV | sed -n 's/^host: //p') -p ww-guest
+
+bench: plugins
+	$(CARGO) bench -p ww-host --bench tracing
+
+clean:
+	$(CARGO) clean

@@ -7,7 +7,7 @@ WASM_TARGET := wasm32-wasip2
 PLUGIN_DIR := target/$(WASM_TARGET)/release
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
-.PHONY: help target plugins build run test fmt-check clippy bench clean
+.PHONY: help target plugins build run test fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and run a traced call through the components"
@@ -33,6 +33,10 @@ run: build
 	@echo
 	@echo "== one traced call: caller -> host -> worker -> host -> caller (trace tree on stderr) =="
 	WW_OTEL_CONSOLE=true ./target/release/ww-memory invoke ww:memory/fixture-driver@0.1.0 run '"hello from make run"' succeed
+
+fmt:
+	$(CARGO) fmt --all
+	cd plugins && $(CARGO) fmt --all
 
 fmt-check:
 	$(CARGO) fmt --all --check

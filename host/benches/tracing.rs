@@ -39,7 +39,9 @@ impl SpanExporter for DiscardingExporter {
 fn plugin(file: &str) -> ComponentSpec {
     let dir = std::env::var_os("WW_PLUGIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        });
     ComponentSpec {
         name: file.trim_end_matches(".wasm").replace('_', "-"),
         path: dir.join(file),
@@ -67,7 +69,9 @@ fn host(runtime: &Runtime, telemetry: Arc<Telemetry>) -> ComponentHost {
         ..HostConfig::default()
     };
     runtime.block_on(async {
-        let host = ComponentHost::load(config, telemetry).await.expect("load: run `make plugins`");
+        let host = ComponentHost::load(config, telemetry)
+            .await
+            .expect("load: run `make plugins`");
         host.warm_up().await.expect("instantiate");
         host
     })
@@ -103,7 +107,9 @@ fn span_round_trip(c: &mut Criterion) {
             }
         });
     });
-    group.bench_function("guest_sdk", |b| b.iter(|| invoke(&runtime, &host, "spans", BATCH)));
+    group.bench_function("guest_sdk", |b| {
+        b.iter(|| invoke(&runtime, &host, "spans", BATCH))
+    });
     // One crossing with no work behind it: the floor under the two a span costs.
     group.bench_function("guest_trivial_host_call", |b| {
         b.iter(|| invoke(&runtime, &host, "host-calls", BATCH))
@@ -128,7 +134,9 @@ fn routed_call(c: &mut Criterion) {
     for (name, recording) in [("boundary_span_recorded", true), ("tracing_off", false)] {
         let telemetry = telemetry(&runtime, recording);
         let host = host(&runtime, telemetry.clone());
-        group.bench_function(name, |b| b.iter(|| invoke(&runtime, &host, "call-worker", BATCH)));
+        group.bench_function(name, |b| {
+            b.iter(|| invoke(&runtime, &host, "call-worker", BATCH))
+        });
         runtime.block_on(telemetry.flush());
     }
     group.finish();

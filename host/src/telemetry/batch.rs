@@ -81,7 +81,9 @@ struct SpanQueue {
 
 impl std::fmt::Debug for SpanQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanQueue").field("len", &self.spans.len()).finish()
+        f.debug_struct("SpanQueue")
+            .field("len", &self.spans.len())
+            .finish()
     }
 }
 
@@ -175,7 +177,10 @@ impl SpanProcessor for BatchProcessor {
         }
         let queue = &self.queue;
         if queue.spans.push(span).is_err() {
-            self.pipeline.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.pipeline
+                .counters
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
         } else if queue.spans.len() >= queue.batch_size
             && !queue.signalled.swap(true, Ordering::AcqRel)
         {

@@ -389,3 +389,208 @@ pub fn plausible_time(nanos: u64) -> Option<SystemTime> {
     let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
     (nanos >= Y2000_NANOS && time <= SystemTime::now() + Duration::from_secs(60)).then_some(time)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The span stack's rules, checked without any component.
+
+    use std::sync::Arc;
+
+    use opentelemetry::trace::{SpanId, SpanKind, Status};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+
+    use super::*;
+    use crate::telemetry::{Telemetry, TelemetryConfig};
+
+    fn recording() -> (
+        tokio::runtime::Runtime,
+        Arc<Telemetry>,
+        InMemorySpanExporter,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let exporter = InMemorySpanExporter::default();
+        let telemetry = Telemetry::builder(TelemetryConfig::default())
+            .with_exporter("memory", exporter.clone())
+            .build(runtime.handle())
+            .expect("telemetry");
+        (runtime, telemetry, exporter)
+    }
+
+    fn finished(
+        runtime: &tokio::runtime::Runtime,
+        telemetry: &Telemetry,
+        exporter: &InMemorySpanExporter,
+    ) -> Vec<SpanData> {
+        runtime.block_on(telemetry.flush());
+        exporter.get_finished_spans().expect("spans")
+    }
+
+    fn span<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+    }
+
+    fn owner(name: &str) -> Owner {
+        Some(Arc::from(name))
+    }
+
+    fn start(scope: &mut RequestScope, who: &Owner, name: &'static str) -> u64 {
+        scope.start(
+            who.clone(),
+            Cow::Borrowed(name),
+            SpanKind::Internal,
+            vec![],
+            None,
+        )
+    }
+
+    fn end(scope: &mut RequestScope, who: &Owner, handle: u64) {
+        scope.end(who, handle, Outcome::Unset, vec![], vec![], None);
+    }
+
+    #[test]
+    fn spans_parent_under_the_innermost_open_span_whoever_opened_it() {
+        let (runtime, telemetry, exporter) = recording();
+        let (a, b) = (owner("a"), owner("b"));
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        let root = start(&mut scope, &None, "root");
+        let in_a = start(&mut scope, &a, "a.work");
+        let in_b = start(&mut scope, &b, "b.work");
+        end(&mut scope, &b, in_b);
+        let after_b = start(&mut scope, &a, "a.after");
+        end(&mut scope, &a, after_b);
+        end(&mut scope, &a, in_a);
+        end(&mut scope, &None, root);
+        let spans = finished(&runtime, &telemetry, &exporter);
+        let id = |n: &str| span(&spans, n).span_context.span_id();
+        assert_eq!(span(&spans, "root").parent_span_id, SpanId::INVALID);
+        assert_eq!(span(&spans, "a.work").parent_span_id, id("root"));
+        assert_eq!(span(&spans, "b.work").parent_span_id, id("a.work"));
+        assert_eq!(span(&spans, "a.after").parent_span_id, id("a.work"));
+        assert_eq!(
+            telemetry
+                .stats()
+                .guest_limits
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_component_cannot_end_or_fail_another_ones_span() {
+        let (runtime, telemetry, exporter) = recording();
+        let (a, b) = (owner("a"), owner("b"));
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        let in_a = start(&mut scope, &a, "a.work");
+        end(&mut scope, &b, in_a);
+        assert_eq!(scope.open_spans(), 1, "b's end of a's span is ignored");
+        // Handle 0 ("innermost") may annotate any span, but never end one.
+        scope.set_attributes(&b, 0, vec![KeyValue::new("from.b", true)]);
+        end(&mut scope, &b, 0);
+        assert_eq!(scope.open_spans(), 1);
+        scope.fail_spans_of(
+            &b,
+            &Exception {
+                kind: "t".into(),
+                message: "m".into(),
+                stacktrace: None,
+            },
+        );
+        assert_eq!(scope.open_spans(), 1, "failing b leaves a's span alone");
+        end(&mut scope, &a, in_a);
+        let spans = finished(&runtime, &telemetry, &exporter);
+        let work = span(&spans, "a.work");
+        assert_eq!(work.status, Status::Unset);
+        assert!(work.attributes.iter().any(|kv| kv.key.as_str() == "from.b"));
+        let invalid = telemetry
+            .stats()
+            .guest_limits
+            .iter()
+            .find(|(n, _)| *n == "invalid_handles")
+            .map(|(_, v)| *v);
+        assert_eq!(invalid, Some(2));
+    }
+
+    #[test]
+    fn the_host_ends_what_a_request_left_open_innermost_first() {
+        let (runtime, telemetry, exporter) = recording();
+        let a = owner("a");
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        let _root = start(&mut scope, &None, "root");
+        let outer = start(&mut scope, &a, "outer");
+        let _inner = start(&mut scope, &a, "inner");
+        // The parent ends first; its child stays open and keeps its parent.
+        end(&mut scope, &a, outer);
+        scope.finish();
+        let spans = finished(&runtime, &telemetry, &exporter);
+        let inner = span(&spans, "inner");
+        assert_eq!(
+            inner.parent_span_id,
+            span(&spans, "outer").span_context.span_id()
+        );
+        assert!(
+            inner
+                .attributes
+                .contains(&KeyValue::new("ww.span.ended_by_host", true))
+        );
+        assert!(
+            !span(&spans, "root")
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "ww.span.ended_by_host")
+        );
+        assert!(inner.end_time <= span(&spans, "root").end_time);
+    }
+
+    #[test]
+    fn a_remote_parent_roots_the_request_and_a_bad_one_is_counted() {
+        let (runtime, telemetry, exporter) = recording();
+        let parent =
+            IncomingContext::traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let mut scope = RequestScope::new(telemetry.clone(), Some(&parent), None);
+        let root = start(&mut scope, &None, "continued");
+        end(&mut scope, &None, root);
+        let bad =
+            IncomingContext::traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01");
+        let mut scope = RequestScope::new(telemetry.clone(), Some(&bad), None);
+        let root = start(&mut scope, &None, "fresh");
+        end(&mut scope, &None, root);
+        let spans = finished(&runtime, &telemetry, &exporter);
+        let continued = span(&spans, "continued");
+        assert_eq!(
+            continued.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(continued.parent_span_id.to_string(), "b7ad6b7169203331");
+        assert!(continued.parent_span_is_remote);
+        assert_eq!(span(&spans, "fresh").parent_span_id, SpanId::INVALID);
+        let invalid = telemetry
+            .stats()
+            .guest_limits
+            .iter()
+            .find(|(n, _)| *n == "invalid_parents")
+            .map(|(_, v)| *v);
+        assert_eq!(invalid, Some(1));
+    }
+
+    #[test]
+    fn baggage_keeps_to_w3c_limits() {
+        let (_runtime, telemetry, _exporter) = recording();
+        let mut scope = RequestScope::new(telemetry, None, Some("user=alice,bad key=x"));
+        assert_eq!(scope.baggage("user"), Some("alice"));
+        assert!(scope.set_baggage("user", "bob"), "replacing is fine");
+        assert_eq!(scope.baggage("user"), Some("bob"));
+        assert!(!scope.set_baggage("", "x"));
+        assert!(!scope.set_baggage("a b", "x"));
+        assert!(!scope.set_baggage("k", &"v".repeat(MAX_BAGGAGE_BYTES)));
+        for i in 1..MAX_BAGGAGE_ENTRIES {
+            assert!(scope.set_baggage(&format!("k{i}"), "v"), "entry {i}");
+        }
+        assert!(!scope.set_baggage("one-too-many", "v"));
+        assert_eq!(scope.baggage_entries().len(), MAX_BAGGAGE_ENTRIES);
+    }
+}

@@ -61,7 +61,8 @@ impl OpenSpan {
         });
         let mut scratch = Vec::new();
         let attributes = lend(&self.attributes, &mut scratch);
-        let mut event_scratch: Vec<Vec<Vec<&str>>> = self.events.iter().map(|_| Vec::new()).collect();
+        let mut event_scratch: Vec<Vec<Vec<&str>>> =
+            self.events.iter().map(|_| Vec::new()).collect();
         let event_attributes: Vec<_> = self
             .events
             .iter()

@@ -55,9 +55,9 @@ impl KeyValue {
             Value::Bool(b) => wit::Value::Bool(*b),
             Value::S64(i) => wit::Value::S64(*i),
             Value::F64(f) => wit::Value::F64(*f),
-            Value::StringList(_) => wit::Value::StringList(
-                string_lists.first().map(Vec::as_slice).unwrap_or_default(),
-            ),
+            Value::StringList(_) => {
+                wit::Value::StringList(string_lists.first().map(Vec::as_slice).unwrap_or_default())
+            }
             Value::BoolList(items) => wit::Value::BoolList(items),
             Value::S64List(items) => wit::Value::S64List(items),
             Value::F64List(items) => wit::Value::F64List(items),
@@ -71,7 +71,10 @@ impl KeyValue {
 
 /// Borrowed views of `attributes` for a host call. String lists need a `&str` view of
 /// their own, built in `scratch`.
-pub(crate) fn lend<'a>(attributes: &'a [KeyValue], scratch: &'a mut Vec<Vec<&'a str>>) -> WitAttributes<'a> {
+pub(crate) fn lend<'a>(
+    attributes: &'a [KeyValue],
+    scratch: &'a mut Vec<Vec<&'a str>>,
+) -> WitAttributes<'a> {
     scratch.extend(attributes.iter().map(|kv| match &kv.value {
         Value::StringList(items) => items.iter().map(String::as_str).collect(),
         _ => Vec::new(),

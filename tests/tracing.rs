@@ -271,7 +271,6 @@ async fn a_guest_panic_is_recorded_on_every_span_and_the_host_keeps_serving() {
     let receiver = OtlpReceiver::grpc().await;
     let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
     let host = fixture_host(telemetry.clone()).await;
-    host.warm_up().await.unwrap();
 
     let error = run(&host, Request::new("test.panic"), "boom", "panic")
         .await
@@ -332,11 +331,26 @@ async fn a_guest_panic_is_recorded_on_every_span_and_the_host_keeps_serving() {
     assert_eq!(root.status_code, status::ERROR);
     assert!(root.exception().is_some());
 
-    // Both instances were discarded; the next call gets fresh ones and succeeds.
+    // Both instances were discarded; the next call gets fresh ones and succeeds, and
+    // its trace shows what the re-instantiation cost, each where it happened.
     let out = run(&host, Request::new("test.after_panic"), "again", "succeed")
         .await
         .unwrap();
     assert_eq!(out, Ok("<AGAIN>".to_owned()));
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| s.name == "test.after_panic"))
+        .await;
+    let after = in_trace(&spans, &named(&spans, "test.after_panic").trace_id);
+    assert_eq!(after.len(), 9, "{after:#?}");
+    assert_eq!(
+        named(&after, "fixture-caller.instantiate").parent_span_id,
+        named(&after, "test.after_panic").span_id
+    );
+    assert_eq!(
+        named(&after, "fixture-worker.instantiate").parent_span_id,
+        named(&after, "fixture-worker.work").span_id
+    );
     for name in ["fixture-caller", "fixture-worker"] {
         let component = host.component(name).unwrap();
         assert_eq!(component.traps(), 1, "{name}");

@@ -84,16 +84,19 @@ pub fn console_buffer() -> (ConsoleSink, Arc<Mutex<Vec<u8>>>) {
     (sink, buffer)
 }
 
-/// A host with both fixtures loaded.
+/// A host with both fixtures loaded and instantiated (so no request pays for it, and
+/// traces hold only the spans of the work itself).
 pub async fn fixture_host(telemetry: Arc<Telemetry>) -> ComponentHost {
     let config = HostConfig {
         components: fixtures(),
         cache_dir: Some(cache_dir()),
         ..HostConfig::default()
     };
-    ComponentHost::load(config, telemetry)
+    let host = ComponentHost::load(config, telemetry)
         .await
-        .expect("load fixtures")
+        .expect("load fixtures");
+    host.warm_up().await.expect("instantiate fixtures");
+    host
 }
 
 /// A `work-mode` value.

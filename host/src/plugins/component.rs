@@ -1,19 +1,22 @@
 //! One loaded component: its pre-instantiated form, and the live instance that serves
 //! calls, replaced after a trap.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::{Exception, RequestScope, TracingCtx};
+use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 
 /// Bounds on every call into a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,9 +346,25 @@ impl PluginComponent {
         function: &str,
         params: &[Val],
     ) -> (RequestScope, Result<Vec<Val>, CallError>) {
+        let mut scope = scope;
         let mut slot = self.live.lock().await;
         if slot.is_none() {
-            match self.new_live().await {
+            // First call, or first after a trap: the request pays for a fresh instance,
+            // so its trace shows it.
+            let span = scope.start(
+                None,
+                Cow::Owned(format!("{}.instantiate", self.name)),
+                SpanKind::Internal,
+                vec![KeyValue::new("ww.component", self.name.to_string())],
+                None,
+            );
+            let live = self.new_live().await;
+            let outcome = match &live {
+                Ok(_) => Outcome::Unset,
+                Err(e) => Outcome::Error(e.to_string()),
+            };
+            scope.end(&None, span, outcome, vec![], vec![], None);
+            match live {
                 Ok(live) => *slot = Some(live),
                 Err(e) => return (scope, Err(e)),
             }

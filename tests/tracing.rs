@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use wasmtime::component::Val;
-use ww_host::plugins::{CallError, ComponentHost, HostConfig, LoadError, Request, TrapReason};
+use ww_host::plugins::{
+    CallError, CallLimits, ComponentHost, HostConfig, LoadError, Request, TrapReason,
+};
 use ww_host::tracing_capability::IncomingContext;
 use ww_host::tracing_capability::limits::{
     MAX_ATTRIBUTES_PER_SPAN, MAX_EVENTS_PER_SPAN, MAX_NAME_BYTES, MAX_OPEN_SPANS_PER_REQUEST,
@@ -795,4 +797,56 @@ async fn root_span_attributes_are_exported() {
         named(&spans, "test.attrs").attr_str("test.case"),
         Some("attrs")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_or_memory_hungry_component_fails_only_its_call() {
+    let receiver = OtlpReceiver::grpc().await;
+    let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
+    let limits = CallLimits {
+        deadline: Duration::from_millis(300),
+        memory_bytes: 64 << 20,
+    };
+    let host = fixture_host_with(telemetry.clone(), limits).await;
+    let cases = [
+        ("spin", TrapReason::Deadline(limits.deadline)),
+        ("exhaust-memory", TrapReason::Memory(limits.memory_bytes)),
+    ];
+    for (mode, expected) in cases {
+        let error = run(&host, Request::new(format!("test.{mode}")), "x", mode)
+            .await
+            .unwrap_err();
+        let CallError::Trap {
+            reason: TrapReason::Callee(callee),
+            ..
+        } = &error
+        else {
+            panic!("{mode}: unexpected {error:?}");
+        };
+        let CallError::Trap { reason, .. } = callee.as_ref() else {
+            panic!("{mode}: unexpected callee error {callee:?}");
+        };
+        assert_eq!(reason.to_string(), expected.to_string(), "{mode}");
+        // The next call is served by fresh instances.
+        let out = run(&host, Request::new("test.after"), "ok", "succeed")
+            .await
+            .unwrap();
+        assert_eq!(out, Ok("<OK>".to_owned()), "after {mode}");
+    }
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            s.iter().filter(|s| s.name == "test.after").count() == 2
+        })
+        .await;
+    for mode in ["spin", "exhaust-memory"] {
+        let root = named(&spans, &format!("test.{mode}"));
+        assert_eq!(root.status_code, status::ERROR, "{mode}");
+        let boundary = in_trace(&spans, &root.trace_id)
+            .into_iter()
+            .find(|s| s.name == "fixture-worker.work")
+            .expect("boundary span");
+        assert_eq!(boundary.status_code, status::ERROR, "{mode}");
+    }
+    assert_eq!(host.component("fixture-worker").unwrap().traps(), 2);
 }

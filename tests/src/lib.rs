@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Val;
-use ww_host::plugins::{CallError, ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::plugins::{CallError, CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{ConsoleSink, Telemetry, TelemetryConfig, Vars};
 
 /// The fixture caller's exported interface.
@@ -87,10 +87,15 @@ pub fn console_buffer() -> (ConsoleSink, Arc<Mutex<Vec<u8>>>) {
 /// A host with both fixtures loaded and instantiated (so no request pays for it, and
 /// traces hold only the spans of the work itself).
 pub async fn fixture_host(telemetry: Arc<Telemetry>) -> ComponentHost {
+    fixture_host_with(telemetry, CallLimits::default()).await
+}
+
+/// [`fixture_host`] with other call limits.
+pub async fn fixture_host_with(telemetry: Arc<Telemetry>, limits: CallLimits) -> ComponentHost {
     let config = HostConfig {
         components: fixtures(),
         cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
+        limits,
     };
     let host = ComponentHost::load(config, telemetry)
         .await

@@ -370,7 +370,11 @@ impl PluginComponent {
             }
         }
         let Some(live) = slot.as_mut() else {
-            unreachable!("the slot was filled above")
+            let error = CallError::Instantiate {
+                component: self.name.to_string(),
+                message: "no instance after instantiation".to_owned(),
+            };
+            return (scope, Err(error));
         };
         let func = match self.lookup(live, interface, function) {
             Ok(func) => func,

@@ -271,14 +271,6 @@ impl Telemetry {
         }
     }
 
-    /// Tracing off: every span is a cheap, unsampled no-op.
-    pub fn disabled(runtime: &Handle) -> Arc<Telemetry> {
-        // Infallible: no exporter to create.
-        Self::builder(TelemetryConfig::default())
-            .build(runtime)
-            .unwrap_or_else(|_| unreachable!("a configuration without exporters cannot fail"))
-    }
-
     /// The tracer every host span comes from.
     pub fn tracer(&self) -> &SdkTracer {
         &self.tracer

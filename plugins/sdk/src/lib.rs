@@ -5,13 +5,14 @@
 //! request, whichever component opened it, so one request is one trace.
 //!
 //! ```no_run
-//! use ww_guest::{add_span_attribute, add_span_event, kv, span, traced};
+//! use ww_guest::{add_span_attribute, add_span_event, get_trace_context, kv, span, traced};
 //!
-//! #[traced("episodic.recall", kind = Internal)]
-//! fn recall(query: &str) -> Result<Vec<String>, String> {
-//!     add_span_attribute("query.length", query.len());
-//!     let _batch = span("batch_processing").attr("batch_size", 100);
+//! #[traced("episodic.recall", kind = Internal)]       // a span around the call;
+//! fn recall(query: &str) -> Result<Vec<String>, String> { // an Err marks it ERROR
+//!     add_span_attribute("query.length", query.len());   // on the current span
+//!     let _batch = span("batch_processing").attr("batch_size", 100); // scoped span
 //!     add_span_event("scored", vec![kv("count", 3)]);
+//!     let _traceparent = get_trace_context().traceparent; // to inject into outgoing calls
 //!     Ok(vec![])
 //! }
 //! ```

@@ -433,19 +433,35 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
             "{case}: {counter}"
         );
     }
+    // Bytes that are not UTF-8 where the WIT says `string` fail the canonical ABI's
+    // lift: that call traps, in the guest, and nothing else is affected.
+    let error = host
+        .invoke(
+            Request::new("hostile.bad-utf8"),
+            DRIVER,
+            "hostile",
+            &[Val::String("bad-utf8".into())],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, CallError::Trap { component, .. } if component == "fixture-caller"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("utf-8"), "{error}");
     assert_eq!(
         limit(&telemetry, "unclosed_spans"),
         1 + open_budget,
         "many-spans leaves its spans to the host"
     );
-    // Still serving, and no instance was lost on the way.
+    // Still serving; the one instance lost was to the invalid UTF-8.
     assert_eq!(
         run(&host, Request::new("test.after_hostile"), "ok", "succeed")
             .await
             .unwrap(),
         Ok("<OK>".to_owned())
     );
-    assert_eq!(host.component("fixture-caller").unwrap().traps(), 0);
+    assert_eq!(host.component("fixture-caller").unwrap().traps(), 1);
 
     telemetry.flush().await;
     let spans = receiver

@@ -61,6 +61,8 @@ struct OpenSpan {
     handle: u64,
     span: Span,
     context: SpanContext,
+    /// This span as a parent, built when its first child starts and reused after.
+    as_parent: Option<Context>,
     owner: Owner,
     attributes: usize,
     events: usize,
@@ -178,9 +180,18 @@ impl RequestScope {
             self.count(|c| &c.refused_spans, 1);
             return REFUSED_HANDLE;
         }
-        let parent_cx = match parent.as_ref().or(self.current()) {
-            Some(parent) => Context::new().with_remote_span_context(parent.clone()),
-            None => Context::new(),
+        let parent_cx = match (parent, self.open.last_mut()) {
+            (Some(explicit), _) => Context::new().with_remote_span_context(explicit),
+            (None, Some(innermost)) => innermost
+                .as_parent
+                .get_or_insert_with(|| {
+                    Context::new().with_remote_span_context(innermost.context.clone())
+                })
+                .clone(),
+            (None, None) => match &self.remote_parent {
+                Some(remote) => Context::new().with_remote_span_context(remote.clone()),
+                None => Context::new(),
+            },
         };
         let attribute_count = attributes.len();
         let tracer = self.telemetry.tracer();
@@ -193,6 +204,7 @@ impl RequestScope {
         let handle = self.telemetry.next_span_handle();
         self.open.push(OpenSpan {
             handle,
+            as_parent: None,
             context: span.span_context().clone(),
             span,
             owner,

@@ -1,6 +1,7 @@
 //! Tracing across real components in a real host, checked at real OTLP receivers.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -115,34 +116,43 @@ fn assert_run_tree(spans: &[ReceivedSpan], root_name: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_across_components_over_grpc() {
-    let receiver = OtlpReceiver::grpc().await;
+/// Export one `run` to `receiver` over `protocol` (with an extra header naming the
+/// protocol), let the scheduled export deliver it — no flush — and check its tree.
+async fn one_run_arrives(
+    receiver: &OtlpReceiver,
+    protocol: &str,
+    root: &'static str,
+) -> Arc<ww_host::telemetry::Telemetry> {
+    let header = format!("x-ww-test={protocol}");
     let telemetry = telemetry(&[
         ("WW_OTEL_ENABLED", "true"),
         ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
+        ("WW_OTEL_PROTOCOL", protocol),
         ("WW_OTEL_SERVICE_NAME", "ww-test"),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "x-ww-test=grpc"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", &header),
     ]);
     let host = fixture_host(telemetry.clone()).await;
-    let out = run(&host, Request::new("test.grpc"), "hello", "succeed")
+    let out = run(&host, Request::new(root), "hello", "succeed")
         .await
         .unwrap();
     assert_eq!(out, Ok("<HELLO>".to_owned()));
-
-    // No flush: the scheduled export must get them there on its own.
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 7).await;
-    assert_run_tree(&spans, "test.grpc");
-    let requests = receiver.requests();
+    assert_run_tree(&spans, root);
+    let (_, headers) = &receiver.requests()[0];
     assert!(
-        requests[0]
-            .1
+        headers
             .iter()
-            .any(|(k, v)| k == "x-ww-test" && v == "grpc"),
-        "OTEL_EXPORTER_OTLP_HEADERS sent as metadata: {:?}",
-        requests[0].1
+            .any(|(k, v)| k == "x-ww-test" && *v == protocol),
+        "OTEL_EXPORTER_OTLP_HEADERS sent: {headers:?}"
     );
+    telemetry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_across_components_over_grpc() {
+    let receiver = OtlpReceiver::grpc().await;
+    let telemetry = one_run_arrives(&receiver, "grpc", "test.grpc").await;
     // The counter moves when the exporter's call returns: flush to wait for that.
     telemetry.flush().await;
     assert_eq!(telemetry.stats().spans_exported, 7);
@@ -152,25 +162,9 @@ async fn one_trace_across_components_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_across_components_over_http_protobuf() {
     let receiver = OtlpReceiver::http().await;
-    let telemetry = telemetry(&[
-        ("WW_OTEL_ENABLED", "true"),
-        ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
-        ("WW_OTEL_PROTOCOL", "http/protobuf"),
-        ("WW_OTEL_SERVICE_NAME", "ww-test"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "x-ww-test=http"),
-    ]);
-    let host = fixture_host(telemetry.clone()).await;
-    let out = run(&host, Request::new("test.http"), "hello", "succeed")
-        .await
-        .unwrap();
-    assert_eq!(out, Ok("<HELLO>".to_owned()));
-    telemetry.flush().await;
-    let spans = receiver.wait_for(WAIT, |s| s.len() >= 7).await;
-    assert_run_tree(&spans, "test.http");
+    one_run_arrives(&receiver, "http/protobuf", "test.http").await;
     let (path, headers) = &receiver.requests()[0];
     assert_eq!(path, "/v1/traces");
-    assert!(headers.iter().any(|(k, v)| k == "x-ww-test" && v == "http"));
     assert!(
         headers
             .iter()

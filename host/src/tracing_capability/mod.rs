@@ -187,17 +187,8 @@ impl wit::Host for TracingCtx {
     ) -> u64 {
         self.truncated(&mut name, MAX_NAME_BYTES);
         let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let parent = remote_parent.and_then(|p| {
-            let parsed = w3c::parse_traceparent(&p.traceparent, &p.tracestate);
-            if parsed.is_none() {
-                self.scope
-                    .telemetry()
-                    .guest_limits
-                    .invalid_parents
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            parsed
-        });
+        let parent =
+            remote_parent.and_then(|p| self.scope.parse_parent(&p.traceparent, &p.tracestate));
         let owner = self.owner.clone();
         self.scope
             .start(owner, Cow::Owned(name), span_kind(kind), attributes, parent)

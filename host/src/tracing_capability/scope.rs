@@ -95,26 +95,25 @@ impl RequestScope {
         parent: Option<&IncomingContext>,
         baggage: Option<&str>,
     ) -> Self {
-        let remote_parent = parent.and_then(|p| {
-            let parsed = w3c::parse_traceparent(&p.traceparent, &p.tracestate);
-            if parsed.is_none() {
-                telemetry
-                    .guest_limits
-                    .invalid_parents
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            parsed
-        });
         let mut scope = Self {
             telemetry,
             open: Vec::new(),
-            remote_parent,
+            remote_parent: None,
             baggage: Vec::new(),
         };
+        scope.remote_parent =
+            parent.and_then(|p| scope.parse_parent(&p.traceparent, &p.tracestate));
         for (key, value) in baggage.map(w3c::parse_baggage).unwrap_or_default() {
             scope.set_baggage(&key, &value);
         }
         scope
+    }
+
+    /// A remote parent from its W3C strings; an invalid one is counted and ignored.
+    pub fn parse_parent(&self, traceparent: &str, tracestate: &str) -> Option<SpanContext> {
+        let parsed = w3c::parse_traceparent(traceparent, tracestate);
+        self.count(|c| &c.invalid_parents, u64::from(parsed.is_none()));
+        parsed
     }
 
     /// The telemetry this scope records into.

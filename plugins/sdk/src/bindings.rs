@@ -32,3 +32,15 @@ pub mod fixture_caller {
         default_bindings_module: "ww_guest::bindings::fixture_caller",
     });
 }
+
+/// Bindings of the embedder world.
+pub mod embedder_provider {
+    wit_bindgen::generate!({
+        world: "embedder-provider",
+        path: "../../wit",
+        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        pub_export_macro: true,
+        export_macro_name: "export_embedder",
+        default_bindings_module: "ww_guest::bindings::embedder_provider",
+    });
+}

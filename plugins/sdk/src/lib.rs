@@ -35,9 +35,17 @@ pub use value::{KeyValue, Value, kv};
 pub use ww_guest_macros::traced;
 
 #[doc(inline)]
+pub use bindings::embedder_provider::export_embedder;
+#[doc(inline)]
 pub use bindings::fixture_caller::export_fixture_caller;
 #[doc(inline)]
 pub use bindings::fixture_worker::export_fixture_worker;
+
+/// The embedder role: implement [`embedder::Guest`] and call `ww_guest::export_embedder!`.
+pub mod embedder {
+    pub use crate::bindings::embedder_provider::exports::ww::memory::embedder::Guest;
+    pub use crate::bindings::embedder_provider::ww::memory::types::{Error, ValidationError};
+}
 
 /// The test fixtures' interfaces. Only the fixture components use these.
 pub mod fixtures {

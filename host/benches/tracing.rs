@@ -42,10 +42,10 @@ fn plugin(file: &str) -> ComponentSpec {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
         });
-    ComponentSpec {
-        name: file.trim_end_matches(".wasm").replace('_', "-"),
-        path: dir.join(file),
-    }
+    ComponentSpec::new(
+        file.trim_end_matches(".wasm").replace('_', "-"),
+        dir.join(file),
+    )
 }
 
 fn telemetry(runtime: &Runtime, recording: bool) -> Arc<Telemetry> {

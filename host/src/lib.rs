@@ -2,11 +2,13 @@
 //! components, gives each the WIT `tracing` capability, routes their calls to each other
 //! with boundary spans, and exports one trace per request.
 //!
+//! - [`config`]: the configuration file: which component serves each role.
 //! - [`plugins`]: engine, loading, linking, calling components within a request.
 //! - [`tracing_capability`]: the host side of the WIT `tracing` interface.
 //! - [`telemetry`]: the tracer provider, exporters, sampling and counters.
 
 pub mod bindings;
+pub mod config;
 pub mod plugins;
 pub mod telemetry;
 pub mod tracing_capability;

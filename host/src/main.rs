@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use wasmtime::component::Val;
+use ww_host::config::FileConfig;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
@@ -23,6 +24,11 @@ struct Cli {
         global = true
     )]
     plugins_dir: PathBuf,
+
+    /// Configuration file (TOML): which component serves each role. Without one, every
+    /// component in the plugin directory is loaded and routed by what it exports.
+    #[arg(long, env = "WW_CONFIG", global = true)]
+    config: Option<PathBuf>,
 
     /// Where compiled components are cached between runs (default: ~/.cache/ww-memory).
     #[arg(long, env = "WW_CACHE_DIR", global = true)]
@@ -66,12 +72,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry =
         Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
 
-    let components = ComponentSpec::from_dir(&cli.plugins_dir).with_context(|| {
-        format!(
-            "cannot read the plugin directory {}",
-            cli.plugins_dir.display()
-        )
-    })?;
+    let (components, file_cache_dir) = match &cli.config {
+        Some(path) => {
+            let file = FileConfig::load(path)?;
+            (file.component_specs(), file.cache_dir.clone())
+        }
+        None => {
+            let components = ComponentSpec::from_dir(&cli.plugins_dir).with_context(|| {
+                format!(
+                    "cannot read the plugin directory {}",
+                    cli.plugins_dir.display()
+                )
+            })?;
+            (components, None)
+        }
+    };
     if components.is_empty() {
         bail!(
             "no components (*.wasm) in {}; run `make plugins` or set WW_PLUGIN_DIR",
@@ -80,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = HostConfig {
         components,
-        cache_dir: cli.cache_dir.or_else(default_cache_dir),
+        cache_dir: cli.cache_dir.or(file_cache_dir).or_else(default_cache_dir),
         ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry.clone()).await?;
@@ -89,11 +104,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins => {
             for (component, shape) in host.components() {
                 println!("{}  ({})", component.name(), component.path().display());
-                for interface in shape.imports.keys() {
-                    let source = host
-                        .exporter(interface)
-                        .map(|c| format!("component {}", c.name()))
-                        .unwrap_or_else(|| "host".to_owned());
+                for (interface, functions) in &shape.imports {
+                    let source = match host.exporter(interface) {
+                        Some(c) => format!("component {}", c.name()),
+                        None if functions.is_empty() => "(types only)".to_owned(),
+                        None => "host".to_owned(),
+                    };
                     println!("  import {interface}  <- {source}");
                 }
                 for (interface, functions) in &shape.exports {

@@ -31,7 +31,7 @@ pub fn component(file: &str) -> ComponentSpec {
         path.display()
     );
     let name = file.trim_end_matches(".wasm").replace('_', "-");
-    ComponentSpec { name, path }
+    ComponentSpec::new(name, path)
 }
 
 /// Caller and worker fixtures.

@@ -12,7 +12,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
 use crate::telemetry::Telemetry;
@@ -162,6 +162,7 @@ struct Live {
 pub struct PluginComponent {
     name: Arc<str>,
     path: PathBuf,
+    data_dir: Option<PathBuf>,
     engine: Engine,
     pre: InstancePre<ComponentState>,
     telemetry: Arc<Telemetry>,
@@ -184,6 +185,7 @@ impl PluginComponent {
     pub(super) fn new(
         name: Arc<str>,
         path: PathBuf,
+        data_dir: Option<PathBuf>,
         engine: Engine,
         pre: InstancePre<ComponentState>,
         telemetry: Arc<Telemetry>,
@@ -192,6 +194,7 @@ impl PluginComponent {
         Self {
             name,
             path,
+            data_dir,
             engine,
             pre,
             telemetry,
@@ -275,10 +278,19 @@ impl PluginComponent {
     }
 
     async fn new_live(&self) -> Result<Live, CallError> {
+        // No network for anyone, and no filesystem beyond a configured data directory
+        // (stores only); stderr for panic messages. Stdout is not theirs: it carries MCP.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        if let Some(dir) = &self.data_dir {
+            wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)
+                .map_err(|e| CallError::Instantiate {
+                    component: self.name.to_string(),
+                    message: format!("cannot open its data directory: {e}"),
+                })?;
+        }
         let state = ComponentState {
-            // Services get no filesystem and no network: an empty WASI context (stderr
-            // only, for panic messages). Grants per role come with the configuration.
-            wasi: WasiCtxBuilder::new().inherit_stderr().build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)

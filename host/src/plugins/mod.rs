@@ -15,6 +15,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Val};
 
+use crate::config::Role;
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::{self, IncomingContext, Outcome, RequestScope};
 pub use component::{CallError, CallLimits, ComponentState, PluginComponent, TrapReason};
@@ -51,9 +52,26 @@ pub struct ComponentSpec {
     pub name: String,
     /// The `.wasm` component file.
     pub path: PathBuf,
+    /// The roles it serves; it must export each role's interface.
+    pub roles: Vec<Role>,
+    /// A host directory it may use, seen by it as `/data` (stores only).
+    pub data_dir: Option<PathBuf>,
+    /// Its call limits; `None` for the host's.
+    pub limits: Option<CallLimits>,
 }
 
 impl ComponentSpec {
+    /// A component without a role, data directory or limits of its own.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            roles: Vec::new(),
+            data_dir: None,
+            limits: None,
+        }
+    }
+
     /// Every `*.wasm` in `dir`, named after the file (`fixture_worker.wasm` → `fixture-worker`).
     pub fn from_dir(dir: &Path) -> std::io::Result<Vec<ComponentSpec>> {
         let mut specs = Vec::new();
@@ -64,7 +82,7 @@ impl ComponentSpec {
                     .file_stem()
                     .map(|s| s.to_string_lossy().replace('_', "-"))
                     .unwrap_or_default();
-                specs.push(ComponentSpec { name, path });
+                specs.push(ComponentSpec::new(name, path));
             }
         }
         specs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -98,6 +116,30 @@ pub enum LoadError {
         path: PathBuf,
         /// Why.
         message: String,
+    },
+    /// A component named for a role does not export the role's interface.
+    #[error(
+        "component {component} cannot serve as {role}: it does not export {interface} (it exports: {exports})"
+    )]
+    RoleMismatch {
+        /// The role's configuration key.
+        role: &'static str,
+        /// The component.
+        component: String,
+        /// The interface the role needs.
+        interface: &'static str,
+        /// What it does export.
+        exports: String,
+    },
+    /// A data directory cannot be created.
+    #[error("cannot create the data directory {path} of component {component}: {reason}")]
+    DataDir {
+        /// The component.
+        component: String,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// Two components with one name.
     #[error("two components are named {0}")]
@@ -244,10 +286,25 @@ impl ComponentHost {
             compiled.insert(spec.name.clone(), (spec, component, shape));
         }
 
-        // Which component serves each exported interface.
+        // Which component serves each exported interface: a role's choice first, then
+        // the one component exporting an interface no role claims.
         let mut exporter_of: HashMap<String, String> = HashMap::new();
+        for (name, (spec, _, shape)) in &compiled {
+            for role in &spec.roles {
+                if !shape.exports.contains_key(role.interface()) {
+                    return Err(LoadError::RoleMismatch {
+                        role: role.key(),
+                        component: name.clone(),
+                        interface: role.interface(),
+                        exports: shape.exports.keys().cloned().collect::<Vec<_>>().join(", "),
+                    });
+                }
+                exporter_of.insert(role.interface().to_owned(), name.clone());
+            }
+        }
+        let role_bound: Vec<String> = exporter_of.keys().cloned().collect();
         for (name, (_, _, shape)) in &compiled {
-            for interface in shape.exports.keys() {
+            for interface in shape.exports.keys().filter(|i| !role_bound.contains(i)) {
                 if let Some(first) = exporter_of.insert(interface.clone(), name.clone()) {
                     return Err(LoadError::AmbiguousExport {
                         interface: interface.clone(),
@@ -300,13 +357,21 @@ impl ComponentHost {
                     .map_err(link_error)?;
             }
             let pre = linker.instantiate_pre(&component).map_err(link_error)?;
+            if let Some(dir) = &spec.data_dir {
+                std::fs::create_dir_all(dir).map_err(|e| LoadError::DataDir {
+                    component: name.clone(),
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
             let plugin = Arc::new(PluginComponent::new(
                 caller,
                 spec.path,
+                spec.data_dir,
                 engine.clone(),
                 pre,
                 telemetry.clone(),
-                config.limits,
+                spec.limits.unwrap_or(config.limits),
             ));
             loaded.insert(name, plugin.clone());
             components.push((plugin, shape));

@@ -1,0 +1,252 @@
+//! The configuration file (TOML): which component serves each role, with its settings.
+//! Every key is optional; with no file at all the defaults apply.
+//!
+//! ```toml
+//! plugin_dir = "target/wasm32-wasip2/release"   # relative component paths start here
+//!
+//! [limits]                  # every call into any component
+//! deadline_ms = 10000
+//! memory_mb = 256
+//!
+//! [roles.embedder]
+//! component = "embedder_hash.wasm"
+//!
+//! [roles.vector-store]      # vector-store and graph-store may name the same file:
+//! component = "store_embedded.wasm"   # one component then serves both
+//! name = "embedded"         # boundary spans: embedded.search, ...
+//! data_dir = "./data"       # the only directory it can see (as /data)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugins::{CallLimits, ComponentSpec};
+
+/// Where components are looked for when the file does not say.
+pub const DEFAULT_PLUGIN_DIR: &str = "target/wasm32-wasip2/release";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("invalid configuration {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with its line.
+        reason: String,
+    },
+}
+
+/// A role a component can serve, each defined by the interface it must export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Text to vectors.
+    Embedder,
+    /// Vectors with payloads.
+    VectorStore,
+    /// Nodes and typed edges.
+    GraphStore,
+    /// Episodic memory.
+    Episodic,
+    /// Semantic memory.
+    Semantic,
+    /// Procedural memory.
+    Procedural,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Embedder,
+        Role::VectorStore,
+        Role::GraphStore,
+        Role::Episodic,
+        Role::Semantic,
+        Role::Procedural,
+    ];
+
+    /// The interface a component must export to serve this role.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Role::Embedder => "ww:memory/embedder@0.1.0",
+            Role::VectorStore => "ww:memory/vector-store@0.1.0",
+            Role::GraphStore => "ww:memory/graph-store@0.1.0",
+            Role::Episodic => "ww:memory/episodic@0.1.0",
+            Role::Semantic => "ww:memory/semantic@0.1.0",
+            Role::Procedural => "ww:memory/procedural@0.1.0",
+        }
+    }
+
+    /// The role's name in the configuration file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Embedder => "embedder",
+            Role::VectorStore => "vector-store",
+            Role::GraphStore => "graph-store",
+            Role::Episodic => "episodic",
+            Role::Semantic => "semantic",
+            Role::Procedural => "procedural",
+        }
+    }
+
+    /// The component serving the role when the file names none. Roles whose default
+    /// component is not built yet have none.
+    fn default_component(self) -> Option<&'static str> {
+        match self {
+            Role::Embedder => Some("embedder_hash.wasm"),
+            _ => None,
+        }
+    }
+
+    /// The span-name prefix of the default component.
+    fn default_name(self) -> &'static str {
+        self.key()
+    }
+}
+
+/// Per-call bounds, as written in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Wall time per call, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Linear memory per component instance, in MiB.
+    pub memory_mb: Option<usize>,
+}
+
+impl LimitsConfig {
+    fn apply(&self, base: CallLimits) -> CallLimits {
+        CallLimits {
+            deadline: self
+                .deadline_ms
+                .map_or(base.deadline, Duration::from_millis),
+            memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| mb << 20),
+        }
+    }
+}
+
+/// One role's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The component file, relative to `plugin_dir` unless absolute.
+    pub component: PathBuf,
+    /// The component's name in spans and logs (default: the role's key).
+    pub name: Option<String>,
+    /// A directory the component may read and write, seen by it as `/data`.
+    pub data_dir: Option<PathBuf>,
+    /// Limits for this component, over the global ones.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A component loaded without a role (a plugin's own helper, test fixtures).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraComponent {
+    /// Name in spans and logs.
+    pub name: String,
+    /// The component file, relative to `plugin_dir` unless absolute.
+    pub component: PathBuf,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where relative component paths start.
+    pub plugin_dir: Option<PathBuf>,
+    /// Compiled-code cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Limits for every component.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Role → component.
+    #[serde(default)]
+    pub roles: BTreeMap<Role, RoleConfig>,
+    /// Components without a role.
+    #[serde(default)]
+    pub components: Vec<ExtraComponent>,
+}
+
+impl FileConfig {
+    /// Parse `text` (from `origin`, for messages).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigFileError> {
+        toml::from_str(text).map_err(|e| ConfigFileError::Invalid {
+            path: origin.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Read and parse a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The components to load: each role's (the file's choice or the default), one spec
+    /// per file even when it serves several roles, then the extra components.
+    pub fn component_specs(&self) -> Vec<ComponentSpec> {
+        let plugin_dir = self
+            .plugin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR));
+        let base_limits = self.limits.apply(CallLimits::default());
+        let mut specs: Vec<ComponentSpec> = Vec::new();
+        for role in Role::ALL {
+            let chosen = match self.roles.get(&role) {
+                Some(config) => config.clone(),
+                None => match role.default_component() {
+                    Some(file) => RoleConfig {
+                        component: PathBuf::from(file),
+                        name: None,
+                        data_dir: None,
+                        limits: LimitsConfig::default(),
+                    },
+                    None => continue,
+                },
+            };
+            let path = plugin_dir.join(&chosen.component);
+            if let Some(existing) = specs.iter_mut().find(|s| s.path == path) {
+                existing.roles.push(role);
+                continue;
+            }
+            specs.push(ComponentSpec {
+                name: chosen
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| role.default_name().to_owned()),
+                path,
+                roles: vec![role],
+                data_dir: chosen.data_dir.clone(),
+                limits: Some(chosen.limits.apply(base_limits)),
+            });
+        }
+        for extra in &self.components {
+            specs.push(ComponentSpec {
+                name: extra.name.clone(),
+                path: plugin_dir.join(&extra.component),
+                roles: Vec::new(),
+                data_dir: None,
+                limits: Some(base_limits),
+            });
+        }
+        specs
+    }
+}

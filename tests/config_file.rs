@@ -1,0 +1,174 @@
+//! The configuration file: roles to components, limits, data directories, refusals.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ww_host::config::{FileConfig, Role};
+use ww_host::plugins::{CallLimits, ComponentHost, HostConfig, LoadError};
+use ww_tests::{cache_dir, component_dir, telemetry};
+
+fn parse(text: &str) -> FileConfig {
+    FileConfig::parse(text, "test.toml").expect("valid configuration")
+}
+
+fn host_config(file: &FileConfig) -> HostConfig {
+    HostConfig {
+        components: file.component_specs(),
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    }
+}
+
+#[test]
+fn no_file_means_the_default_components() {
+    let specs = FileConfig::default().component_specs();
+    assert_eq!(specs.len(), 1, "{specs:?}");
+    assert_eq!(specs[0].name, "embedder");
+    assert_eq!(specs[0].roles, vec![Role::Embedder]);
+    assert_eq!(
+        specs[0].path,
+        PathBuf::from("target/wasm32-wasip2/release/embedder_hash.wasm")
+    );
+    assert_eq!(specs[0].limits, Some(CallLimits::default()));
+}
+
+#[test]
+fn one_file_serving_two_roles_is_one_component() {
+    let file = parse(
+        r#"
+        plugin_dir = "/plugins"
+        [roles.vector-store]
+        component = "store.wasm"
+        name = "embedded"
+        data_dir = "/var/lib/ww"
+        [roles.graph-store]
+        component = "store.wasm"
+        "#,
+    );
+    let specs = file.component_specs();
+    let store = specs.iter().find(|s| s.name == "embedded").expect("store");
+    assert_eq!(store.roles, vec![Role::VectorStore, Role::GraphStore]);
+    assert_eq!(store.path, PathBuf::from("/plugins/store.wasm"));
+    assert_eq!(store.data_dir, Some(PathBuf::from("/var/lib/ww")));
+    assert_eq!(specs.iter().filter(|s| s.path == store.path).count(), 1);
+}
+
+#[test]
+fn limits_apply_globally_and_per_role() {
+    let file = parse(
+        r#"
+        [limits]
+        deadline_ms = 2000
+        memory_mb = 64
+        [roles.embedder]
+        component = "embedder_hash.wasm"
+        limits = { memory_mb = 512 }
+        [[components]]
+        name = "helper"
+        component = "helper.wasm"
+        "#,
+    );
+    let specs = file.component_specs();
+    let embedder = specs.iter().find(|s| s.name == "embedder").unwrap();
+    assert_eq!(
+        embedder.limits,
+        Some(CallLimits {
+            deadline: Duration::from_millis(2000),
+            memory_bytes: 512 << 20
+        })
+    );
+    let helper = specs.iter().find(|s| s.name == "helper").unwrap();
+    assert_eq!(helper.limits.unwrap().memory_bytes, 64 << 20);
+    assert!(helper.roles.is_empty());
+}
+
+#[test]
+fn unknown_keys_and_roles_are_errors_with_their_line() {
+    for (text, expected) in [
+        ("plugin_dri = \"x\"", "plugin_dri"),
+        ("[roles.embeder]\ncomponent = \"x.wasm\"", "embeder"),
+        (
+            "[roles.embedder]\ncomponent = \"x.wasm\"\ncolour = \"red\"",
+            "colour",
+        ),
+        ("[limits]\ndeadline_ms = -1", "deadline_ms"),
+        ("[roles.embedder]\nname = \"no component\"", "component"),
+    ] {
+        let message = FileConfig::parse(text, "bad.toml").unwrap_err().to_string();
+        assert!(message.contains("bad.toml"), "{message}");
+        assert!(message.contains(expected), "{text:?}: {message}");
+        assert!(message.contains("line"), "{message}");
+    }
+    let missing = FileConfig::load(std::path::Path::new("/nonexistent/ww.toml")).unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/ww.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_does_not_fit_its_role_is_refused_naming_the_interface() {
+    let file = parse(&format!(
+        r#"
+        plugin_dir = "{}"
+        [roles.embedder]
+        component = "fixture_worker.wasm"
+        "#,
+        component_dir().display()
+    ));
+    let error = match ComponentHost::load(host_config(&file), telemetry(&[])).await {
+        Err(error) => error,
+        Ok(_) => panic!("a worker fixture is no embedder"),
+    };
+    assert!(
+        matches!(&error, LoadError::RoleMismatch { role: "embedder", interface, .. }
+            if *interface == "ww:memory/embedder@0.1.0"),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("ww:memory/embedder@0.1.0"), "{message}");
+    assert!(
+        message.contains("ww:memory/fixture-worker@0.1.0"),
+        "says what it exports: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_extra_components_load_and_a_data_directory_is_created() {
+    let data = std::env::temp_dir().join(format!("ww-config-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let file = parse(&format!(
+        r#"
+        plugin_dir = "{}"
+        [roles.embedder]
+        component = "embedder_hash.wasm"
+        data_dir = "{}"
+        [[components]]
+        name = "fixture-caller"
+        component = "fixture_caller.wasm"
+        [[components]]
+        name = "fixture-worker"
+        component = "fixture_worker.wasm"
+        "#,
+        component_dir().display(),
+        data.display()
+    ));
+    let host = ComponentHost::load(host_config(&file), telemetry(&[]))
+        .await
+        .expect("load");
+    assert!(
+        data.is_dir(),
+        "the data directory exists before the component runs"
+    );
+    host.warm_up()
+        .await
+        .expect("instantiate with the directory granted");
+    let embedder = host
+        .exporter("ww:memory/embedder@0.1.0")
+        .expect("embedder role");
+    assert_eq!(embedder.name(), "embedder");
+    assert_eq!(
+        host.exporter("ww:memory/fixture-driver@0.1.0")
+            .unwrap()
+            .name(),
+        "fixture-caller"
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+}

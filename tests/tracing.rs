@@ -235,23 +235,11 @@ async fn an_err_return_marks_the_traced_span_and_propagates() {
     assert_eq!(spans.len(), 5, "{spans:#?}");
 
     let process = named(&spans, "worker.process");
-    assert_eq!(process.status_code, status::ERROR);
     assert_eq!(process.status_message, "refusing to work on \"x\"");
-    let exception = process.exception().expect("exception event");
-    assert_eq!(
-        exception.attributes["exception.message"].as_str(),
-        Some("refusing to work on \"x\"")
-    );
-    assert!(
-        exception.attributes["exception.type"]
-            .as_str()
-            .unwrap()
-            .contains("String")
-    );
-
-    let caller = named(&spans, "caller.run");
-    assert_eq!(caller.status_code, status::ERROR);
-    assert!(caller.exception().is_some());
+    let failure = process.failure().expect("ERROR with an exception event");
+    assert_eq!(failure.message, "refusing to work on \"x\"");
+    assert!(failure.kind.contains("String"), "{failure:?}");
+    assert!(named(&spans, "caller.run").failure().is_some());
     // The scoped span the early return left is ended cleanly, not as an error.
     assert_eq!(named(&spans, "worker.transform").status_code, status::UNSET);
     // An Err is a value, not a failed call: the boundary and the root succeeded.
@@ -286,46 +274,29 @@ async fn a_guest_panic_is_recorded_on_every_span_and_the_host_keeps_serving() {
     let spans = receiver.wait_for(WAIT, |s| s.len() >= 5).await;
     assert_eq!(spans.len(), 5, "{spans:#?}");
     for name in ["worker.transform", "worker.process"] {
-        let span = named(&spans, name);
-        assert_eq!(span.status_code, status::ERROR, "{name}");
-        let exception = span.exception().expect("exception event");
+        let failure = named(&spans, name).failure().expect(name);
+        assert_eq!(failure.kind, "panic", "{name}");
         assert_eq!(
-            exception.attributes["exception.type"].as_str(),
-            Some("panic")
-        );
-        assert_eq!(
-            exception.attributes["exception.message"].as_str(),
-            Some("worker asked to panic on \"boom\"")
+            failure.message, "worker asked to panic on \"boom\"",
+            "{name}"
         );
         assert!(
-            exception.attributes["exception.stacktrace"]
-                .as_str()
-                .unwrap()
-                .contains("worker/src/lib.rs")
+            failure.stacktrace.unwrap().contains("worker/src/lib.rs"),
+            "{name}"
         );
     }
-    let boundary = named(&spans, "fixture-worker.work");
-    assert_eq!(boundary.status_code, status::ERROR);
-    let exception = boundary.exception().expect("boundary exception");
-    assert_eq!(
-        exception.attributes["exception.type"].as_str(),
-        Some("wasm_trap")
-    );
-    assert!(
-        exception.attributes["exception.stacktrace"]
-            .as_str()
-            .unwrap()
-            .contains("fixture_worker.wasm")
-    );
+    let boundary = named(&spans, "fixture-worker.work")
+        .failure()
+        .expect("boundary");
+    assert_eq!(boundary.kind, "wasm_trap");
+    assert!(boundary.stacktrace.unwrap().contains("fixture_worker.wasm"));
     let caller = named(&spans, "caller.run");
-    assert_eq!(caller.status_code, status::ERROR);
+    assert!(caller.failure().is_some());
     assert_eq!(
         caller.attributes.get("ww.span.ended_by_host"),
         Some(&AttrValue::Bool(true))
     );
-    let root = named(&spans, "test.panic");
-    assert_eq!(root.status_code, status::ERROR);
-    assert!(root.exception().is_some());
+    assert!(named(&spans, "test.panic").failure().is_some());
 
     // Both instances were discarded; the next call gets fresh ones and succeeds, and
     // its trace shows what the re-instantiation cost, each where it happened.

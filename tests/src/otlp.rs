@@ -135,6 +135,37 @@ impl ReceivedSpan {
     pub fn exception(&self) -> Option<&ReceivedEvent> {
         self.events.iter().find(|e| e.name == "exception")
     }
+
+    /// How the span failed: only when its status is ERROR *and* it has an `exception`
+    /// event, the event's type, message and stack trace.
+    pub fn failure(&self) -> Option<Failure> {
+        let event = self
+            .exception()
+            .filter(|_| self.status_code == status::ERROR)?;
+        let text = |key: &str| {
+            event
+                .attributes
+                .get(key)
+                .and_then(AttrValue::as_str)
+                .map(str::to_owned)
+        };
+        Some(Failure {
+            kind: text("exception.type").unwrap_or_default(),
+            message: text("exception.message").unwrap_or_default(),
+            stacktrace: text("exception.stacktrace"),
+        })
+    }
+}
+
+/// A span's recorded failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `exception.type`.
+    pub kind: String,
+    /// `exception.message`.
+    pub message: String,
+    /// `exception.stacktrace`.
+    pub stacktrace: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {

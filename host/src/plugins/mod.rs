@@ -254,7 +254,6 @@ impl Request {
 
 /// The loaded, linked components, and the way in.
 pub struct ComponentHost {
-    engine: Engine,
     telemetry: Arc<Telemetry>,
     components: Vec<(Arc<PluginComponent>, ComponentShape)>,
     exporters: HashMap<String, Arc<PluginComponent>>,
@@ -381,17 +380,11 @@ impl ComponentHost {
             .filter_map(|(interface, name)| loaded.get(&name).map(|c| (interface, c.clone())))
             .collect();
         Ok(Self {
-            engine,
             telemetry,
             components,
             exporters,
             _ticker: ticker,
         })
-    }
-
-    /// The engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// The telemetry pipeline.

@@ -50,11 +50,6 @@ impl TracingCtx {
         &mut self.scope
     }
 
-    /// The component's name.
-    pub fn owner(&self) -> &Owner {
-        &self.owner
-    }
-
     fn truncated(&self, s: &mut String, max: usize) {
         if truncate(s, max) {
             self.scope

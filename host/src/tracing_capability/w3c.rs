@@ -68,18 +68,6 @@ pub fn parse_baggage(header: &str) -> Vec<(String, String)> {
     entries
 }
 
-/// Format baggage entries as a W3C `baggage` header.
-pub fn format_baggage(entries: &[(String, String)]) -> String {
-    let cx = Context::new().with_baggage(
-        entries
-            .iter()
-            .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())),
-    );
-    let mut carrier = HashMap::new();
-    BaggagePropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("baggage").unwrap_or_default()
-}
-
 /// A baggage key must be an HTTP token (RFC 9110 `tchar`s).
 pub fn is_baggage_key(key: &str) -> bool {
     !key.is_empty()

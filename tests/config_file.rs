@@ -22,14 +22,25 @@ fn host_config(file: &FileConfig) -> HostConfig {
 #[test]
 fn no_file_means_the_default_components() {
     let specs = FileConfig::default().component_specs();
-    assert_eq!(specs.len(), 1, "{specs:?}");
+    assert_eq!(specs.len(), 2, "{specs:?}");
     assert_eq!(specs[0].name, "embedder");
     assert_eq!(specs[0].roles, vec![Role::Embedder]);
     assert_eq!(
         specs[0].path,
         PathBuf::from("target/wasm32-wasip2/release/embedder_hash.wasm")
     );
+    assert_eq!(specs[0].data_dir, None, "only stores get a directory");
     assert_eq!(specs[0].limits, Some(CallLimits::default()));
+    // One embedded store serves both store roles, in ./data.
+    assert_eq!(specs[1].name, "embedded");
+    assert_eq!(specs[1].roles, vec![Role::VectorStore, Role::GraphStore]);
+    assert_eq!(
+        specs[1].path,
+        PathBuf::from("target/wasm32-wasip2/release/store_embedded.wasm")
+    );
+    assert_eq!(specs[1].data_dir, Some(PathBuf::from("./data")));
+    let moved = parse("data_dir = \"/srv/ww\"").component_specs();
+    assert_eq!(moved[1].data_dir, Some(PathBuf::from("/srv/ww")));
 }
 
 #[test]
@@ -105,13 +116,16 @@ fn unknown_keys_and_roles_are_errors_with_their_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_does_not_fit_its_role_is_refused_naming_the_interface() {
+    let data = std::env::temp_dir().join(format!("ww-config-misfit-{}", std::process::id()));
     let file = parse(&format!(
         r#"
         plugin_dir = "{}"
+        data_dir = "{}"
         [roles.embedder]
         component = "fixture_worker.wasm"
         "#,
-        component_dir().display()
+        component_dir().display(),
+        data.display()
     ));
     let error = match ComponentHost::load(host_config(&file), telemetry(&[])).await {
         Err(error) => error,
@@ -137,6 +151,7 @@ async fn roles_and_extra_components_load_and_a_data_directory_is_created() {
     let file = parse(&format!(
         r#"
         plugin_dir = "{}"
+        data_dir = "{}"
         [roles.embedder]
         component = "embedder_hash.wasm"
         data_dir = "{}"
@@ -148,6 +163,7 @@ async fn roles_and_extra_components_load_and_a_data_directory_is_created() {
         component = "fixture_worker.wasm"
         "#,
         component_dir().display(),
+        data.join("store").display(),
         data.display()
     ));
     let host = ComponentHost::load(host_config(&file), telemetry(&[]))

@@ -8,6 +8,8 @@
 //! deadline_ms = 10000
 //! memory_mb = 256
 //!
+//! data_dir = "./data"      # the default store's directory (WW_DATA_DIR wins)
+//!
 //! [roles.embedder]
 //! component = "embedder_hash.wasm"
 //!
@@ -27,6 +29,9 @@ use crate::plugins::{CallLimits, ComponentSpec};
 
 /// Where components are looked for when the file does not say.
 pub const DEFAULT_PLUGIN_DIR: &str = "target/wasm32-wasip2/release";
+
+/// The default store's data directory when neither the file nor `WW_DATA_DIR` says.
+pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -107,13 +112,22 @@ impl Role {
     fn default_component(self) -> Option<&'static str> {
         match self {
             Role::Embedder => Some("embedder_hash.wasm"),
+            Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
             _ => None,
         }
     }
 
     /// The span-name prefix of the default component.
     fn default_name(self) -> &'static str {
-        self.key()
+        match self {
+            Role::VectorStore | Role::GraphStore => "embedded",
+            other => other.key(),
+        }
+    }
+
+    /// Whether the role keeps data (and so gets a data directory by default).
+    fn is_store(self) -> bool {
+        matches!(self, Role::VectorStore | Role::GraphStore)
     }
 }
 
@@ -171,6 +185,8 @@ pub struct FileConfig {
     pub plugin_dir: Option<PathBuf>,
     /// Compiled-code cache.
     pub cache_dir: Option<PathBuf>,
+    /// The default store's data directory (`WW_DATA_DIR` overrides it; default `./data`).
+    pub data_dir: Option<PathBuf>,
     /// Limits for every component.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -216,7 +232,11 @@ impl FileConfig {
                     Some(file) => RoleConfig {
                         component: PathBuf::from(file),
                         name: None,
-                        data_dir: None,
+                        data_dir: role.is_store().then(|| {
+                            self.data_dir
+                                .clone()
+                                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                        }),
                         limits: LimitsConfig::default(),
                     },
                     None => continue,

@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use wasmtime::component::Val;
 use ww_host::config::FileConfig;
-use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
 
@@ -74,7 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (components, file_cache_dir) = match &cli.config {
         Some(path) => {
-            let file = FileConfig::load(path)?;
+            let mut file = FileConfig::load(path)?;
+            if let Some(dir) = std::env::var_os("WW_DATA_DIR") {
+                file.data_dir = Some(PathBuf::from(dir));
+            }
             (file.component_specs(), file.cache_dir.clone())
         }
         None => {
@@ -107,8 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (interface, functions) in &shape.imports {
                     let source = match host.exporter(interface) {
                         Some(c) => format!("component {}", c.name()),
+                        None if host_provided(interface) => "host".to_owned(),
                         None if functions.is_empty() => "(types only)".to_owned(),
-                        None => "host".to_owned(),
+                        None => "unrouted".to_owned(),
                     };
                     println!("  import {interface}  <- {source}");
                 }

@@ -24,7 +24,8 @@ pub use component::{CallError, CallLimits, ComponentState, PluginComponent, Trap
 /// component that exports it.
 const HOST_PROVIDED: [&str; 2] = ["wasi:", "ww:memory/tracing@"];
 
-fn host_provided(interface: &str) -> bool {
+/// Whether the host itself implements `interface` (WASI, tracing).
+pub fn host_provided(interface: &str) -> bool {
     HOST_PROVIDED.iter().any(|p| interface.starts_with(p))
 }
 

@@ -44,3 +44,17 @@ pub mod embedder_provider {
         default_bindings_module: "ww_guest::bindings::embedder_provider",
     });
 }
+
+/// Bindings of the combined-store world (both store interfaces in one component). Its
+/// types can be serialised, so a store can log the records it is given as they are.
+pub mod combined_store {
+    wit_bindgen::generate!({
+        world: "combined-store",
+        path: "../../wit",
+        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        pub_export_macro: true,
+        export_macro_name: "export_combined_store",
+        default_bindings_module: "ww_guest::bindings::combined_store",
+    });
+}

@@ -35,6 +35,8 @@ pub use value::{KeyValue, Value, kv};
 pub use ww_guest_macros::traced;
 
 #[doc(inline)]
+pub use bindings::combined_store::export_combined_store;
+#[doc(inline)]
 pub use bindings::embedder_provider::export_embedder;
 #[doc(inline)]
 pub use bindings::fixture_caller::export_fixture_caller;
@@ -45,6 +47,20 @@ pub use bindings::fixture_worker::export_fixture_worker;
 pub mod embedder {
     pub use crate::bindings::embedder_provider::exports::ww::memory::embedder::Guest;
     pub use crate::bindings::embedder_provider::ww::memory::types::{Error, ValidationError};
+}
+
+/// The store roles: a component serving both implements [`store::VectorStore`] and
+/// [`store::GraphStore`] and calls `ww_guest::export_combined_store!`.
+pub mod store {
+    pub use crate::bindings::combined_store::exports::ww::memory::graph_store::{
+        self as graph, Guest as GraphStore,
+    };
+    pub use crate::bindings::combined_store::exports::ww::memory::vector_store::{
+        self as vector, Guest as VectorStore,
+    };
+    pub use crate::bindings::combined_store::ww::memory::types::{
+        Condition, Error, Field, FieldValue, Filter, Range, StoreHealth, ValidationError,
+    };
 }
 
 /// The test fixtures' interfaces. Only the fixture components use these.

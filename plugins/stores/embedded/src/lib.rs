@@ -1,0 +1,511 @@
+//! The embedded store: vectors and graph in one component, no external service.
+//!
+//! Everything lives in memory and every change is first appended to a write-ahead log in
+//! the component's data directory (`/data`, the only directory the host grants it) and
+//! synced: a call returns `Ok` only once its change is durable. On the first call after
+//! start — or after a trap, when the host gives it a fresh instance — the log is replayed;
+//! a torn tail is cut off and reported (stderr and a span event). Search is exact cosine
+//! similarity over the points that pass the filter.
+
+mod filter;
+mod state;
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use state::{Op, State, edge_key, label_slot};
+use ww_guest::store::graph::{Direction, Edge, Neighbor, Node, NodeLabel, RelationType};
+use ww_guest::store::vector::{Collection, Point, ScoredPoint, SearchRequest, StoredPoint};
+use ww_guest::store::{
+    Condition, Error, Field, Filter, GraphStore, StoreHealth, ValidationError, VectorStore,
+};
+use ww_guest::{add_span_attribute, add_span_event, kv};
+use ww_wal::Wal;
+
+/// The log, inside the data directory the host grants.
+const LOG_PATH: &str = "/data/store.wal";
+/// Results per call, at most.
+const MAX_LIMIT: u32 = 10_000;
+/// Vector length, at most.
+const MAX_DIMENSION: u32 = 8192;
+
+struct Store {
+    wal: Wal,
+    state: State,
+}
+
+thread_local! {
+    /// Opened on first use: a component instance is single-threaded.
+    static STORE: RefCell<Option<Store>> = const { RefCell::new(None) };
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::Validation(ValidationError {
+        field: Some(field.to_owned()),
+        message: message.into(),
+    })
+}
+
+fn storage(message: impl std::fmt::Display) -> Error {
+    Error::Storage(message.to_string())
+}
+
+fn open() -> Result<Store, Error> {
+    let mut state = State::default();
+    let (wal, recovery) = Wal::open(Path::new(LOG_PATH), |record| {
+        let op: Op = postcard::from_bytes(record).map_err(std::io::Error::other)?;
+        state.apply(op);
+        Ok(())
+    })
+    .map_err(|e| storage(format!("cannot open the store's log: {e}")))?;
+    add_span_event(
+        "store.recovered",
+        vec![
+            kv("store.records", recovery.records),
+            kv("store.dropped_bytes", recovery.dropped_bytes),
+        ],
+    );
+    if let Some(reason) = &recovery.reason {
+        eprintln!(
+            "embedded store: recovered {} records; dropped the last {} bytes ({reason})",
+            recovery.records, recovery.dropped_bytes
+        );
+    }
+    Ok(Store { wal, state })
+}
+
+/// Run `f` on the open store, opening it first if needed.
+fn with_store<R>(f: impl FnOnce(&mut Store) -> Result<R, Error>) -> Result<R, Error> {
+    STORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(open()?);
+        }
+        match slot.as_mut() {
+            Some(store) => f(store),
+            None => Err(storage("the store is not open")),
+        }
+    })
+}
+
+impl Store {
+    /// Log `op` durably, then apply it.
+    fn commit(&mut self, op: Op) -> Result<(), Error> {
+        let bytes = postcard::to_allocvec(&op).map_err(storage)?;
+        self.wal
+            .append(&bytes)
+            .map_err(|e| storage(format!("cannot write the log: {e}")))?;
+        self.state.apply(op);
+        Ok(())
+    }
+
+    fn dimension(&self, collection: Collection) -> Result<u32, Error> {
+        self.state
+            .collection(collection)
+            .map(|c| c.dimension)
+            .ok_or_else(|| {
+                invalid(
+                    "collection",
+                    format!("{collection:?} does not exist: ensure it first"),
+                )
+            })
+    }
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(invalid("id", "an id must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_vector(vector: &[f32], dimension: u32) -> Result<(), Error> {
+    if vector.len() != dimension as usize {
+        return Err(invalid(
+            "vector",
+            format!("expected {dimension} dimensions, got {}", vector.len()),
+        ));
+    }
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(invalid("vector", "values must be finite"));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: u32) -> Result<(), Error> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fields(fields: &[Field]) -> Result<(), Error> {
+    use ww_guest::store::FieldValue;
+    for field in fields {
+        if field.name.is_empty() {
+            return Err(invalid("payload", "a field name must not be empty"));
+        }
+        if matches!(field.value, FieldValue::Number(n) if !n.is_finite()) {
+            return Err(invalid(
+                "payload",
+                format!("field {} is not a finite number", field.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct EmbeddedStore;
+
+impl VectorStore for EmbeddedStore {
+    fn ensure_collection(collection: Collection, dimension: u32) -> Result<(), Error> {
+        if dimension == 0 || dimension > MAX_DIMENSION {
+            return Err(invalid(
+                "dimension",
+                format!("must be between 1 and {MAX_DIMENSION}"),
+            ));
+        }
+        with_store(|store| match store.state.collection(collection) {
+            Some(existing) if existing.dimension == dimension => Ok(()),
+            Some(existing) => Err(invalid(
+                "dimension",
+                format!(
+                    "{collection:?} exists with {} dimensions, not {dimension}",
+                    existing.dimension
+                ),
+            )),
+            None => store.commit(Op::EnsureCollection {
+                collection,
+                dimension,
+            }),
+        })
+    }
+
+    fn upsert(collection: Collection, points: Vec<Point>) -> Result<(), Error> {
+        with_store(|store| {
+            let dimension = store.dimension(collection)?;
+            for point in &points {
+                check_id(&point.id)?;
+                check_vector(&point.vector, dimension)?;
+                check_fields(&point.payload)?;
+            }
+            add_span_attribute("db.operation.batch.size", points.len());
+            store.commit(Op::Upsert { collection, points })
+        })
+    }
+
+    fn search(request: SearchRequest) -> Result<Vec<ScoredPoint>, Error> {
+        check_limit(request.limit)?;
+        with_store(|store| {
+            let dimension = store.dimension(request.collection)?;
+            check_vector(&request.vector, dimension)?;
+            let query_norm = request.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let Some(data) = store.state.collection(request.collection) else {
+                return Ok(Vec::new());
+            };
+            let mut scored: Vec<(f32, &String)> = data
+                .points
+                .iter()
+                .filter(|(_, p)| filter::matches(&p.payload, &request.filter))
+                .map(|(id, p)| {
+                    let dot: f32 = p
+                        .vector
+                        .iter()
+                        .zip(&request.vector)
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    let denominator = p.norm * query_norm;
+                    (
+                        if denominator > 0.0 {
+                            dot / denominator
+                        } else {
+                            0.0
+                        },
+                        id,
+                    )
+                })
+                .collect();
+            add_span_attribute("store.candidates", scored.len());
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            let hits: Vec<ScoredPoint> = scored
+                .into_iter()
+                .skip(request.offset as usize)
+                .take(request.limit as usize)
+                .map(|(score, id)| ScoredPoint {
+                    id: id.clone(),
+                    score,
+                    payload: data.points[id].payload.clone(),
+                })
+                .collect();
+            add_span_attribute("db.response.returned_rows", hits.len());
+            Ok(hits)
+        })
+    }
+
+    fn get(
+        collection: Collection,
+        ids: Vec<String>,
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        with_store(|store| {
+            let Some(data) = store.state.collection(collection) else {
+                return Ok(Vec::new());
+            };
+            Ok(ids
+                .iter()
+                .filter_map(|id| {
+                    data.points.get(id).map(|p| StoredPoint {
+                        id: id.clone(),
+                        payload: p.payload.clone(),
+                        vector: with_vectors.then(|| p.vector.clone()),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn delete(collection: Collection, ids: Vec<String>) -> Result<u32, Error> {
+        with_store(|store| {
+            let existing = store.state.collection(collection).map_or(0, |data| {
+                ids.iter()
+                    .filter(|id| data.points.contains_key(*id))
+                    .count()
+            });
+            if existing > 0 {
+                store.commit(Op::Delete { collection, ids })?;
+            }
+            Ok(existing as u32)
+        })
+    }
+
+    fn update_payload(collection: Collection, id: String, fields: Vec<Field>) -> Result<(), Error> {
+        check_fields(&fields)?;
+        with_store(|store| {
+            let exists = store
+                .state
+                .collection(collection)
+                .is_some_and(|data| data.points.contains_key(&id));
+            if !exists {
+                return Err(Error::NotFound(format!("no point {id} in {collection:?}")));
+            }
+            store.commit(Op::UpdatePayload {
+                collection,
+                id,
+                fields,
+            })
+        })
+    }
+
+    fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
+        with_store(|store| {
+            Ok(store.state.collection(collection).map_or(0, |data| {
+                data.points
+                    .values()
+                    .filter(|p| filter::matches(&p.payload, &filter))
+                    .count() as u64
+            }))
+        })
+    }
+
+    fn scroll(
+        collection: Collection,
+        filter: Filter,
+        after: Option<String>,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        check_limit(limit)?;
+        with_store(|store| {
+            let Some(data) = store.state.collection(collection) else {
+                return Ok(Vec::new());
+            };
+            let start = match &after {
+                Some(after) => std::ops::Bound::Excluded(after.clone()),
+                None => std::ops::Bound::Unbounded,
+            };
+            Ok(data
+                .points
+                .range((start, std::ops::Bound::Unbounded))
+                .filter(|(_, p)| filter::matches(&p.payload, &filter))
+                .take(limit as usize)
+                .map(|(id, p)| StoredPoint {
+                    id: id.clone(),
+                    payload: p.payload.clone(),
+                    vector: with_vectors.then(|| p.vector.clone()),
+                })
+                .collect())
+        })
+    }
+
+    fn health() -> StoreHealth {
+        let status = with_store(|store| {
+            let points: usize = store
+                .state
+                .collections
+                .iter()
+                .flatten()
+                .map(|c| c.points.len())
+                .sum();
+            Ok(format!(
+                "{points} vectors, {} nodes, {} edges, log {} bytes",
+                store.state.nodes.len(),
+                store.state.edges.len(),
+                store.wal.len_bytes()
+            ))
+        });
+        StoreHealth {
+            backend: "embedded".to_owned(),
+            healthy: status.is_ok(),
+            detail: status.unwrap_or_else(|e| format!("{e:?}")),
+        }
+    }
+}
+
+fn node_exists(store: &Store, id: &str) -> Result<(), Error> {
+    if store.state.nodes.contains_key(id) {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("no node {id}")))
+    }
+}
+
+impl GraphStore for EmbeddedStore {
+    fn upsert_node(node: Node) -> Result<(), Error> {
+        check_id(&node.id)?;
+        check_fields(&node.properties)?;
+        with_store(|store| store.commit(Op::UpsertNode(node)))
+    }
+
+    fn update_node(id: String, properties: Vec<Field>) -> Result<(), Error> {
+        check_fields(&properties)?;
+        with_store(|store| {
+            node_exists(store, &id)?;
+            store.commit(Op::UpdateNode { id, properties })
+        })
+    }
+
+    fn get_node(id: String) -> Result<Option<Node>, Error> {
+        with_store(|store| Ok(store.state.nodes.get(&id).cloned()))
+    }
+
+    fn find_nodes(
+        label: NodeLabel,
+        conditions: Vec<Condition>,
+        limit: u32,
+    ) -> Result<Vec<Node>, Error> {
+        check_limit(limit)?;
+        with_store(|store| {
+            let state = &store.state;
+            Ok(state.by_label[label_slot(label)]
+                .iter()
+                .filter_map(|id| state.nodes.get(id))
+                .filter(|node| filter::all(&node.properties, &conditions))
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn delete_node(id: String) -> Result<bool, Error> {
+        with_store(|store| {
+            if !store.state.nodes.contains_key(&id) {
+                return Ok(false);
+            }
+            store.commit(Op::DeleteNode(id))?;
+            Ok(true)
+        })
+    }
+
+    fn upsert_edge(edge: Edge) -> Result<(), Error> {
+        if edge.source == edge.target {
+            return Err(invalid(
+                "target",
+                "an edge from a node to itself is not allowed",
+            ));
+        }
+        if !edge.weight.is_finite() {
+            return Err(invalid("weight", "must be a finite number"));
+        }
+        check_fields(&edge.properties)?;
+        with_store(|store| {
+            node_exists(store, &edge.source)?;
+            node_exists(store, &edge.target)?;
+            store.commit(Op::UpsertEdge(edge))
+        })
+    }
+
+    fn get_edge(
+        source: String,
+        target: String,
+        relation: RelationType,
+    ) -> Result<Option<Edge>, Error> {
+        with_store(|store| {
+            Ok(store
+                .state
+                .edges
+                .get(&edge_key(&source, relation, &target))
+                .cloned())
+        })
+    }
+
+    fn neighbors(
+        id: String,
+        direction: Direction,
+        relations: Vec<RelationType>,
+        limit: u32,
+    ) -> Result<Vec<Neighbor>, Error> {
+        check_limit(limit)?;
+        with_store(|store| {
+            node_exists(store, &id)?;
+            let state = &store.state;
+            let wanted = |r: RelationType| relations.is_empty() || relations.contains(&r);
+            let keys = state.adjacency.get(&id).into_iter().flatten();
+            Ok(keys
+                .filter_map(|key| state.edges.get(key))
+                .filter(|edge| wanted(edge.relation))
+                .filter_map(|edge| {
+                    let other = match direction {
+                        Direction::Outgoing if edge.source == id => &edge.target,
+                        Direction::Incoming if edge.target == id => &edge.source,
+                        Direction::Both if edge.source == id => &edge.target,
+                        Direction::Both => &edge.source,
+                        _ => return None,
+                    };
+                    state.nodes.get(other).map(|node| Neighbor {
+                        node: node.clone(),
+                        edge: edge.clone(),
+                    })
+                })
+                .take(limit as usize)
+                .collect())
+        })
+    }
+
+    fn degree(id: String, relations: Vec<RelationType>) -> Result<u32, Error> {
+        with_store(|store| {
+            node_exists(store, &id)?;
+            let state = &store.state;
+            Ok(state
+                .adjacency
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|key| state.edges.get(key))
+                .filter(|edge| relations.is_empty() || relations.contains(&edge.relation))
+                .count() as u32)
+        })
+    }
+
+    fn count_nodes(label: NodeLabel) -> Result<u64, Error> {
+        with_store(|store| Ok(store.state.by_label[label_slot(label)].len() as u64))
+    }
+
+    fn health() -> StoreHealth {
+        <EmbeddedStore as VectorStore>::health()
+    }
+}
+
+ww_guest::export_combined_store!(EmbeddedStore);

@@ -1,0 +1,178 @@
+//! The store's contents in memory, and the logged operations that change them. Every
+//! operation is validated before it is logged, so applying one cannot fail.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use ww_guest::store::Field;
+use ww_guest::store::graph::{Edge, Node, NodeLabel, RelationType};
+use ww_guest::store::vector::{Collection, Point};
+
+/// One durable change, as written to the log.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Op {
+    EnsureCollection {
+        collection: Collection,
+        dimension: u32,
+    },
+    Upsert {
+        collection: Collection,
+        points: Vec<Point>,
+    },
+    Delete {
+        collection: Collection,
+        ids: Vec<String>,
+    },
+    UpdatePayload {
+        collection: Collection,
+        id: String,
+        fields: Vec<Field>,
+    },
+    UpsertNode(Node),
+    UpdateNode {
+        id: String,
+        properties: Vec<Field>,
+    },
+    DeleteNode(String),
+    UpsertEdge(Edge),
+}
+
+/// A stored vector with its norm, computed once.
+pub struct StoredVector {
+    pub vector: Vec<f32>,
+    pub norm: f32,
+    pub payload: Vec<Field>,
+}
+
+pub struct CollectionData {
+    pub dimension: u32,
+    /// By id, so scrolling pages in id order.
+    pub points: BTreeMap<String, StoredVector>,
+}
+
+/// (source, relation, target).
+pub type EdgeKey = (String, u8, String);
+
+#[derive(Default)]
+pub struct State {
+    pub collections: [Option<CollectionData>; 3],
+    pub nodes: HashMap<String, Node>,
+    pub by_label: [BTreeSet<String>; 3],
+    pub edges: BTreeMap<EdgeKey, Edge>,
+    /// Every edge key touching a node, either end.
+    pub adjacency: HashMap<String, BTreeSet<EdgeKey>>,
+}
+
+pub fn slot(collection: Collection) -> usize {
+    collection as usize
+}
+
+pub fn label_slot(label: NodeLabel) -> usize {
+    label as usize
+}
+
+pub fn edge_key(source: &str, relation: RelationType, target: &str) -> EdgeKey {
+    (source.to_owned(), relation as u8, target.to_owned())
+}
+
+fn norm(vector: &[f32]) -> f32 {
+    vector.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Set fields: replace those with the same name, add the others.
+pub fn merge(fields: &mut Vec<Field>, updates: Vec<Field>) {
+    for update in updates {
+        match fields.iter_mut().find(|f| f.name == update.name) {
+            Some(existing) => existing.value = update.value,
+            None => fields.push(update),
+        }
+    }
+}
+
+impl State {
+    pub fn collection(&self, collection: Collection) -> Option<&CollectionData> {
+        self.collections[slot(collection)].as_ref()
+    }
+
+    pub fn apply(&mut self, op: Op) {
+        match op {
+            Op::EnsureCollection {
+                collection,
+                dimension,
+            } => {
+                self.collections[slot(collection)].get_or_insert_with(|| CollectionData {
+                    dimension,
+                    points: BTreeMap::new(),
+                });
+            }
+            Op::Upsert { collection, points } => {
+                if let Some(data) = self.collections[slot(collection)].as_mut() {
+                    for point in points {
+                        let norm = norm(&point.vector);
+                        data.points.insert(
+                            point.id,
+                            StoredVector {
+                                vector: point.vector,
+                                norm,
+                                payload: point.payload,
+                            },
+                        );
+                    }
+                }
+            }
+            Op::Delete { collection, ids } => {
+                if let Some(data) = self.collections[slot(collection)].as_mut() {
+                    for id in ids {
+                        data.points.remove(&id);
+                    }
+                }
+            }
+            Op::UpdatePayload {
+                collection,
+                id,
+                fields,
+            } => {
+                let point = self.collections[slot(collection)]
+                    .as_mut()
+                    .and_then(|data| data.points.get_mut(&id));
+                if let Some(point) = point {
+                    merge(&mut point.payload, fields);
+                }
+            }
+            Op::UpsertNode(node) => {
+                if let Some(old) = self.nodes.get(&node.id) {
+                    self.by_label[label_slot(old.label)].remove(&node.id);
+                }
+                self.by_label[label_slot(node.label)].insert(node.id.clone());
+                self.nodes.insert(node.id.clone(), node);
+            }
+            Op::UpdateNode { id, properties } => {
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    merge(&mut node.properties, properties);
+                }
+            }
+            Op::DeleteNode(id) => {
+                if let Some(node) = self.nodes.remove(&id) {
+                    self.by_label[label_slot(node.label)].remove(&id);
+                }
+                for key in self.adjacency.remove(&id).unwrap_or_default() {
+                    self.edges.remove(&key);
+                    let other = if key.0 == id { &key.2 } else { &key.0 };
+                    if let Some(keys) = self.adjacency.get_mut(other) {
+                        keys.remove(&key);
+                    }
+                }
+            }
+            Op::UpsertEdge(edge) => {
+                let key = edge_key(&edge.source, edge.relation, &edge.target);
+                for end in [&edge.source, &edge.target] {
+                    self.adjacency
+                        .entry(end.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.edges.insert(key, edge);
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The embedded store component through a real host, on a real data directory.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Val;
+use ww_host::config::Role;
+use ww_host::plugins::{CallError, CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_tests::{cache_dir, component, telemetry};
+
+const VECTORS: &str = "ww:memory/vector-store@0.1.0";
+const GRAPH: &str = "ww:memory/graph-store@0.1.0";
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ww-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn store(dir: &Path, limits: Option<CallLimits>) -> ComponentHost {
+    let spec = ComponentSpec {
+        roles: vec![Role::VectorStore, Role::GraphStore],
+        data_dir: Some(dir.to_owned()),
+        limits,
+        ..ComponentSpec::new("embedded", component("store_embedded.wasm").path)
+    };
+    let config = HostConfig {
+        components: vec![spec],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    ComponentHost::load(config, telemetry(&[]))
+        .await
+        .expect("load store")
+}
+
+/// Call and unwrap the `result`: `Ok(value)` or `Err(error case name)`.
+async fn call(
+    host: &ComponentHost,
+    interface: &str,
+    function: &str,
+    args: Vec<Val>,
+) -> Result<Option<Val>, String> {
+    let out = host
+        .invoke(
+            Request::new(format!("test.{function}")),
+            interface,
+            function,
+            &args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{function}: {e}"));
+    match out.into_iter().next() {
+        Some(Val::Result(Ok(value))) => Ok(value.map(|v| *v)),
+        Some(Val::Result(Err(Some(error)))) => match *error {
+            Val::Variant(case, _) => Err(case),
+            other => panic!("{other:?}"),
+        },
+        other => Ok(other),
+    }
+}
+
+fn s(text: &str) -> Val {
+    Val::String(text.to_owned())
+}
+
+fn text(value: &str) -> Val {
+    Val::Variant("text".into(), Some(Box::new(s(value))))
+}
+
+fn int(value: i64) -> Val {
+    Val::Variant("integer".into(), Some(Box::new(Val::S64(value))))
+}
+
+fn field(name: &str, value: Val) -> Val {
+    Val::Record(vec![("name".into(), s(name)), ("value".into(), value)])
+}
+
+fn floats(values: &[f32]) -> Val {
+    Val::List(values.iter().map(|x| Val::Float32(*x)).collect())
+}
+
+fn point(id: &str, vector: &[f32], session: &str, time: i64) -> Val {
+    Val::Record(vec![
+        ("id".into(), s(id)),
+        ("vector".into(), floats(vector)),
+        (
+            "payload".into(),
+            Val::List(vec![
+                field("session", text(session)),
+                field("time", int(time)),
+            ]),
+        ),
+    ])
+}
+
+fn filter(must: Vec<Val>) -> Val {
+    Val::Record(vec![
+        ("must".into(), Val::List(must)),
+        ("must-not".into(), Val::List(vec![])),
+    ])
+}
+
+fn equals(name: &str, value: Val) -> Val {
+    Val::Variant("equals".into(), Some(Box::new(field(name, value))))
+}
+
+fn within(name: &str, gte: Option<f64>, lte: Option<f64>) -> Val {
+    let bound = |b: Option<f64>| Val::Option(b.map(|x| Box::new(Val::Float64(x))));
+    Val::Variant(
+        "within".into(),
+        Some(Box::new(Val::Record(vec![
+            ("name".into(), s(name)),
+            ("gte".into(), bound(gte)),
+            ("lte".into(), bound(lte)),
+        ]))),
+    )
+}
+
+fn episodes() -> Val {
+    Val::Enum("episodes".into())
+}
+
+fn record_field<'a>(record: &'a Val, name: &str) -> &'a Val {
+    let Val::Record(fields) = record else {
+        panic!("{record:?}")
+    };
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+}
+
+fn ids(list: Option<Val>) -> Vec<String> {
+    let Some(Val::List(items)) = list else {
+        panic!("{list:?}")
+    };
+    items
+        .iter()
+        .map(|item| match record_field(item, "id") {
+            Val::String(id) => id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+async fn search(
+    host: &ComponentHost,
+    vector: &[f32],
+    must: Vec<Val>,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<String>, String> {
+    let request = Val::Record(vec![
+        ("collection".into(), episodes()),
+        ("vector".into(), floats(vector)),
+        ("filter".into(), filter(must)),
+        ("limit".into(), Val::U32(limit)),
+        ("offset".into(), Val::U32(offset)),
+    ]);
+    call(host, VECTORS, "search", vec![request]).await.map(ids)
+}
+
+async fn seed(host: &ComponentHost) {
+    assert_eq!(
+        call(
+            host,
+            VECTORS,
+            "ensure-collection",
+            vec![episodes(), Val::U32(3)]
+        )
+        .await,
+        Ok(None)
+    );
+    let points = Val::List(vec![
+        point("a1", &[1.0, 0.0, 0.0], "a", 100),
+        point("a2", &[0.8, 0.6, 0.0], "a", 200),
+        point("a3", &[0.0, 1.0, 0.0], "a", 300),
+        point("b1", &[1.0, 0.1, 0.0], "b", 150),
+    ]);
+    assert_eq!(
+        call(host, VECTORS, "upsert", vec![episodes(), points]).await,
+        Ok(None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_ranks_by_cosine_within_the_filter() {
+    let dir = data_dir("search");
+    let host = store(&dir, None).await;
+    seed(&host).await;
+    let q = [1.0, 0.0, 0.0];
+    assert_eq!(
+        search(&host, &q, vec![], 10, 0).await.unwrap(),
+        ["a1", "b1", "a2", "a3"]
+    );
+    // Session isolation is a filter the service always sets.
+    assert_eq!(
+        search(&host, &q, vec![equals("session", text("a"))], 10, 0)
+            .await
+            .unwrap(),
+        ["a1", "a2", "a3"]
+    );
+    assert_eq!(
+        search(&host, &q, vec![equals("session", text("b"))], 10, 0)
+            .await
+            .unwrap(),
+        ["b1"]
+    );
+    assert_eq!(
+        search(
+            &host,
+            &q,
+            vec![within("time", Some(150.0), Some(250.0))],
+            10,
+            0
+        )
+        .await
+        .unwrap(),
+        ["b1", "a2"]
+    );
+    assert_eq!(search(&host, &q, vec![], 2, 1).await.unwrap(), ["b1", "a2"]);
+    let count = call(
+        &host,
+        VECTORS,
+        "count",
+        vec![episodes(), filter(vec![equals("session", text("a"))])],
+    )
+    .await;
+    assert_eq!(count, Ok(Some(Val::U64(3))));
+    let page = call(
+        &host,
+        VECTORS,
+        "scroll",
+        vec![
+            episodes(),
+            filter(vec![]),
+            Val::Option(Some(Box::new(s("a2")))),
+            Val::U32(2),
+            Val::Bool(false),
+        ],
+    )
+    .await;
+    assert_eq!(ids(page.unwrap()), ["a3", "b1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_changes_nothing() {
+    let dir = data_dir("bad");
+    let host = store(&dir, None).await;
+    seed(&host).await;
+    let cases = [
+        (
+            "upsert",
+            vec![episodes(), Val::List(vec![point("x", &[1.0, 0.0], "a", 1)])],
+            "validation",
+        ),
+        (
+            "upsert",
+            vec![
+                episodes(),
+                Val::List(vec![point("x", &[f32::NAN, 0.0, 0.0], "a", 1)]),
+            ],
+            "validation",
+        ),
+        (
+            "upsert",
+            vec![
+                episodes(),
+                Val::List(vec![point("", &[1.0, 0.0, 0.0], "a", 1)]),
+            ],
+            "validation",
+        ),
+        (
+            "upsert",
+            vec![
+                Val::Enum("entities".into()),
+                Val::List(vec![point("x", &[1.0, 0.0, 0.0], "a", 1)]),
+            ],
+            "validation",
+        ),
+        (
+            "ensure-collection",
+            vec![episodes(), Val::U32(4)],
+            "validation",
+        ),
+        (
+            "update-payload",
+            vec![episodes(), s("nope"), Val::List(vec![])],
+            "not-found",
+        ),
+    ];
+    for (function, args, expected) in cases {
+        assert_eq!(
+            call(&host, VECTORS, function, args).await,
+            Err(expected.to_owned()),
+            "{function}"
+        );
+    }
+    // A batch with one bad point stores none of it.
+    let mixed = Val::List(vec![
+        point("ok", &[0.0, 0.0, 1.0], "a", 1),
+        point("bad", &[1.0], "a", 1),
+    ]);
+    assert_eq!(
+        call(&host, VECTORS, "upsert", vec![episodes(), mixed]).await,
+        Err("validation".into())
+    );
+    assert_eq!(
+        search(&host, &[0.0, 0.0, 1.0], vec![], 10, 0)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        search(&host, &[0.0, 0.0, 1.0], vec![], 0, 0).await,
+        Err("validation".into())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart_and_a_torn_log_tail() {
+    let dir = data_dir("restart");
+    {
+        let host = store(&dir, None).await;
+        seed(&host).await;
+        let update = vec![
+            episodes(),
+            s("a3"),
+            Val::List(vec![field("session", text("moved"))]),
+        ];
+        assert_eq!(
+            call(&host, VECTORS, "update-payload", update).await,
+            Ok(None)
+        );
+        assert_eq!(
+            call(
+                &host,
+                VECTORS,
+                "delete",
+                vec![episodes(), Val::List(vec![s("b1"), s("zz")])]
+            )
+            .await,
+            Ok(Some(Val::U32(1)))
+        );
+    }
+    // A crash tore a record while it was being written.
+    let log = dir.join("store.wal");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+    std::fs::write(&log, &bytes).unwrap();
+
+    let host = store(&dir, None).await;
+    assert_eq!(
+        search(&host, &[1.0, 0.0, 0.0], vec![], 10, 0)
+            .await
+            .unwrap(),
+        ["a1", "a2", "a3"]
+    );
+    assert_eq!(
+        search(
+            &host,
+            &[1.0, 0.0, 0.0],
+            vec![equals("session", text("moved"))],
+            10,
+            0
+        )
+        .await
+        .unwrap(),
+        ["a3"]
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        (bytes.len() - 10) as u64,
+        "the torn tail is cut off"
+    );
+    // And writing goes on.
+    let more = Val::List(vec![point("a4", &[0.0, 0.0, 1.0], "a", 400)]);
+    assert_eq!(
+        call(&host, VECTORS, "upsert", vec![episodes(), more]).await,
+        Ok(None)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_traps_mid_call_comes_back_with_its_data() {
+    let dir = data_dir("trap");
+    let limits = CallLimits {
+        memory_bytes: 4 << 20,
+        ..CallLimits::default()
+    };
+    let host = store(&dir, Some(limits)).await;
+    seed(&host).await;
+    // A batch far beyond the store's memory: the call traps while the batch is handed over.
+    let huge: Vec<Val> = (0..20_000)
+        .map(|i| point(&format!("h{i}"), &[0.5, 0.5, 0.5], "a", i))
+        .collect();
+    let error = host
+        .invoke(
+            Request::new("test.huge"),
+            VECTORS,
+            "upsert",
+            &[episodes(), Val::List(huge)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    // A fresh instance replays the log: everything acknowledged is there, nothing else.
+    assert_eq!(
+        search(&host, &[1.0, 0.0, 0.0], vec![], 10, 0)
+            .await
+            .unwrap(),
+        ["a1", "b1", "a2", "a3"]
+    );
+    assert_eq!(host.component("embedded").unwrap().instantiations(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn node(id: &str, label: &str, name: &str) -> Val {
+    Val::Record(vec![
+        ("id".into(), s(id)),
+        ("label".into(), Val::Enum(label.into())),
+        (
+            "properties".into(),
+            Val::List(vec![field("name", text(name))]),
+        ),
+    ])
+}
+
+fn edge(source: &str, target: &str, relation: &str, weight: f64) -> Val {
+    Val::Record(vec![
+        ("source".into(), s(source)),
+        ("target".into(), s(target)),
+        ("relation".into(), Val::Enum(relation.into())),
+        ("weight".into(), Val::Float64(weight)),
+        ("properties".into(), Val::List(vec![])),
+    ])
+}
+
+async fn neighbor_ids(host: &ComponentHost, id: &str, direction: &str) -> Vec<String> {
+    let args = vec![
+        s(id),
+        Val::Enum(direction.into()),
+        Val::List(vec![]),
+        Val::U32(10),
+    ];
+    let Some(Val::List(items)) = call(host, GRAPH, "neighbors", args).await.unwrap() else {
+        panic!()
+    };
+    let mut ids: Vec<String> = items
+        .iter()
+        .map(|n| match record_field(record_field(n, "node"), "id") {
+            Val::String(id) => id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_keeps_typed_edges_and_refuses_bad_ones() {
+    let dir = data_dir("graph");
+    {
+        let host = store(&dir, None).await;
+        for (id, name) in [("e1", "rust"), ("e2", "wasmtime"), ("e3", "cranelift")] {
+            assert_eq!(
+                call(&host, GRAPH, "upsert-node", vec![node(id, "entity", name)]).await,
+                Ok(None)
+            );
+        }
+        assert_eq!(
+            call(
+                &host,
+                GRAPH,
+                "upsert-edge",
+                vec![edge("e2", "e1", "uses", 0.5)]
+            )
+            .await,
+            Ok(None)
+        );
+        assert_eq!(
+            call(
+                &host,
+                GRAPH,
+                "upsert-edge",
+                vec![edge("e3", "e2", "part-of", 0.1)]
+            )
+            .await,
+            Ok(None)
+        );
+        assert_eq!(
+            call(
+                &host,
+                GRAPH,
+                "upsert-edge",
+                vec![edge("e1", "e1", "uses", 0.1)]
+            )
+            .await,
+            Err("validation".into())
+        );
+        assert_eq!(
+            call(
+                &host,
+                GRAPH,
+                "upsert-edge",
+                vec![edge("e1", "nope", "uses", 0.1)]
+            )
+            .await,
+            Err("not-found".into())
+        );
+        assert_eq!(
+            call(
+                &host,
+                GRAPH,
+                "upsert-edge",
+                vec![edge("e1", "e3", "uses", f64::NAN)]
+            )
+            .await,
+            Err("validation".into())
+        );
+    }
+    // After a restart, from the log.
+    let host = store(&dir, None).await;
+    assert_eq!(neighbor_ids(&host, "e2", "both").await, ["e1", "e3"]);
+    assert_eq!(neighbor_ids(&host, "e2", "outgoing").await, ["e1"]);
+    assert_eq!(neighbor_ids(&host, "e2", "incoming").await, ["e3"]);
+    assert_eq!(
+        call(&host, GRAPH, "degree", vec![s("e2"), Val::List(vec![])]).await,
+        Ok(Some(Val::U32(2)))
+    );
+    let by_name = vec![
+        Val::Enum("entity".into()),
+        Val::List(vec![equals("name", text("wasmtime"))]),
+        Val::U32(10),
+    ];
+    let Some(Val::List(found)) = call(&host, GRAPH, "find-nodes", by_name).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(record_field(&found[0], "id"), &s("e2"));
+    // Deleting a node takes its edges with it.
+    assert_eq!(
+        call(&host, GRAPH, "delete-node", vec![s("e2")]).await,
+        Ok(Some(Val::Bool(true)))
+    );
+    assert_eq!(
+        call(&host, GRAPH, "degree", vec![s("e1"), Val::List(vec![])]).await,
+        Ok(Some(Val::U32(0)))
+    );
+    assert_eq!(
+        call(
+            &host,
+            GRAPH,
+            "count-nodes",
+            vec![Val::Enum("entity".into())]
+        )
+        .await,
+        Ok(Some(Val::U64(2)))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -206,7 +206,7 @@ impl VectorStore for EmbeddedStore {
             let Some(data) = store.state.collection(request.collection) else {
                 return Ok(Vec::new());
             };
-            let mut scored: Vec<(f32, &String)> = data
+            let mut scored: Vec<(f32, &String, &state::StoredVector)> = data
                 .points
                 .iter()
                 .filter(|(_, p)| filter::matches(&p.payload, &request.filter))
@@ -225,6 +225,7 @@ impl VectorStore for EmbeddedStore {
                             0.0
                         },
                         id,
+                        p,
                     )
                 })
                 .collect();
@@ -234,10 +235,10 @@ impl VectorStore for EmbeddedStore {
                 .into_iter()
                 .skip(request.offset as usize)
                 .take(request.limit as usize)
-                .map(|(score, id)| ScoredPoint {
+                .map(|(score, id, point)| ScoredPoint {
                     id: id.clone(),
                     score,
-                    payload: data.points[id].payload.clone(),
+                    payload: point.payload.clone(),
                 })
                 .collect();
             add_span_attribute("db.response.returned_rows", hits.len());

@@ -473,56 +473,21 @@ async fn the_graph_keeps_typed_edges_and_refuses_bad_ones() {
                 Ok(None)
             );
         }
-        assert_eq!(
-            call(
-                &host,
-                GRAPH,
-                "upsert-edge",
-                vec![edge("e2", "e1", "uses", 0.5)]
-            )
-            .await,
-            Ok(None)
-        );
-        assert_eq!(
-            call(
-                &host,
-                GRAPH,
-                "upsert-edge",
-                vec![edge("e3", "e2", "part-of", 0.1)]
-            )
-            .await,
-            Ok(None)
-        );
-        assert_eq!(
-            call(
-                &host,
-                GRAPH,
-                "upsert-edge",
-                vec![edge("e1", "e1", "uses", 0.1)]
-            )
-            .await,
-            Err("validation".into())
-        );
-        assert_eq!(
-            call(
-                &host,
-                GRAPH,
-                "upsert-edge",
-                vec![edge("e1", "nope", "uses", 0.1)]
-            )
-            .await,
-            Err("not-found".into())
-        );
-        assert_eq!(
-            call(
-                &host,
-                GRAPH,
-                "upsert-edge",
-                vec![edge("e1", "e3", "uses", f64::NAN)]
-            )
-            .await,
-            Err("validation".into())
-        );
+        let edges = [
+            (edge("e2", "e1", "uses", 0.5), Ok(None)),
+            (edge("e3", "e2", "part-of", 0.1), Ok(None)),
+            (edge("e1", "e1", "uses", 0.1), Err("validation".into())),
+            (edge("e1", "nope", "uses", 0.1), Err("not-found".into())),
+            (edge("e1", "e3", "uses", f64::NAN), Err("validation".into())),
+        ];
+        for (edge, expected) in edges {
+            let described = format!("{edge:?}");
+            assert_eq!(
+                call(&host, GRAPH, "upsert-edge", vec![edge]).await,
+                expected,
+                "{described}"
+            );
+        }
     }
     // After a restart, from the log.
     let host = store(&dir, None).await;

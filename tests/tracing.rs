@@ -25,6 +25,18 @@ fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
     found[0]
 }
 
+/// The traceparent the worker sees inside its deepest span, for one request.
+async fn traceparent_seen_by_worker(host: &ComponentHost, request: Request) -> String {
+    let out = host
+        .invoke(request, DRIVER, "trace-id-seen-by-worker", &[])
+        .await
+        .unwrap();
+    match out.as_slice() {
+        [Val::String(seen)] => seen.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 fn in_trace(spans: &[ReceivedSpan], trace_id: &str) -> Vec<ReceivedSpan> {
     spans
         .iter()
@@ -181,18 +193,8 @@ async fn a_remote_parent_continues_its_trace_into_the_deepest_guest_span() {
         traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
         tracestate: "vendor=abc".to_owned(),
     };
-    let out = host
-        .invoke(
-            Request::new("test.remote").with_parent(parent),
-            DRIVER,
-            "trace-id-seen-by-worker",
-            &[],
-        )
-        .await
-        .unwrap();
-    let [Val::String(seen)] = out.as_slice() else {
-        panic!("unexpected {out:?}");
-    };
+    let seen =
+        traceparent_seen_by_worker(&host, Request::new("test.remote").with_parent(parent)).await;
     assert!(
         seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{seen}"
@@ -484,18 +486,7 @@ async fn disabled_tracing_works_and_exports_nothing() {
             .unwrap(),
         Ok("<HI>".to_owned())
     );
-    let out = host
-        .invoke(
-            Request::new("test.off"),
-            DRIVER,
-            "trace-id-seen-by-worker",
-            &[],
-        )
-        .await
-        .unwrap();
-    let [Val::String(seen)] = out.as_slice() else {
-        panic!("{out:?}")
-    };
+    let seen = traceparent_seen_by_worker(&host, Request::new("test.off")).await;
     // A valid context, not sampled.
     assert_eq!(seen.len(), 55, "{seen}");
     assert!(seen.starts_with("00-") && seen.ends_with("-00"), "{seen}");
@@ -644,34 +635,13 @@ async fn head_sampling_is_parent_based_with_a_ratio() {
     ]);
     let host = fixture_host(telemetry.clone()).await;
     // A new root: ratio 0, not sampled, and the guest sees that.
-    let out = host
-        .invoke(
-            Request::new("test.unsampled"),
-            DRIVER,
-            "trace-id-seen-by-worker",
-            &[],
-        )
-        .await
-        .unwrap();
-    let [Val::String(unsampled)] = out.as_slice() else {
-        panic!()
-    };
+    let unsampled = traceparent_seen_by_worker(&host, Request::new("test.unsampled")).await;
     assert!(unsampled.ends_with("-00"), "{unsampled}");
     // A sampled remote parent: followed.
     let parent =
         IncomingContext::traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-    let out = host
-        .invoke(
-            Request::new("test.sampled").with_parent(parent),
-            DRIVER,
-            "trace-id-seen-by-worker",
-            &[],
-        )
-        .await
-        .unwrap();
-    let [Val::String(sampled)] = out.as_slice() else {
-        panic!()
-    };
+    let sampled =
+        traceparent_seen_by_worker(&host, Request::new("test.sampled").with_parent(parent)).await;
     assert!(sampled.ends_with("-01"), "{sampled}");
     // An unsampled remote parent: followed too.
     let parent =

@@ -353,41 +353,37 @@ impl PluginComponent {
     /// failed.
     pub async fn call(
         &self,
-        scope: RequestScope,
+        mut scope: RequestScope,
         interface: &str,
         function: &str,
         params: &[Val],
     ) -> (RequestScope, Result<Vec<Val>, CallError>) {
-        let mut scope = scope;
         let mut slot = self.live.lock().await;
-        if slot.is_none() {
-            // First call, or first after a trap: the request pays for a fresh instance,
-            // so its trace shows it.
-            let span = scope.start(
-                None,
-                Cow::Owned(format!("{}.instantiate", self.name)),
-                SpanKind::Internal,
-                vec![KeyValue::new("ww.component", self.name.to_string())],
-                None,
-            );
-            let live = self.new_live().await;
-            let outcome = match &live {
-                Ok(_) => Outcome::Unset,
-                Err(e) => Outcome::Error(e.to_string()),
-            };
-            scope.end(&None, span, outcome, vec![], vec![], None);
-            match live {
-                Ok(live) => *slot = Some(live),
-                Err(e) => return (scope, Err(e)),
+        let live = match slot.take() {
+            Some(live) => live,
+            None => {
+                // First call, or first after a trap: the request pays for a fresh
+                // instance, so its trace shows it.
+                let span = scope.start(
+                    None,
+                    Cow::Owned(format!("{}.instantiate", self.name)),
+                    SpanKind::Internal,
+                    vec![KeyValue::new("ww.component", self.name.to_string())],
+                    None,
+                );
+                let live = self.new_live().await;
+                let outcome = match &live {
+                    Ok(_) => Outcome::Unset,
+                    Err(e) => Outcome::Error(e.to_string()),
+                };
+                scope.end(&None, span, outcome, vec![], vec![], None);
+                match live {
+                    Ok(live) => live,
+                    Err(e) => return (scope, Err(e)),
+                }
             }
-        }
-        let Some(live) = slot.as_mut() else {
-            let error = CallError::Instantiate {
-                component: self.name.to_string(),
-                message: "no instance after instantiation".to_owned(),
-            };
-            return (scope, Err(error));
         };
+        let live = slot.insert(live);
         let func = match self.lookup(live, interface, function) {
             Ok(func) => func,
             Err(e) => return (scope, Err(e)),

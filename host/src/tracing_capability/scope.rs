@@ -234,6 +234,10 @@ impl RequestScope {
         let Some(index) = self.find(owner, handle, true) else {
             return;
         };
+        self.set_attributes_at(index, attributes);
+    }
+
+    fn set_attributes_at(&mut self, index: usize, attributes: Vec<KeyValue>) {
         let span = &mut self.open[index];
         let room = MAX_ATTRIBUTES_PER_SPAN.saturating_sub(span.attributes);
         let dropped = attributes.len().saturating_sub(room);
@@ -299,7 +303,7 @@ impl RequestScope {
             return;
         };
         if !attributes.is_empty() {
-            self.set_attributes(owner, handle, attributes);
+            self.set_attributes_at(index, attributes);
         }
         for event in events {
             self.push_event(index, event);
@@ -311,7 +315,7 @@ impl RequestScope {
         match outcome {
             Outcome::Unset => {}
             Outcome::Ok => span.span.set_status(Status::Ok),
-            // An exception already set the status with its message; keep it.
+            // Where an exception already set ERROR, the SDK keeps that first description.
             Outcome::Error(description) => span.span.set_status(Status::error(description)),
         }
         span.span.end();

@@ -49,15 +49,15 @@ pub fn kv(key: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> KeyValu
 pub(crate) type WitAttributes<'a> = SmallVec<[wit::KeyValue<'a>; 8]>;
 
 impl KeyValue {
-    pub(crate) fn as_wit<'a>(&'a self, string_lists: &'a [Vec<&'a str>]) -> wit::KeyValue<'a> {
+    /// A borrowed view; `string_list` is the `&str` view of a string-list value (empty
+    /// for other values).
+    pub(crate) fn as_wit<'a>(&'a self, string_list: &'a [&'a str]) -> wit::KeyValue<'a> {
         let value = match &self.value {
             Value::String(s) => wit::Value::String(s),
             Value::Bool(b) => wit::Value::Bool(*b),
             Value::S64(i) => wit::Value::S64(*i),
             Value::F64(f) => wit::Value::F64(*f),
-            Value::StringList(_) => {
-                wit::Value::StringList(string_lists.first().map(Vec::as_slice).unwrap_or_default())
-            }
+            Value::StringList(_) => wit::Value::StringList(string_list),
             Value::BoolList(items) => wit::Value::BoolList(items),
             Value::S64List(items) => wit::Value::S64List(items),
             Value::F64List(items) => wit::Value::F64List(items),
@@ -82,7 +82,7 @@ pub(crate) fn lend<'a>(
     attributes
         .iter()
         .zip(scratch.iter())
-        .map(|(kv, list)| kv.as_wit(std::slice::from_ref(list)))
+        .map(|(kv, list)| kv.as_wit(list))
         .collect()
 }
 

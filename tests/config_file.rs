@@ -22,7 +22,7 @@ fn host_config(file: &FileConfig) -> HostConfig {
 #[test]
 fn no_file_means_the_default_components() {
     let specs = FileConfig::default().component_specs();
-    assert_eq!(specs.len(), 2, "{specs:?}");
+    assert_eq!(specs.len(), 3, "{specs:?}");
     assert_eq!(specs[0].name, "embedder");
     assert_eq!(specs[0].roles, vec![Role::Embedder]);
     assert_eq!(
@@ -39,6 +39,17 @@ fn no_file_means_the_default_components() {
         PathBuf::from("target/wasm32-wasip2/release/store_embedded.wasm")
     );
     assert_eq!(specs[1].data_dir, Some(PathBuf::from("./data")));
+    // It holds every vector in memory and replays its log on first use: more room, more time.
+    assert_eq!(
+        specs[1].limits,
+        Some(CallLimits {
+            deadline: Duration::from_secs(60),
+            memory_bytes: 2048 << 20,
+        })
+    );
+    assert_eq!(specs[2].name, "episodic");
+    assert_eq!(specs[2].roles, vec![Role::Episodic]);
+    assert_eq!(specs[2].data_dir, None, "services get no filesystem");
     let moved = parse("data_dir = \"/srv/ww\"").component_specs();
     assert_eq!(moved[1].data_dir, Some(PathBuf::from("/srv/ww")));
 }

@@ -151,14 +151,57 @@ async fn search(
     limit: u32,
     offset: u32,
 ) -> Result<Vec<String>, String> {
+    search_by(host, vector, must, limit, offset, None)
+        .await
+        .map(ids)
+}
+
+async fn search_by(
+    host: &ComponentHost,
+    vector: &[f32],
+    must: Vec<Val>,
+    limit: u32,
+    offset: u32,
+    rescore: Option<Val>,
+) -> Result<Option<Val>, String> {
     let request = Val::Record(vec![
         ("collection".into(), episodes()),
         ("vector".into(), floats(vector)),
         ("filter".into(), filter(must)),
         ("limit".into(), Val::U32(limit)),
         ("offset".into(), Val::U32(offset)),
+        ("rescore".into(), Val::Option(rescore.map(Box::new))),
     ]);
-    call(host, VECTORS, "search", vec![request]).await.map(ids)
+    call(host, VECTORS, "search", vec![request]).await
+}
+
+/// `similarity-weight`·max(0, cos) + `weight`·time + `decay`·e^(−|time − origin|/scale).
+fn rescore(similarity_weight: f64, weight: f64, decay: (f64, f64, f64)) -> Val {
+    let linear = Val::Variant(
+        "linear".into(),
+        Some(Box::new(Val::Tuple(vec![s("time"), Val::Float64(weight)]))),
+    );
+    let (decay_weight, origin, scale) = decay;
+    let exp_decay = Val::Variant(
+        "exp-decay".into(),
+        Some(Box::new(Val::Record(vec![
+            ("field".into(), s("time")),
+            ("origin".into(), Val::Float64(origin)),
+            ("scale".into(), Val::Float64(scale)),
+            ("weight".into(), Val::Float64(decay_weight)),
+        ]))),
+    );
+    Val::Record(vec![
+        ("similarity-weight".into(), Val::Float64(similarity_weight)),
+        ("terms".into(), Val::List(vec![linear, exp_decay])),
+    ])
+}
+
+fn payload_update(id: &str, fields: Vec<Val>) -> Val {
+    Val::Record(vec![
+        ("id".into(), s(id)),
+        ("fields".into(), Val::List(fields)),
+    ])
 }
 
 async fn seed(host: &ComponentHost) {
@@ -220,6 +263,53 @@ async fn search_ranks_by_cosine_within_the_filter() {
         ["b1", "a2"]
     );
     assert_eq!(search(&host, &q, vec![], 2, 1).await.unwrap(), ["b1", "a2"]);
+
+    // A rescoring formula ranks in the same pass: with time weighing most, the latest
+    // first; each hit carries its score and its plain cosine similarity.
+    let by_time = search_by(
+        &host,
+        &q,
+        vec![],
+        10,
+        0,
+        Some(rescore(0.1, 0.01, (0.0, 0.0, 1.0))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(by_time.clone()), ["a3", "a2", "b1", "a1"]);
+    let Some(Val::List(hits)) = by_time else {
+        panic!("{by_time:?}")
+    };
+    let (Val::Float64(score), Val::Float32(similarity)) = (
+        record_field(&hits[1], "score"),
+        record_field(&hits[1], "similarity"),
+    ) else {
+        panic!("{:?}", hits[1])
+    };
+    assert!((f64::from(*similarity) - 0.8).abs() < 1e-6);
+    assert!((score - (0.1 * 0.8 + 0.01 * 200.0)).abs() < 1e-6);
+    // An exponential decay around time 150 favours b1, then a1 and a2 (equally far).
+    let near = search_by(
+        &host,
+        &q,
+        vec![],
+        2,
+        0,
+        Some(rescore(0.0, 0.0, (1.0, 150.0, 50.0))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(near), ["b1", "a1"]);
+    let bad = search_by(
+        &host,
+        &q,
+        vec![],
+        2,
+        0,
+        Some(rescore(0.0, 0.0, (1.0, 150.0, 0.0))),
+    )
+    .await;
+    assert_eq!(bad, Err("validation".to_owned()), "a scale of 0 is refused");
     let count = call(
         &host,
         VECTORS,
@@ -287,7 +377,13 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         ),
         (
             "update-payload",
-            vec![episodes(), s("nope"), Val::List(vec![])],
+            vec![
+                episodes(),
+                Val::List(vec![
+                    payload_update("a1", vec![field("session", text("moved"))]),
+                    payload_update("nope", vec![]),
+                ]),
+            ],
             "not-found",
         ),
     ];
@@ -329,8 +425,10 @@ async fn data_survives_a_restart_and_a_torn_log_tail() {
         seed(&host).await;
         let update = vec![
             episodes(),
-            s("a3"),
-            Val::List(vec![field("session", text("moved"))]),
+            Val::List(vec![payload_update(
+                "a3",
+                vec![field("session", text("moved"))],
+            )]),
         ];
         assert_eq!(
             call(&host, VECTORS, "update-payload", update).await,

@@ -5,8 +5,8 @@
 //! plugin_dir = "target/wasm32-wasip2/release"   # relative component paths start here
 //!
 //! [limits]                  # every call into any component
-//! deadline_ms = 10000
-//! memory_mb = 256
+//! deadline_ms = 10000       # (stores: 60000)
+//! memory_mb = 256           # (stores: 2048)
 //!
 //! data_dir = "./data"      # the default store's directory (WW_DATA_DIR wins)
 //!
@@ -32,6 +32,10 @@ pub const DEFAULT_PLUGIN_DIR: &str = "target/wasm32-wasip2/release";
 
 /// The default store's data directory when neither the file nor `WW_DATA_DIR` says.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// A store's default memory limit, in MiB (100k episodes of 384 dimensions take about
+/// 300 MiB in the embedded store).
+pub const STORE_MEMORY_MB: usize = 2048;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,11 @@ impl Role {
         }
     }
 
+    /// The role whose interface is `interface`.
+    pub fn of_interface(interface: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.interface() == interface)
+    }
+
     /// The role's name in the configuration file.
     pub fn key(self) -> &'static str {
         match self {
@@ -113,6 +122,7 @@ impl Role {
         match self {
             Role::Embedder => Some("embedder_hash.wasm"),
             Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
+            Role::Episodic => Some("service_episodic.wasm"),
             _ => None,
         }
     }
@@ -224,6 +234,12 @@ impl FileConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR));
         let base_limits = self.limits.apply(CallLimits::default());
+        // A store holds every vector in memory and replays its log on first use: it gets
+        // more room and time unless the file says otherwise.
+        let store_limits = self.limits.apply(CallLimits {
+            deadline: Duration::from_secs(60),
+            memory_bytes: STORE_MEMORY_MB << 20,
+        });
         let mut specs: Vec<ComponentSpec> = Vec::new();
         for role in Role::ALL {
             let chosen = match self.roles.get(&role) {
@@ -255,7 +271,11 @@ impl FileConfig {
                 path,
                 roles: vec![role],
                 data_dir: chosen.data_dir.clone(),
-                limits: Some(chosen.limits.apply(base_limits)),
+                limits: Some(chosen.limits.apply(if role.is_store() {
+                    store_limits
+                } else {
+                    base_limits
+                })),
             });
         }
         for extra in &self.components {

@@ -3,12 +3,14 @@
 //! with boundary spans, and exports one trace per request.
 //!
 //! - [`config`]: the configuration file: which component serves each role.
+//! - [`memory`]: the host API of the memory services (validated, typed errors).
 //! - [`plugins`]: engine, loading, linking, calling components within a request.
 //! - [`tracing_capability`]: the host side of the WIT `tracing` interface.
 //! - [`telemetry`]: the tracer provider, exporters, sampling and counters.
 
 pub mod bindings;
 pub mod config;
+pub mod memory;
 pub mod plugins;
 pub mod telemetry;
 pub mod tracing_capability;

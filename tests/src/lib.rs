@@ -140,3 +140,45 @@ pub async fn run(
     .await
     .map(string_result)
 }
+
+/// A fresh, empty data directory for one test (removed first if a previous run left it).
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ww-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The default configuration (hash embedder, embedded store, episodic service) over the
+/// built components, with its data in `data_dir`.
+pub fn default_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig {
+    ww_host::config::FileConfig {
+        plugin_dir: Some(component_dir()),
+        data_dir: Some(data_dir.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The memory API over the default components, storing in `data_dir`, instantiated.
+pub async fn memory(
+    data_dir: &std::path::Path,
+    telemetry: Arc<Telemetry>,
+) -> ww_host::memory::Memory {
+    memory_with(default_config(data_dir), telemetry).await
+}
+
+/// The memory API over the components `config` names, instantiated.
+pub async fn memory_with(
+    config: ww_host::config::FileConfig,
+    telemetry: Arc<Telemetry>,
+) -> ww_host::memory::Memory {
+    let config = HostConfig {
+        components: config.component_specs(),
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    let host = ComponentHost::load(config, telemetry)
+        .await
+        .expect("load the default components");
+    host.warm_up().await.expect("instantiate");
+    ww_host::memory::Memory::new(Arc::new(host))
+}

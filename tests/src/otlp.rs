@@ -44,6 +44,22 @@ impl AttrValue {
             _ => None,
         }
     }
+
+    /// The integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            AttrValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The double, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            AttrValue::Double(d) => Some(*d),
+            _ => None,
+        }
+    }
 }
 
 fn convert_value(value: Option<AnyValue>) -> AttrValue {

@@ -10,13 +10,19 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use wasmtime::component::{Func, Instance, InstancePre, ResourceTable, Val};
+use wasmtime::component::{
+    ComponentNamedList, Func, Instance, InstancePre, Lift, Lower, ResourceTable, Val,
+};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::EPOCH_TICK;
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
+
+/// The future of one call into a component's store.
+type CallFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 /// Bounds on every call into a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,16 +354,62 @@ impl PluginComponent {
         Ok(func)
     }
 
-    /// Call `interface#function` within the request `scope`, which is handed back with
+    /// Call `interface#function` with dynamically typed values (the CLI's `invoke`, the
+    /// routes between components) within the request `scope`, which is handed back with
     /// the outcome. A trap discards the instance and ends this component's open spans as
     /// failed.
     pub async fn call(
         &self,
-        mut scope: RequestScope,
+        scope: RequestScope,
         interface: &str,
         function: &str,
         params: &[Val],
     ) -> (RequestScope, Result<Vec<Val>, CallError>) {
+        self.call_with(scope, interface, function, |store, func, _| {
+            Box::pin(async move {
+                let mut results = vec![Val::Bool(false); func.ty(&*store).results().len()];
+                func.call_async(store, params, &mut results).await?;
+                Ok(results)
+            })
+        })
+        .await
+    }
+
+    /// Call `interface#function` with Rust types generated from its WIT (the host API);
+    /// otherwise as [`PluginComponent::call`].
+    pub async fn call_typed<P, R>(
+        &self,
+        scope: RequestScope,
+        interface: &str,
+        function: &str,
+        params: P,
+    ) -> (RequestScope, Result<R, CallError>)
+    where
+        P: ComponentNamedList + Lower + Send + Sync + 'static,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        self.call_with(scope, interface, function, |store, func, _| {
+            Box::pin(async move {
+                let typed = func.typed::<P, R>(&*store)?;
+                typed.call_async(store, params).await
+            })
+        })
+        .await
+    }
+
+    /// The one call path: `invoke` runs the call on the live store. (Its third argument
+    /// only states that what the closure borrows, `'p`, outlives the store borrow `'a`.)
+    async fn call_with<'p, T>(
+        &self,
+        mut scope: RequestScope,
+        interface: &str,
+        function: &str,
+        invoke: impl for<'a> FnOnce(
+            &'a mut Store<ComponentState>,
+            Func,
+            std::marker::PhantomData<&'a &'p ()>,
+        ) -> CallFuture<'a, T>,
+    ) -> (RequestScope, Result<T, CallError>) {
         let mut slot = self.live.lock().await;
         let live = match slot.take() {
             Some(live) => live,
@@ -390,11 +442,10 @@ impl PluginComponent {
         };
         let detached = live.store.data_mut().tracing.enter(scope);
         live.store.set_epoch_deadline(self.deadline_ticks());
-        let mut results = vec![Val::Bool(false); func.ty(&live.store).results().len()];
-        let outcome = func.call_async(&mut live.store, params, &mut results).await;
+        let outcome = invoke(&mut live.store, func, std::marker::PhantomData).await;
         let mut scope = live.store.data_mut().tracing.leave(detached);
         match outcome {
-            Ok(()) => (scope, Ok(results)),
+            Ok(value) => (scope, Ok(value)),
             Err(error) => {
                 self.traps.fetch_add(1, Ordering::Relaxed);
                 let reason = self.trap_reason(&error);

@@ -13,16 +13,16 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, Val};
+use wasmtime::component::{Component, ComponentNamedList, Lift, Linker, Lower, Val};
 
 use crate::config::Role;
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::{self, IncomingContext, Outcome, RequestScope};
+use crate::tracing_capability::{self, IncomingContext, ProgressSink, RequestScope};
 pub use component::{CallError, CallLimits, ComponentState, PluginComponent, TrapReason};
 
 /// Interfaces the host itself implements; every other import must be routed to a
 /// component that exports it.
-const HOST_PROVIDED: [&str; 2] = ["wasi:", "ww:memory/tracing@"];
+const HOST_PROVIDED: [&str; 3] = ["wasi:", "ww:memory/tracing@", "ww:memory/progress@"];
 
 /// Whether the host itself implements `interface` (WASI, tracing).
 pub fn host_provided(interface: &str) -> bool {
@@ -208,7 +208,7 @@ fn shape_of(engine: &Engine, component: &Component) -> ComponentShape {
 }
 
 /// A traced request into the host: the root span it opens and the context it continues.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     /// Root span name (`mcp.recall_episodes`, ...).
     pub name: Cow<'static, str>,
@@ -220,6 +220,18 @@ pub struct Request {
     pub parent: Option<IncomingContext>,
     /// The W3C `baggage` the caller sent.
     pub baggage: Option<String>,
+    /// Where the components' progress reports go.
+    pub progress: Option<ProgressSink>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("parent", &self.parent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
@@ -231,7 +243,14 @@ impl Request {
             attributes: Vec::new(),
             parent: None,
             baggage: None,
+            progress: None,
         }
+    }
+
+    /// Send the components' progress reports to `sink`.
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
     }
 
     /// Continue the trace of a `traceparent` received from the caller.
@@ -411,6 +430,14 @@ impl ComponentHost {
         self.exporters.get(interface)
     }
 
+    /// The interfaces the component named `name` serves.
+    pub fn exporters_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.exporters
+            .iter()
+            .filter(move |(_, c)| c.name() == name)
+            .map(|(interface, _)| interface.as_str())
+    }
+
     /// Instantiate every component now rather than on first call.
     pub async fn warm_up(&self) -> Result<(), CallError> {
         for (component, _) in &self.components {
@@ -430,33 +457,125 @@ impl ComponentHost {
         function: &str,
         params: &[Val],
     ) -> Result<Vec<Val>, CallError> {
+        self.begin(request)
+            .invoke(interface, function, params)
+            .await
+    }
+
+    /// Open a request's root span; calls made through the returned [`RequestCall`] run
+    /// inside it, and it ends (with whatever guests left open) when that is dropped.
+    pub fn begin(&self, request: Request) -> RequestCall<'_> {
         let mut scope = RequestScope::new(
             self.telemetry.clone(),
             request.parent.as_ref(),
             request.baggage.as_deref(),
         );
+        scope.set_progress(request.progress);
         let root = scope.start(None, request.name, request.kind, request.attributes, None);
-        let Some(target) = self.exporters.get(interface) else {
-            let error = CallError::NoExporter {
-                interface: interface.to_owned(),
-            };
-            scope.end(
-                &None,
-                root,
-                Outcome::Error(error.to_string()),
-                vec![],
-                vec![],
-                Some(error.exception()),
-            );
-            return Err(error);
-        };
-        let (mut scope, result) = target.call(scope, interface, function, params).await;
-        if let Err(error) = &result {
-            scope.record_exception(&None, root, error.exception());
+        RequestCall {
+            host: self,
+            scope: Some(scope),
+            root,
         }
-        // Ends what guests left open, innermost first, then the root.
-        scope.finish();
+    }
+}
+
+/// One request in progress: its scope and root span. Dropping it ends the request.
+pub struct RequestCall<'h> {
+    host: &'h ComponentHost,
+    scope: Option<RequestScope>,
+    root: u64,
+}
+
+impl RequestCall<'_> {
+    /// The component serving `interface`, or the error (recorded on the root span).
+    fn target(&mut self, interface: &str) -> Result<Arc<PluginComponent>, CallError> {
+        match self.host.exporters.get(interface) {
+            Some(target) => Ok(target.clone()),
+            None => {
+                let error = CallError::NoExporter {
+                    interface: interface.to_owned(),
+                };
+                self.record(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn record(&mut self, error: &CallError) {
+        if let Some(scope) = &mut self.scope {
+            scope.record_exception(&None, self.root, error.exception());
+        }
+    }
+
+    fn take_scope(&mut self) -> RequestScope {
+        self.scope
+            .take()
+            .unwrap_or_else(|| RequestScope::new(self.host.telemetry.clone(), None, None))
+    }
+
+    fn settle<T>(
+        &mut self,
+        (scope, result): (RequestScope, Result<T, CallError>),
+    ) -> Result<T, CallError> {
+        self.scope = Some(scope);
+        if let Err(error) = &result {
+            self.record(error);
+        }
         result
+    }
+
+    /// Call with dynamically typed values.
+    pub async fn invoke(
+        &mut self,
+        interface: &str,
+        function: &str,
+        params: &[Val],
+    ) -> Result<Vec<Val>, CallError> {
+        let target = self.target(interface)?;
+        let scope = self.take_scope();
+        let outcome = target.call(scope, interface, function, params).await;
+        self.settle(outcome)
+    }
+
+    /// Call with the Rust types generated from the WIT.
+    pub async fn invoke_typed<P, R>(
+        &mut self,
+        interface: &str,
+        function: &str,
+        params: P,
+    ) -> Result<R, CallError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync + 'static,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let target = self.target(interface)?;
+        let scope = self.take_scope();
+        let outcome = target.call_typed(scope, interface, function, params).await;
+        self.settle(outcome)
+    }
+
+    /// Add attributes to the root span.
+    pub fn annotate(&mut self, attributes: Vec<KeyValue>) {
+        if let Some(scope) = &mut self.scope {
+            scope.set_attributes(&None, self.root, attributes);
+        }
+    }
+
+    /// Mark the root span failed, with an `exception` event.
+    pub fn fail(&mut self, exception: crate::tracing_capability::Exception) {
+        if let Some(scope) = &mut self.scope {
+            scope.record_exception(&None, self.root, exception);
+        }
+    }
+}
+
+impl Drop for RequestCall<'_> {
+    fn drop(&mut self) {
+        // Ends what guests left open, innermost first, then the root.
+        if let Some(scope) = self.scope.take() {
+            scope.finish();
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, Val};
 
 use super::component::{ComponentState, PluginComponent};
+use crate::config::Role;
 use crate::tracing_capability::{Outcome, RequestScope};
 
 /// Route every function of `interface`, imported by `caller`, to `target`'s export of it.
@@ -21,14 +22,18 @@ pub fn route_interface(
 ) -> wasmtime::Result<()> {
     let mut instance = linker.instance(interface)?;
     for function in functions {
+        let mut attributes = vec![
+            KeyValue::new("ww.component", target.name().to_owned()),
+            KeyValue::new("ww.caller", caller.to_string()),
+            KeyValue::new("ww.interface", interface.to_owned()),
+            KeyValue::new("ww.function", function.clone()),
+        ];
+        let role = Role::of_interface(interface);
+        attributes.extend(role_attributes(role, target.name(), function));
         let route = Arc::new(Route {
             span_name: format!("{}.{function}", target.name()),
-            attributes: vec![
-                KeyValue::new("ww.component", target.name().to_owned()),
-                KeyValue::new("ww.caller", caller.to_string()),
-                KeyValue::new("ww.interface", interface.to_owned()),
-                KeyValue::new("ww.function", function.clone()),
-            ],
+            role,
+            attributes,
             interface: interface.to_owned(),
             function: function.clone(),
             target: target.clone(),
@@ -38,11 +43,13 @@ pub fn route_interface(
             Box::new(async move {
                 let tracing = &mut store.data_mut().tracing;
                 let scope = tracing.scope_mut();
+                let mut attributes = route.attributes.clone();
+                call_attributes(route.role, params, &mut attributes);
                 let boundary = scope.start(
                     None,
                     Cow::Owned(route.span_name.clone()),
                     SpanKind::Client,
-                    route.attributes.clone(),
+                    attributes,
                     None,
                 );
                 let placeholder = RequestScope::new(scope.telemetry().clone(), None, None);
@@ -96,8 +103,66 @@ pub fn route_interface(
     Ok(())
 }
 
+/// The semantic-convention attributes every call of a role's function carries: the
+/// database ones for stores (`db.system.name` is the component's name: `embedded`,
+/// `qdrant`, `neo4j`), the GenAI ones for the embedder, and the OpenInference span kind
+/// Phoenix classifies spans by.
+fn role_attributes(role: Option<Role>, component: &str, function: &str) -> Vec<KeyValue> {
+    match role {
+        Some(Role::VectorStore | Role::GraphStore) => {
+            let mut attributes = vec![
+                KeyValue::new("db.system.name", component.to_owned()),
+                KeyValue::new("db.operation.name", function.to_owned()),
+            ];
+            if role == Some(Role::VectorStore) && function == "search" {
+                attributes.push(KeyValue::new("openinference.span.kind", "RETRIEVER"));
+            }
+            attributes
+        }
+        Some(Role::Embedder) => vec![
+            KeyValue::new("gen_ai.operation.name", "embeddings"),
+            KeyValue::new("openinference.span.kind", "EMBEDDING"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Attributes that depend on the arguments: the collection a vector-store call concerns,
+/// a search's limit, a batch's size, the number of texts embedded. Never values.
+fn call_attributes(role: Option<Role>, params: &[Val], attributes: &mut Vec<KeyValue>) {
+    let collection = |value: &Val| match value {
+        Val::Enum(name) => Some(KeyValue::new("db.collection.name", format!("ww_{name}"))),
+        _ => None,
+    };
+    match (role, params) {
+        (Some(Role::VectorStore), [Val::Record(fields), ..]) => {
+            for (name, value) in fields {
+                match (name.as_str(), value) {
+                    ("collection", value) => attributes.extend(collection(value)),
+                    ("limit", Val::U32(limit)) => attributes.push(KeyValue::new(
+                        "db.operation.parameter.limit",
+                        i64::from(*limit),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        (Some(Role::VectorStore), [first, rest @ ..]) => {
+            attributes.extend(collection(first));
+            if let Some(Val::List(items)) = rest.first() {
+                attributes.push(KeyValue::new("db.operation.batch.size", items.len() as i64));
+            }
+        }
+        (Some(Role::Embedder), [Val::List(texts)]) => {
+            attributes.push(KeyValue::new("ww.embedder.texts", texts.len() as i64));
+        }
+        _ => {}
+    }
+}
+
 struct Route {
     span_name: String,
+    role: Option<Role>,
     attributes: Vec<KeyValue>,
     interface: String,
     function: String,

@@ -16,7 +16,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::ww::memory::tracing as wit;
 use crate::telemetry::Telemetry;
 use limits::*;
-pub use scope::{Event, Exception, Outcome, Owner, RequestScope};
+pub use scope::{Event, Exception, Outcome, Owner, ProgressSink, RequestScope};
 pub use w3c::IncomingContext;
 
 /// The tracing state of one component's store: who it is, and the scope of the request
@@ -252,10 +252,21 @@ impl wit::Host for TracingCtx {
     }
 }
 
-/// Link the tracing interface for stores whose data exposes a [`TracingCtx`].
+/// Progress travels with the request like its spans: a service reports, the request's
+/// sink (if any) receives.
+impl crate::bindings::ww::memory::progress::Host for TracingCtx {
+    fn report(&mut self, done: u64, total: u64, mut message: String) {
+        self.truncated(&mut message, MAX_STRING_VALUE_BYTES);
+        self.scope.report_progress(done, total, &message);
+    }
+}
+
+/// Link the tracing and progress interfaces for stores whose data exposes a
+/// [`TracingCtx`].
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut TracingCtx,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
+    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)?;
+    crate::bindings::ww::memory::progress::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
 }

@@ -68,9 +68,14 @@ struct OpenSpan {
     events: usize,
 }
 
+/// Where a request's progress reports go (done, total — 0 when unknown —, message); the
+/// MCP gateway turns them into progress notifications.
+pub type ProgressSink = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
+
 /// The span stack and baggage of one request.
 pub struct RequestScope {
     telemetry: Arc<Telemetry>,
+    progress: Option<ProgressSink>,
     /// Open spans in start order; the last is the innermost.
     open: Vec<OpenSpan>,
     /// The parent of the request's first span, when the request came with one.
@@ -97,6 +102,7 @@ impl RequestScope {
     ) -> Self {
         let mut scope = Self {
             telemetry,
+            progress: None,
             open: Vec::new(),
             remote_parent: None,
             baggage: Vec::new(),
@@ -114,6 +120,18 @@ impl RequestScope {
         let parsed = w3c::parse_traceparent(traceparent, tracestate);
         self.count(|c| &c.invalid_parents, u64::from(parsed.is_none()));
         parsed
+    }
+
+    /// Send this request's progress reports to `sink`.
+    pub fn set_progress(&mut self, sink: Option<ProgressSink>) {
+        self.progress = sink;
+    }
+
+    /// A component's progress report, passed on when the request has a sink.
+    pub fn report_progress(&self, done: u64, total: u64, message: &str) {
+        if let Some(sink) = &self.progress {
+            sink(done, total, message);
+        }
     }
 
     /// The telemetry this scope records into.

@@ -58,3 +58,19 @@ pub mod combined_store {
         default_bindings_module: "ww_guest::bindings::combined_store",
     });
 }
+
+/// Bindings of the episodic-service world: the store and embedder clients it imports,
+/// the episodic interface it exports.
+pub mod episodic_service {
+    wit_bindgen::generate!({
+        world: "episodic-service",
+        path: "../../wit",
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_episodic",
+        default_bindings_module: "ww_guest::bindings::episodic_service",
+    });
+}

@@ -39,6 +39,8 @@ pub use bindings::combined_store::export_combined_store;
 #[doc(inline)]
 pub use bindings::embedder_provider::export_embedder;
 #[doc(inline)]
+pub use bindings::episodic_service::export_episodic;
+#[doc(inline)]
 pub use bindings::fixture_caller::export_fixture_caller;
 #[doc(inline)]
 pub use bindings::fixture_worker::export_fixture_worker;
@@ -61,6 +63,29 @@ pub mod store {
     pub use crate::bindings::combined_store::ww::memory::types::{
         Condition, Error, Field, FieldValue, Filter, Range, StoreHealth, ValidationError,
     };
+}
+
+/// The episodic service role: implement [`episodic::Guest`] and call
+/// `ww_guest::export_episodic!`; reach the stores and the embedder through [`services`].
+pub mod episodic {
+    pub use crate::bindings::episodic_service::exports::ww::memory::episodic::*;
+}
+
+/// What a memory service calls, each routed by the host to the component configured for
+/// the role, with a boundary span around the call.
+pub mod services {
+    pub use crate::bindings::episodic_service::ww::memory::embedder;
+    pub use crate::bindings::episodic_service::ww::memory::graph_store;
+    pub use crate::bindings::episodic_service::ww::memory::types::{
+        Condition, Error, Field, FieldValue, Filter, Range, StoreHealth, ValidationError,
+    };
+    pub use crate::bindings::episodic_service::ww::memory::vector_store;
+}
+
+/// Tell the caller how far a long operation has got (`total` 0 when unknown); the host
+/// forwards it as MCP progress when the client asked for it.
+pub fn report_progress(done: u64, total: u64, message: &str) {
+    bindings::ww::memory::progress::report(done, total, message);
 }
 
 /// The test fixtures' interfaces. Only the fixture components use these.

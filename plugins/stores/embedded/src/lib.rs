@@ -5,9 +5,11 @@
 //! synced: a call returns `Ok` only once its change is durable. On the first call after
 //! start — or after a trap, when the host gives it a fresh instance — the log is replayed;
 //! a torn tail is cut off and reported (stderr and a span event). Search is exact cosine
-//! similarity over the points that pass the filter.
+//! similarity over the points that pass the filter, optionally ranked by a rescoring
+//! formula in the same pass.
 
 mod filter;
+mod search;
 mod state;
 
 use std::cell::RefCell;
@@ -15,7 +17,9 @@ use std::path::Path;
 
 use state::{Op, State, edge_key, label_slot};
 use ww_guest::store::graph::{Direction, Edge, Neighbor, Node, NodeLabel, RelationType};
-use ww_guest::store::vector::{Collection, Point, ScoredPoint, SearchRequest, StoredPoint};
+use ww_guest::store::vector::{
+    Collection, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint, SearchRequest, StoredPoint,
+};
 use ww_guest::store::{
     Condition, Error, Field, Filter, GraphStore, StoreHealth, ValidationError, VectorStore,
 };
@@ -142,6 +146,23 @@ fn check_limit(limit: u32) -> Result<(), Error> {
     Ok(())
 }
 
+fn check_rescore(formula: &Rescore) -> Result<(), Error> {
+    let finite = |x: f64| x.is_finite();
+    let terms_ok = formula.terms.iter().all(|term| match term {
+        ScoreTerm::Linear((_, weight)) => finite(*weight),
+        ScoreTerm::ExpDecay(decay) => {
+            finite(decay.weight) && finite(decay.origin) && finite(decay.scale) && decay.scale > 0.0
+        }
+    });
+    if !finite(formula.similarity_weight) || !terms_ok {
+        return Err(invalid(
+            "rescore",
+            "weights and origins must be finite and scales positive",
+        ));
+    }
+    Ok(())
+}
+
 fn check_fields(fields: &[Field]) -> Result<(), Error> {
     use ww_guest::store::FieldValue;
     for field in fields {
@@ -199,46 +220,35 @@ impl VectorStore for EmbeddedStore {
 
     fn search(request: SearchRequest) -> Result<Vec<ScoredPoint>, Error> {
         check_limit(request.limit)?;
+        if request.offset > MAX_LIMIT {
+            return Err(invalid("offset", format!("must be at most {MAX_LIMIT}")));
+        }
+        if let Some(formula) = &request.rescore {
+            check_rescore(formula)?;
+        }
         with_store(|store| {
             let dimension = store.dimension(request.collection)?;
             check_vector(&request.vector, dimension)?;
-            let query_norm = request.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
             let Some(data) = store.state.collection(request.collection) else {
                 return Ok(Vec::new());
             };
-            let mut scored: Vec<(f32, &String, &state::StoredVector)> = data
-                .points
-                .iter()
-                .filter(|(_, p)| filter::matches(&p.payload, &request.filter))
-                .map(|(id, p)| {
-                    let dot: f32 = p
-                        .vector
-                        .iter()
-                        .zip(&request.vector)
-                        .map(|(a, b)| a * b)
-                        .sum();
-                    let denominator = p.norm * query_norm;
-                    (
-                        if denominator > 0.0 {
-                            dot / denominator
-                        } else {
-                            0.0
-                        },
-                        id,
-                        p,
-                    )
-                })
-                .collect();
-            add_span_attribute("store.candidates", scored.len());
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let hits: Vec<ScoredPoint> = scored
+            let keep = (request.offset + request.limit) as usize;
+            let (hits, candidates) = search::top(
+                data,
+                &request.vector,
+                request.rescore.as_ref(),
+                keep,
+                |payload| filter::matches(payload, &request.filter),
+            );
+            add_span_attribute("store.candidates", candidates);
+            let hits: Vec<ScoredPoint> = hits
                 .into_iter()
                 .skip(request.offset as usize)
-                .take(request.limit as usize)
-                .map(|(score, id, point)| ScoredPoint {
-                    id: id.clone(),
-                    score,
-                    payload: point.payload.clone(),
+                .map(|hit| ScoredPoint {
+                    id: hit.id.clone(),
+                    score: hit.score,
+                    similarity: hit.similarity,
+                    payload: hit.payload.to_vec(),
                 })
                 .collect();
             add_span_attribute("db.response.returned_rows", hits.len());
@@ -282,20 +292,25 @@ impl VectorStore for EmbeddedStore {
         })
     }
 
-    fn update_payload(collection: Collection, id: String, fields: Vec<Field>) -> Result<(), Error> {
-        check_fields(&fields)?;
+    fn update_payload(collection: Collection, updates: Vec<PayloadUpdate>) -> Result<(), Error> {
+        for update in &updates {
+            check_fields(&update.fields)?;
+        }
         with_store(|store| {
-            let exists = store
-                .state
-                .collection(collection)
-                .is_some_and(|data| data.points.contains_key(&id));
-            if !exists {
-                return Err(Error::NotFound(format!("no point {id} in {collection:?}")));
+            let data = store.state.collection(collection);
+            if let Some(missing) = updates
+                .iter()
+                .find(|u| data.is_none_or(|data| !data.points.contains_key(&u.id)))
+            {
+                return Err(Error::NotFound(format!(
+                    "no point {} in {collection:?}",
+                    missing.id
+                )));
             }
+            add_span_attribute("db.operation.batch.size", updates.len());
             store.commit(Op::UpdatePayload {
                 collection,
-                id,
-                fields,
+                updates,
             })
         })
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use ww_guest::store::Field;
 use ww_guest::store::graph::{Edge, Node, NodeLabel, RelationType};
-use ww_guest::store::vector::{Collection, Point};
+use ww_guest::store::vector::{Collection, PayloadUpdate, Point};
 
 /// One durable change, as written to the log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,8 +25,7 @@ pub enum Op {
     },
     UpdatePayload {
         collection: Collection,
-        id: String,
-        fields: Vec<Field>,
+        updates: Vec<PayloadUpdate>,
     },
     UpsertNode(Node),
     UpdateNode {
@@ -75,10 +74,6 @@ pub fn edge_key(source: &str, relation: RelationType, target: &str) -> EdgeKey {
     (source.to_owned(), relation as u8, target.to_owned())
 }
 
-fn norm(vector: &[f32]) -> f32 {
-    vector.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
 /// Set fields: replace those with the same name, add the others.
 pub fn merge(fields: &mut Vec<Field>, updates: Vec<Field>) {
     for update in updates {
@@ -108,7 +103,7 @@ impl State {
             Op::Upsert { collection, points } => {
                 if let Some(data) = self.collections[slot(collection)].as_mut() {
                     for point in points {
-                        let norm = norm(&point.vector);
+                        let norm = crate::search::norm(&point.vector);
                         data.points.insert(
                             point.id,
                             StoredVector {
@@ -129,14 +124,14 @@ impl State {
             }
             Op::UpdatePayload {
                 collection,
-                id,
-                fields,
+                updates,
             } => {
-                let point = self.collections[slot(collection)]
-                    .as_mut()
-                    .and_then(|data| data.points.get_mut(&id));
-                if let Some(point) = point {
-                    merge(&mut point.payload, fields);
+                if let Some(data) = self.collections[slot(collection)].as_mut() {
+                    for update in updates {
+                        if let Some(point) = data.points.get_mut(&update.id) {
+                            merge(&mut point.payload, update.fields);
+                        }
+                    }
                 }
             }
             Op::UpsertNode(node) => {

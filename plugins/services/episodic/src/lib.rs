@@ -1,0 +1,589 @@
+//! Episodic memory (SPEC 6, tools 1–4): each episode is a point in the `episodes`
+//! collection (its embedding and payload) and a node in the graph, linked to its session's
+//! previous episode by a `follows` edge. Recall ranks by the four-part score in the store's
+//! one pass (a rescoring formula), then reinforces what it returns in one write.
+//!
+//! The session is always the host's (bound at connection); an episode of another session
+//! is reported as not found, never returned.
+
+mod episode;
+mod score;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use episode::Stored;
+use ww_guest::episodic::{
+    Episode, Guest, LightReport, NewEpisode, PointInTimeRequest, RecallRequest, RecalledEpisode,
+    ValenceChange,
+};
+use ww_guest::services::embedder;
+use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel, RelationType};
+use ww_guest::services::vector_store::{
+    self as vectors, Collection, PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
+};
+use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range, ValidationError};
+use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, span, traced};
+
+/// Bytes of episode content, at most.
+const MAX_CONTENT: usize = 100_000;
+/// Bytes of a query, at most.
+const MAX_QUERY: usize = 10_000;
+/// Bytes of a context value or key, at most, and extra context entries.
+const MAX_CONTEXT_VALUE: usize = 1_000;
+const MAX_CONTEXT_ENTRIES: usize = 32;
+/// Results per recall, at most, and how deep `offset` may page.
+const MAX_LIMIT: u32 = 100;
+const MAX_OFFSET: u32 = 10_000;
+/// Cosine similarity at or above which light consolidation marks a duplicate.
+const DUPLICATE_SIMILARITY: f32 = 0.95;
+/// Points read per page when scanning all episodes.
+const PAGE: u32 = 1_000;
+
+thread_local! {
+    /// The dimension the `episodes` collection was ensured with, once per instance.
+    static DIMENSION: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Each session's latest episode (id, sequence), learnt from the store on first use.
+    static HEADS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::Validation(ValidationError {
+        field: Some(field.to_owned()),
+        message: message.into(),
+    })
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {max} are accepted", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_unit(field: &str, value: f64) -> Result<(), Error> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(invalid(field, "must be a number between 0 and 1"));
+    }
+    Ok(())
+}
+
+fn check_session(session: &str) -> Result<(), Error> {
+    if session.is_empty() || session.len() > MAX_CONTEXT_VALUE {
+        return Err(invalid("session", "the session id is missing or too long"));
+    }
+    Ok(())
+}
+
+fn check_page(limit: u32, offset: u32) -> Result<(), Error> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if offset > MAX_OFFSET {
+        return Err(invalid("offset", format!("must be at most {MAX_OFFSET}")));
+    }
+    Ok(())
+}
+
+fn check_context(episode: &NewEpisode) -> Result<(), Error> {
+    let context = &episode.context;
+    if context.extra.len() > MAX_CONTEXT_ENTRIES {
+        return Err(invalid(
+            "context",
+            format!("at most {MAX_CONTEXT_ENTRIES} extra entries"),
+        ));
+    }
+    let named = [
+        ("context.project", &context.project),
+        ("context.file", &context.file),
+        ("context.tool", &context.tool),
+    ];
+    for (field, value) in named {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_CONTEXT_VALUE) {
+            return Err(invalid(field, format!("at most {MAX_CONTEXT_VALUE} bytes")));
+        }
+    }
+    for (key, value) in &context.extra {
+        if key.is_empty() || key.len() > MAX_CONTEXT_VALUE || value.len() > MAX_CONTEXT_VALUE {
+            return Err(invalid(
+                "context",
+                format!(
+                    "keys must be non-empty; keys and values at most {MAX_CONTEXT_VALUE} bytes"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `episodes` collection, ensured with the embedder's dimension on first use.
+fn ensure_collection() -> Result<(), Error> {
+    if DIMENSION.get().is_some() {
+        return Ok(());
+    }
+    let dimension = embedder::dimension();
+    vectors::ensure_collection(Collection::Episodes, dimension)?;
+    DIMENSION.set(Some(dimension));
+    Ok(())
+}
+
+fn embed(text: &str) -> Result<Vec<f32>, Error> {
+    let mut vectors = embedder::embed(&[text.to_owned()])?;
+    match vectors.pop() {
+        Some(vector) if vectors.is_empty() => Ok(vector),
+        _ => Err(Error::Embedding(
+            "the embedder returned a different number of vectors than texts".to_owned(),
+        )),
+    }
+}
+
+fn session_filter(session: &str) -> Condition {
+    Condition::Equals(Field {
+        name: episode::SESSION.to_owned(),
+        value: FieldValue::Text(session.to_owned()),
+    })
+}
+
+fn time_range(field: &str, from: Option<i64>, to: Option<i64>) -> Option<Condition> {
+    (from.is_some() || to.is_some()).then(|| {
+        Condition::Within(Range {
+            name: field.to_owned(),
+            gte: from.map(|t| t as f64),
+            lte: to.map(|t| t as f64),
+        })
+    })
+}
+
+/// The session's latest episode (id, sequence): remembered, or asked of the store.
+fn session_head(session: &str) -> Result<Option<(String, i64)>, Error> {
+    if let Some(head) = HEADS.with_borrow(|heads| heads.get(session).cloned()) {
+        return Ok(Some(head));
+    }
+    let latest = Rescore {
+        similarity_weight: 0.0,
+        terms: vec![vectors::ScoreTerm::Linear((
+            episode::SEQUENCE.to_owned(),
+            1.0,
+        ))],
+    };
+    let hits = vectors::search(&SearchRequest {
+        collection: Collection::Episodes,
+        vector: vec![0.0; DIMENSION.get().unwrap_or(1) as usize],
+        filter: Filter {
+            must: vec![session_filter(session)],
+            must_not: vec![],
+        },
+        limit: 1,
+        offset: 0,
+        rescore: Some(latest),
+    })?;
+    let head = match hits.into_iter().next() {
+        Some(hit) => Some((hit.id, Stored::new(&hit.payload).sequence()?)),
+        None => None,
+    };
+    if let Some(head) = &head {
+        HEADS.with_borrow_mut(|heads| heads.insert(session.to_owned(), head.clone()));
+    }
+    Ok(head)
+}
+
+/// The episode `id` of `session`; another session's episode is not found.
+fn fetch(session: &str, id: &str) -> Result<Episode, Error> {
+    let not_found = || Error::NotFound(format!("no episode {id} in this session"));
+    let point = vectors::get(Collection::Episodes, &[id.to_owned()], false)?
+        .into_iter()
+        .next()
+        .ok_or_else(not_found)?;
+    let stored = Stored::new(&point.payload);
+    if stored.session().as_deref() != Some(session) {
+        return Err(not_found());
+    }
+    stored.episode(point.id.clone())
+}
+
+#[traced("episodic.create", kind = Internal)]
+fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
+    check_session(&new.session)?;
+    check_text("content", &new.content, MAX_CONTENT)?;
+    check_unit("valence", new.valence)?;
+    check_context(&new)?;
+    add_span_attribute("session.id", new.session.clone());
+    add_span_attribute("episode.outcome", episode::outcome_name(new.outcome));
+    add_span_attribute("episode.content.length", new.content.len());
+    ensure_collection()?;
+    let vector = embed(&new.content)?;
+    let previous = session_head(&new.session)?;
+    let sequence = previous.as_ref().map_or(1, |(_, s)| s + 1);
+    let id = new_id(now);
+    let episode = Episode {
+        id: id.clone(),
+        session: new.session,
+        content: new.content,
+        context: new.context,
+        outcome: new.outcome,
+        valence: new.valence,
+        event_time: new.event_time.unwrap_or(now),
+        ingestion_time: now,
+        access_count: 0,
+        stability: score::INITIAL_STABILITY,
+        last_access: now,
+        previous: previous.map(|(id, _)| id),
+        duplicate_of: None,
+    };
+    // Graph first, the point last: an episode is visible to recall only once all of it
+    // is stored.
+    graph::upsert_node(&Node {
+        id: id.clone(),
+        label: NodeLabel::Episode,
+        properties: vec![
+            episode::text(episode::SESSION, &episode.session),
+            episode::integer(episode::EVENT_TIME, episode.event_time),
+        ],
+    })?;
+    if let Some(previous) = &episode.previous {
+        graph::upsert_edge(&Edge {
+            source: id.clone(),
+            target: previous.clone(),
+            relation: RelationType::Follows,
+            weight: 1.0,
+            properties: vec![],
+        })?;
+        add_span_attribute("episode.previous", previous.clone());
+    }
+    vectors::upsert(
+        Collection::Episodes,
+        &[Point {
+            id: id.clone(),
+            vector,
+            payload: episode::to_payload(&episode, sequence),
+        }],
+    )?;
+    HEADS.with_borrow_mut(|heads| heads.insert(episode.session.clone(), (id.clone(), sequence)));
+    add_span_attribute("episode.id", id);
+    add_span_attribute("episode.sequence", sequence);
+    Ok(episode)
+}
+
+/// A time-ordered unique id (UUID v7 at `now`).
+fn new_id(now: i64) -> String {
+    let millis = u64::try_from(now).unwrap_or(0);
+    let timestamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        (millis % 1000) as u32 * 1_000_000,
+    );
+    uuid::Uuid::new_v7(timestamp).to_string()
+}
+
+/// Hits as episodes, with their scores computed by `score_of`.
+fn scored(
+    hits: Vec<vectors::ScoredPoint>,
+    score_of: impl Fn(f32, &Episode) -> ww_guest::episodic::EpisodeScore,
+) -> Result<Vec<RecalledEpisode>, Error> {
+    let _scoring = span("scoring_computation").attr("scoring.candidates", hits.len());
+    hits.into_iter()
+        .map(|hit| {
+            let episode = Stored::new(&hit.payload).episode(hit.id)?;
+            Ok(RecalledEpisode {
+                score: score_of(hit.similarity, &episode),
+                episode,
+            })
+        })
+        .collect()
+}
+
+#[traced("episodic.recall", kind = Internal)]
+fn recall(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
+    check_session(&request.session)?;
+    check_text("query", &request.query, MAX_QUERY)?;
+    check_page(request.limit, request.offset)?;
+    if let (Some(start), Some(end)) = (request.time_start, request.time_end)
+        && start > end
+    {
+        return Err(invalid("time_start", "must not be after time_end"));
+    }
+    add_span_attribute("session.id", request.session.clone());
+    add_span_attribute("recall.limit", request.limit);
+    add_span_attribute("recall.offset", request.offset);
+    add_span_attribute("recall.query.length", request.query.len());
+    ensure_collection()?;
+    let vector = embed(&request.query)?;
+    let mut must = vec![session_filter(&request.session)];
+    must.extend(time_range(
+        episode::EVENT_TIME,
+        request.time_start,
+        request.time_end,
+    ));
+    if let Some(outcome) = request.outcome {
+        must.push(Condition::Equals(episode::text(
+            episode::OUTCOME,
+            episode::outcome_name(outcome),
+        )));
+    }
+    must.push(Condition::Missing(episode::DUPLICATE_OF.to_owned()));
+    let hits = vectors::search(&SearchRequest {
+        collection: Collection::Episodes,
+        vector,
+        filter: Filter {
+            must,
+            must_not: vec![],
+        },
+        limit: request.limit,
+        offset: request.offset,
+        rescore: Some(score::recall_formula(request.now)),
+    })?;
+    let now = request.now;
+    let mut recalled = scored(hits, |cosine, e| {
+        score::recall_score(cosine, e.event_time, now, e.outcome, e.valence)
+    })?;
+    reinforce(&mut recalled, now)?;
+    add_span_attribute("recall.results", recalled.len());
+    if let Some(top) = recalled.first() {
+        add_span_attribute("recall.top_score", top.score.total);
+        add_span_attribute("recall.top_id", top.episode.id.clone());
+    }
+    Ok(recalled)
+}
+
+/// Recall strengthens what it returns: access count +1, S ← S + 0.1·(2 − S), last access
+/// now, all in one durable write.
+fn reinforce(recalled: &mut [RecalledEpisode], now: i64) -> Result<(), Error> {
+    if recalled.is_empty() {
+        return Ok(());
+    }
+    let updates: Vec<PayloadUpdate> = recalled
+        .iter_mut()
+        .map(|hit| {
+            let episode = &mut hit.episode;
+            episode.access_count = episode.access_count.saturating_add(1);
+            episode.stability = score::reinforce(episode.stability);
+            episode.last_access = now;
+            PayloadUpdate {
+                id: episode.id.clone(),
+                fields: vec![
+                    episode::integer(episode::ACCESS_COUNT, i64::from(episode.access_count)),
+                    episode::number(episode::STABILITY, episode.stability),
+                    episode::integer(episode::LAST_ACCESS, now),
+                ],
+            }
+        })
+        .collect();
+    vectors::update_payload(Collection::Episodes, &updates)?;
+    add_span_event("episodes.reinforced", vec![kv("count", updates.len())]);
+    Ok(())
+}
+
+#[traced("episodic.query_at_time", kind = Internal)]
+fn query_at_time(request: PointInTimeRequest) -> Result<Vec<RecalledEpisode>, Error> {
+    check_session(&request.session)?;
+    check_text("query", &request.query, MAX_QUERY)?;
+    check_page(request.limit, 0)?;
+    check_unit("recency_weight", request.recency_weight)?;
+    add_span_attribute("session.id", request.session.clone());
+    add_span_attribute("recall.limit", request.limit);
+    add_span_attribute("query.point_in_time", request.point_in_time);
+    ensure_collection()?;
+    let vector = embed(&request.query)?;
+    let mut must = vec![session_filter(&request.session)];
+    must.extend(time_range(
+        episode::INGESTION_TIME,
+        None,
+        Some(request.point_in_time),
+    ));
+    must.push(Condition::Missing(episode::DUPLICATE_OF.to_owned()));
+    let hits = vectors::search(&SearchRequest {
+        collection: Collection::Episodes,
+        vector,
+        filter: Filter {
+            must,
+            must_not: vec![],
+        },
+        limit: request.limit,
+        offset: 0,
+        rescore: Some(score::point_in_time_formula(
+            request.point_in_time,
+            request.recency_weight,
+        )),
+    })?;
+    let (at, weight) = (request.point_in_time, request.recency_weight);
+    let found = scored(hits, |cosine, e| {
+        score::point_in_time_score(cosine, e.event_time, at, weight, e.outcome, e.valence)
+    })?;
+    add_span_attribute("recall.results", found.len());
+    if let Some(top) = found.first() {
+        add_span_attribute("recall.top_score", top.score.total);
+    }
+    Ok(found)
+}
+
+#[traced("episodic.mark_important", kind = Internal)]
+fn mark_important(
+    session: String,
+    id: String,
+    new_valence: Option<f64>,
+) -> Result<ValenceChange, Error> {
+    check_session(&session)?;
+    if let Some(valence) = new_valence {
+        check_unit("new_valence", valence)?;
+    }
+    add_span_attribute("episode.id", id.clone());
+    ensure_collection()?;
+    let episode = fetch(&session, &id)?;
+    let old = episode.valence;
+    let new = new_valence.unwrap_or(old + 0.2).clamp(0.0, 1.0);
+    vectors::update_payload(
+        Collection::Episodes,
+        &[PayloadUpdate {
+            id,
+            fields: vec![episode::number(episode::VALENCE, new)],
+        }],
+    )?;
+    add_span_attribute("episode.valence.old", old);
+    add_span_attribute("episode.valence.new", new);
+    Ok(ValenceChange { old, new })
+}
+
+/// Cosine similarity of two vectors.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    let denominator = (na * nb).sqrt();
+    if denominator > 0.0 {
+        dot / denominator
+    } else {
+        0.0
+    }
+}
+
+/// One episode as light consolidation sees it.
+struct Candidate {
+    id: String,
+    event_time: i64,
+    vector: Vec<f32>,
+}
+
+fn candidate(point: StoredPoint) -> Result<(String, Candidate), Error> {
+    let stored = Stored::new(&point.payload);
+    let episode = stored.episode(point.id.clone())?;
+    let vector = point.vector.ok_or_else(|| {
+        Error::Storage("the store returned a point without its vector".to_owned())
+    })?;
+    Ok((
+        episode.session,
+        Candidate {
+            id: point.id,
+            event_time: episode.event_time,
+            vector,
+        },
+    ))
+}
+
+#[traced("episodic.consolidate_light", kind = Internal)]
+fn consolidate_light() -> Result<LightReport, Error> {
+    ensure_collection()?;
+    let unmarked = Filter {
+        must: vec![Condition::Missing(episode::DUPLICATE_OF.to_owned())],
+        must_not: vec![],
+    };
+    let total = vectors::count(Collection::Episodes, &unmarked)?;
+    let mut sessions: HashMap<String, Vec<Candidate>> = HashMap::new();
+    let mut after = None;
+    let mut examined = 0u64;
+    loop {
+        let page = vectors::scroll(
+            Collection::Episodes,
+            &unmarked,
+            after.as_deref(),
+            PAGE,
+            true,
+        )?;
+        let last = page.last().map(|p| p.id.clone());
+        for point in page {
+            let (session, candidate) = candidate(point)?;
+            sessions.entry(session).or_default().push(candidate);
+            examined += 1;
+        }
+        report_progress(examined, total, "reading episodes");
+        match last {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    // Within each session, oldest first: an episode nearly identical to an earlier kept
+    // one is marked as its duplicate.
+    let mut updates = Vec::new();
+    for episodes in sessions.values_mut() {
+        episodes.sort_by(|a, b| {
+            a.event_time
+                .cmp(&b.event_time)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut kept: Vec<&Candidate> = Vec::new();
+        for episode in episodes.iter() {
+            match kept
+                .iter()
+                .find(|original| cosine(&original.vector, &episode.vector) >= DUPLICATE_SIMILARITY)
+            {
+                Some(original) => updates.push(PayloadUpdate {
+                    id: episode.id.clone(),
+                    fields: vec![episode::text(episode::DUPLICATE_OF, &original.id)],
+                }),
+                None => kept.push(episode),
+            }
+        }
+    }
+    for batch in updates.chunks(PAGE as usize) {
+        vectors::update_payload(Collection::Episodes, batch)?;
+    }
+    add_span_attribute("consolidation.examined", examined);
+    add_span_attribute("consolidation.duplicates", updates.len());
+    report_progress(examined, examined, "duplicates marked");
+    Ok(LightReport {
+        examined,
+        marked_duplicates: updates.len() as u64,
+    })
+}
+
+struct Episodic;
+
+impl Guest for Episodic {
+    fn create_episode(episode: NewEpisode, now: i64) -> Result<Episode, Error> {
+        create(episode, now)
+    }
+
+    fn recall_episodes(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
+        recall(request)
+    }
+
+    fn query_at_time(request: PointInTimeRequest) -> Result<Vec<RecalledEpisode>, Error> {
+        query_at_time(request)
+    }
+
+    fn mark_important(
+        session: String,
+        episode_id: String,
+        new_valence: Option<f64>,
+        _now: i64,
+    ) -> Result<ValenceChange, Error> {
+        mark_important(session, episode_id, new_valence)
+    }
+
+    fn consolidate_light(_now: i64) -> Result<LightReport, Error> {
+        consolidate_light()
+    }
+}
+
+ww_guest::export_episodic!(Episodic);

@@ -627,3 +627,168 @@ async fn the_graph_keeps_typed_edges_and_refuses_bad_ones() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn variant(case: &str, value: Val) -> Val {
+    Val::Variant(case.into(), Some(Box::new(value)))
+}
+
+fn filter_with(must: Vec<Val>, must_not: Vec<Val>) -> Val {
+    Val::Record(vec![
+        ("must".into(), Val::List(must)),
+        ("must-not".into(), Val::List(must_not)),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_condition_filters_as_documented() {
+    let dir = data_dir("conditions");
+    let host = store(&dir, None).await;
+    call(
+        &host,
+        VECTORS,
+        "ensure-collection",
+        vec![episodes(), Val::U32(2)],
+    )
+    .await
+    .unwrap();
+    let long = "a long text that is well over sixty-four bytes, so it is kept as it is".repeat(2);
+    let payload = |tags: &[&str], flag: bool, score: Val, note: &str| {
+        Val::List(vec![
+            field(
+                "tags",
+                variant("texts", Val::List(tags.iter().map(|t| s(t)).collect())),
+            ),
+            field("flag", variant("flag", Val::Bool(flag))),
+            field("score", score),
+            field("note", text(note)),
+        ])
+    };
+    let point = |id: &str, payload: Val| {
+        Val::Record(vec![
+            ("id".into(), s(id)),
+            ("vector".into(), floats(&[1.0, 0.0])),
+            ("payload".into(), payload),
+        ])
+    };
+    let points = Val::List(vec![
+        point("p1", payload(&["red", "blue"], true, int(3), "short")),
+        point(
+            "p2",
+            payload(
+                &["green"],
+                false,
+                variant("number", Val::Float64(3.0)),
+                &long,
+            ),
+        ),
+        point(
+            "p3",
+            payload(&[], true, variant("number", Val::Float64(2.5)), "other"),
+        ),
+        point("p4", Val::List(vec![])),
+    ]);
+    call(&host, VECTORS, "upsert", vec![episodes(), points])
+        .await
+        .unwrap();
+    let found = async |must: Vec<Val>, must_not: Vec<Val>| {
+        let request = Val::Record(vec![
+            ("collection".into(), episodes()),
+            ("vector".into(), floats(&[1.0, 0.0])),
+            ("filter".into(), filter_with(must, must_not)),
+            ("limit".into(), Val::U32(10)),
+            ("offset".into(), Val::U32(0)),
+            ("rescore".into(), Val::Option(None)),
+        ]);
+        let mut ids = ids(call(&host, VECTORS, "search", vec![request]).await.unwrap());
+        ids.sort();
+        ids
+    };
+    // A text list contains a text; integers and numbers compare as numbers.
+    assert_eq!(
+        found(vec![equals("tags", text("blue"))], vec![]).await,
+        ["p1"]
+    );
+    assert_eq!(
+        found(vec![equals("score", int(3))], vec![]).await,
+        ["p1", "p2"]
+    );
+    assert_eq!(
+        found(
+            vec![equals("score", variant("number", Val::Float64(3.0)))],
+            vec![]
+        )
+        .await,
+        ["p1", "p2"]
+    );
+    assert_eq!(
+        found(
+            vec![equals("flag", variant("flag", Val::Bool(true)))],
+            vec![]
+        )
+        .await,
+        ["p1", "p3"]
+    );
+    // Long texts compare in full; a value no point has matches nothing.
+    assert_eq!(
+        found(vec![equals("note", text(&long))], vec![]).await,
+        ["p2"]
+    );
+    assert_eq!(
+        found(vec![equals("note", text("absent"))], vec![]).await,
+        Vec::<String>::new()
+    );
+    let any_of = variant(
+        "any-of",
+        Val::Tuple(vec![
+            s("note"),
+            Val::List(vec![text("short"), text("other")]),
+        ]),
+    );
+    assert_eq!(found(vec![any_of], vec![]).await, ["p1", "p3"]);
+    assert_eq!(
+        found(vec![within("score", Some(2.6), None)], vec![]).await,
+        ["p1", "p2"]
+    );
+    // `missing`, and `must-not`.
+    let missing = |name: &str| variant("missing", s(name));
+    assert_eq!(found(vec![missing("score")], vec![]).await, ["p4"]);
+    assert_eq!(found(vec![missing("never-seen")], vec![]).await.len(), 4);
+    assert_eq!(
+        found(
+            vec![],
+            vec![equals("flag", variant("flag", Val::Bool(true)))]
+        )
+        .await,
+        ["p2", "p4"]
+    );
+    // Updating a field changes what filters see; deleting a point moves another into its
+    // place without mixing their fields.
+    let update = Val::List(vec![payload_update(
+        "p4",
+        vec![field("note", text("short"))],
+    )]);
+    call(&host, VECTORS, "update-payload", vec![episodes(), update])
+        .await
+        .unwrap();
+    assert_eq!(
+        found(vec![equals("note", text("short"))], vec![]).await,
+        ["p1", "p4"]
+    );
+    call(
+        &host,
+        VECTORS,
+        "delete",
+        vec![episodes(), Val::List(vec![s("p1")])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        found(vec![equals("note", text("short"))], vec![]).await,
+        ["p4"]
+    );
+    assert_eq!(
+        found(vec![equals("tags", text("green"))], vec![]).await,
+        ["p2"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

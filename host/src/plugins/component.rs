@@ -46,7 +46,7 @@ impl Default for CallLimits {
 pub struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MeasuredLimits,
     /// The tracing capability's per-store state.
     pub tracing: TracingCtx,
 }
@@ -57,6 +57,57 @@ impl WasiView for ComponentState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's limits, counting the linear memory its instance holds as it grows.
+struct MeasuredLimits {
+    limits: StoreLimits,
+    memory: Arc<AtomicU64>,
+}
+
+impl wasmtime::ResourceLimiter for MeasuredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory
+                .fetch_add((desired - current) as u64, Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 
@@ -176,6 +227,8 @@ pub struct PluginComponent {
     live: tokio::sync::Mutex<Option<Live>>,
     instantiations: AtomicU64,
     traps: AtomicU64,
+    /// Linear memory of the live instance, in bytes.
+    memory: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PluginComponent {
@@ -208,6 +261,7 @@ impl PluginComponent {
             live: tokio::sync::Mutex::new(None),
             instantiations: AtomicU64::new(0),
             traps: AtomicU64::new(0),
+            memory: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -249,6 +303,11 @@ impl PluginComponent {
         self.instantiations.load(Ordering::Relaxed)
     }
 
+    /// Linear memory the live instance holds, in bytes (0 before the first call).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed)
+    }
+
     /// Calls that trapped.
     pub fn traps(&self) -> u64 {
         self.traps.load(Ordering::Relaxed)
@@ -286,6 +345,8 @@ impl PluginComponent {
     async fn new_live(&self) -> Result<Live, CallError> {
         // No network for anyone, and no filesystem beyond a configured data directory
         // (stores only); stderr for panic messages. Stdout is not theirs: it carries MCP.
+        // A fresh instance replaces any earlier one: its memories count up from zero.
+        self.memory.store(0, Ordering::Relaxed);
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         if let Some(dir) = &self.data_dir {
@@ -298,10 +359,13 @@ impl PluginComponent {
         let state = ComponentState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MeasuredLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory: self.memory.clone(),
+            },
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
         };
         let mut store = Store::new(&self.engine, state);

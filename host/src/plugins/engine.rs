@@ -19,6 +19,16 @@ pub fn build_engine(cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
     // (each span start and end) pays for async-task bookkeeping it never uses.
     config.concurrency_support(false);
     config.epoch_interruption(true);
+    // `WW_WASM_PROFILER=jitdump` (or `perfmap`) lets `perf` see inside components.
+    match std::env::var("WW_WASM_PROFILER").as_deref() {
+        Ok("jitdump") => {
+            config.profiler(wasmtime::ProfilingStrategy::JitDump);
+        }
+        Ok("perfmap") => {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        _ => {}
+    }
     if let Some(dir) = cache_dir {
         let mut cache = CacheConfig::new();
         cache.with_directory(dir);

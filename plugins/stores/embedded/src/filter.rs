@@ -1,6 +1,7 @@
-//! Evaluating typed filters on a record's fields.
+//! Evaluating typed conditions on a record's fields (graph nodes; the vector payloads
+//! have their own compiled form in `collection`), and the equality both share.
 
-use ww_guest::store::{Condition, Field, FieldValue, Filter};
+use ww_guest::store::{Condition, Field, FieldValue};
 
 fn field<'a>(fields: &'a [Field], name: &str) -> Option<&'a FieldValue> {
     fields.iter().find(|f| f.name == name).map(|f| &f.value)
@@ -16,7 +17,7 @@ fn number(value: &FieldValue) -> Option<f64> {
 
 /// Equality, with integers and numbers compared as numbers and a `texts` field
 /// containing a `text` value counting as equal.
-fn equal(stored: &FieldValue, wanted: &FieldValue) -> bool {
+pub fn equal(stored: &FieldValue, wanted: &FieldValue) -> bool {
     match (stored, wanted) {
         (FieldValue::Texts(items), FieldValue::Text(t)) => items.contains(t),
         (a, b) => match (number(a), number(b)) {
@@ -41,12 +42,6 @@ fn holds(fields: &[Field], condition: &Condition) -> bool {
             }),
         Condition::Missing(name) => field(fields, name).is_none(),
     }
-}
-
-/// Every `must` condition holds and no `must-not` condition does.
-pub fn matches(fields: &[Field], filter: &Filter) -> bool {
-    filter.must.iter().all(|c| holds(fields, c))
-        && !filter.must_not.iter().any(|c| holds(fields, c))
 }
 
 /// `conditions` all hold.

@@ -8,6 +8,7 @@
 //! similarity over the points that pass the filter, optionally ranked by a rescoring
 //! formula in the same pass.
 
+mod collection;
 mod filter;
 mod search;
 mod state;
@@ -213,7 +214,6 @@ impl VectorStore for EmbeddedStore {
                 check_vector(&point.vector, dimension)?;
                 check_fields(&point.payload)?;
             }
-            add_span_attribute("db.operation.batch.size", points.len());
             store.commit(Op::Upsert { collection, points })
         })
     }
@@ -233,22 +233,21 @@ impl VectorStore for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let keep = (request.offset + request.limit) as usize;
-            let (hits, candidates) = search::top(
-                data,
+            let (hits, candidates) = data.search(
                 &request.vector,
+                &request.filter,
                 request.rescore.as_ref(),
                 keep,
-                |payload| filter::matches(payload, &request.filter),
             );
             add_span_attribute("store.candidates", candidates);
             let hits: Vec<ScoredPoint> = hits
                 .into_iter()
                 .skip(request.offset as usize)
-                .map(|hit| ScoredPoint {
-                    id: hit.id.clone(),
+                .map(|(hit, point)| ScoredPoint {
+                    id: point.id,
                     score: hit.score,
                     similarity: hit.similarity,
-                    payload: hit.payload.to_vec(),
+                    payload: point.payload,
                 })
                 .collect();
             add_span_attribute("db.response.returned_rows", hits.len());
@@ -267,24 +266,17 @@ impl VectorStore for EmbeddedStore {
             };
             Ok(ids
                 .iter()
-                .filter_map(|id| {
-                    data.points.get(id).map(|p| StoredPoint {
-                        id: id.clone(),
-                        payload: p.payload.clone(),
-                        vector: with_vectors.then(|| p.vector.clone()),
-                    })
-                })
+                .filter_map(|id| data.get(id, with_vectors))
                 .collect())
         })
     }
 
     fn delete(collection: Collection, ids: Vec<String>) -> Result<u32, Error> {
         with_store(|store| {
-            let existing = store.state.collection(collection).map_or(0, |data| {
-                ids.iter()
-                    .filter(|id| data.points.contains_key(*id))
-                    .count()
-            });
+            let existing = store
+                .state
+                .collection(collection)
+                .map_or(0, |data| ids.iter().filter(|id| data.contains(id)).count());
             if existing > 0 {
                 store.commit(Op::Delete { collection, ids })?;
             }
@@ -300,14 +292,13 @@ impl VectorStore for EmbeddedStore {
             let data = store.state.collection(collection);
             if let Some(missing) = updates
                 .iter()
-                .find(|u| data.is_none_or(|data| !data.points.contains_key(&u.id)))
+                .find(|u| data.is_none_or(|data| !data.contains(&u.id)))
             {
                 return Err(Error::NotFound(format!(
                     "no point {} in {collection:?}",
                     missing.id
                 )));
             }
-            add_span_attribute("db.operation.batch.size", updates.len());
             store.commit(Op::UpdatePayload {
                 collection,
                 updates,
@@ -317,12 +308,10 @@ impl VectorStore for EmbeddedStore {
 
     fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
         with_store(|store| {
-            Ok(store.state.collection(collection).map_or(0, |data| {
-                data.points
-                    .values()
-                    .filter(|p| filter::matches(&p.payload, &filter))
-                    .count() as u64
-            }))
+            Ok(store
+                .state
+                .collection(collection)
+                .map_or(0, |data| data.count(&filter)))
         })
     }
 
@@ -338,21 +327,7 @@ impl VectorStore for EmbeddedStore {
             let Some(data) = store.state.collection(collection) else {
                 return Ok(Vec::new());
             };
-            let start = match &after {
-                Some(after) => std::ops::Bound::Excluded(after.clone()),
-                None => std::ops::Bound::Unbounded,
-            };
-            Ok(data
-                .points
-                .range((start, std::ops::Bound::Unbounded))
-                .filter(|(_, p)| filter::matches(&p.payload, &filter))
-                .take(limit as usize)
-                .map(|(id, p)| StoredPoint {
-                    id: id.clone(),
-                    payload: p.payload.clone(),
-                    vector: with_vectors.then(|| p.vector.clone()),
-                })
-                .collect())
+            Ok(data.scroll(&filter, after.as_deref(), limit as usize, with_vectors))
         })
     }
 
@@ -363,7 +338,7 @@ impl VectorStore for EmbeddedStore {
                 .collections
                 .iter()
                 .flatten()
-                .map(|c| c.points.len())
+                .map(|c| c.len())
                 .sum();
             Ok(format!(
                 "{points} vectors, {} nodes, {} edges, log {} bytes",

@@ -1,63 +1,67 @@
-//! Nearest neighbours: one pass over the points that pass the filter, scoring each by
-//! cosine similarity (or a rescoring formula over it) and keeping the best in a heap.
+//! The arithmetic of search: dot products (written to compile to SIMD) and the order of
+//! hits.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::cmp::Ordering;
 
-use ww_guest::store::vector::{Rescore, ScoreTerm};
-use ww_guest::store::{Field, FieldValue};
-
-use crate::state::CollectionData;
-
-/// The dot product, in eight lanes so that it compiles to SIMD.
+/// The dot product: explicit 128-bit SIMD on wasm. Each loop iteration multiplies 32
+/// values and sums them in a tree before touching the accumulator: the loop's back edge
+/// carries an epoch check (wasmtime's deadline), around which the compiler keeps the
+/// accumulator on the stack, so fewer, fatter iterations run faster.
+#[cfg(target_arch = "wasm32")]
+#[inline(never)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a_chunks, a_rest) = a.as_chunks::<8>();
-    let (b_chunks, b_rest) = b.as_chunks::<8>();
-    let mut lanes = [0.0f32; 8];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
+    use core::arch::wasm32::*;
+    let n = a.len().min(b.len());
+    let load = |s: &[f32], i: usize| {
+        // SAFETY: callers pass i + 4 <= n <= s.len(); v128_load needs no alignment.
+        unsafe { v128_load(s.as_ptr().add(i) as *const v128) }
+    };
+    let product = |i: usize| f32x4_mul(load(a, i), load(b, i));
+    let mut acc = f32x4_splat(0.0);
+    let mut i = 0;
+    while i + 32 <= n {
+        let low = f32x4_add(
+            f32x4_add(product(i), product(i + 4)),
+            f32x4_add(product(i + 8), product(i + 12)),
+        );
+        let high = f32x4_add(
+            f32x4_add(product(i + 16), product(i + 20)),
+            f32x4_add(product(i + 24), product(i + 28)),
+        );
+        acc = f32x4_add(acc, f32x4_add(low, high));
+        i += 32;
     }
-    let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + rest
+    while i + 4 <= n {
+        acc = f32x4_add(acc, product(i));
+        i += 4;
+    }
+    let mut sum = f32x4_extract_lane::<0>(acc)
+        + f32x4_extract_lane::<1>(acc)
+        + f32x4_extract_lane::<2>(acc)
+        + f32x4_extract_lane::<3>(acc);
+    while i < n {
+        sum += a[i] * b[i];
+        i += 1;
+    }
+    sum
+}
+
+/// The dot product (non-wasm builds).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 pub fn norm(vector: &[f32]) -> f32 {
     dot(vector, vector).sqrt()
 }
 
-fn number(fields: &[Field], name: &str) -> Option<f64> {
-    fields
-        .iter()
-        .find(|f| f.name == name)
-        .and_then(|f| match f.value {
-            FieldValue::Integer(i) => Some(i as f64),
-            FieldValue::Number(n) => Some(n),
-            _ => None,
-        })
-}
-
-/// The formula's value for a point with cosine similarity `cosine`.
-pub fn rescore(formula: &Rescore, cosine: f32, payload: &[Field]) -> f64 {
-    let mut score = formula.similarity_weight * f64::from(cosine.max(0.0));
-    for term in &formula.terms {
-        score += match term {
-            ScoreTerm::Linear((field, weight)) => weight * number(payload, field).unwrap_or(0.0),
-            ScoreTerm::ExpDecay(decay) => number(payload, &decay.field).map_or(0.0, |x| {
-                decay.weight * (-(x - decay.origin).abs() / decay.scale).exp()
-            }),
-        };
-    }
-    score
-}
-
 /// A candidate: better is a higher score, then the smaller id (for a stable order).
 pub struct Hit<'a> {
     pub score: f64,
     pub similarity: f32,
-    pub id: &'a String,
-    pub payload: &'a [Field],
+    pub slot: usize,
+    pub id: &'a str,
 }
 
 impl PartialEq for Hit<'_> {
@@ -77,51 +81,4 @@ impl Ord for Hit<'_> {
             .total_cmp(&other.score)
             .then_with(|| other.id.cmp(self.id))
     }
-}
-
-/// The best `keep` points passing `accept`, best first, and how many passed.
-pub fn top<'a>(
-    data: &'a CollectionData,
-    query: &[f32],
-    formula: Option<&Rescore>,
-    keep: usize,
-    accept: impl Fn(&[Field]) -> bool,
-) -> (Vec<Hit<'a>>, usize) {
-    let query_norm = norm(query);
-    let mut heap: BinaryHeap<Reverse<Hit<'a>>> = BinaryHeap::with_capacity(keep + 1);
-    let mut candidates = 0;
-    for (id, point) in &data.points {
-        if !accept(&point.payload) {
-            continue;
-        }
-        candidates += 1;
-        let denominator = point.norm * query_norm;
-        // A formula that ignores similarity (latest first, say) needs no dot product.
-        let similarity = if formula.is_some_and(|f| f.similarity_weight == 0.0) {
-            0.0
-        } else if denominator > 0.0 {
-            (dot(&point.vector, query) / denominator).clamp(-1.0, 1.0)
-        } else {
-            0.0
-        };
-        let score = match formula {
-            Some(formula) => rescore(formula, similarity, &point.payload),
-            None => f64::from(similarity),
-        };
-        let hit = Hit {
-            score,
-            similarity,
-            id,
-            payload: &point.payload,
-        };
-        if heap.len() < keep {
-            heap.push(Reverse(hit));
-        } else if heap.peek().is_some_and(|Reverse(worst)| hit > *worst) {
-            heap.pop();
-            heap.push(Reverse(hit));
-        }
-    }
-    let mut hits: Vec<Hit<'a>> = heap.into_iter().map(|Reverse(hit)| hit).collect();
-    hits.sort_by(|a, b| b.cmp(a));
-    (hits, candidates)
 }

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::collection::Points;
+
 use serde::{Deserialize, Serialize};
 use ww_guest::store::Field;
 use ww_guest::store::graph::{Edge, Node, NodeLabel, RelationType};
@@ -36,25 +38,12 @@ pub enum Op {
     UpsertEdge(Edge),
 }
 
-/// A stored vector with its norm, computed once.
-pub struct StoredVector {
-    pub vector: Vec<f32>,
-    pub norm: f32,
-    pub payload: Vec<Field>,
-}
-
-pub struct CollectionData {
-    pub dimension: u32,
-    /// By id, so scrolling pages in id order.
-    pub points: BTreeMap<String, StoredVector>,
-}
-
 /// (source, relation, target).
 pub type EdgeKey = (String, u8, String);
 
 #[derive(Default)]
 pub struct State {
-    pub collections: [Option<CollectionData>; 3],
+    pub collections: [Option<Points>; 3],
     pub nodes: HashMap<String, Node>,
     pub by_label: [BTreeSet<String>; 3],
     pub edges: BTreeMap<EdgeKey, Edge>,
@@ -85,7 +74,7 @@ pub fn merge(fields: &mut Vec<Field>, updates: Vec<Field>) {
 }
 
 impl State {
-    pub fn collection(&self, collection: Collection) -> Option<&CollectionData> {
+    pub fn collection(&self, collection: Collection) -> Option<&Points> {
         self.collections[slot(collection)].as_ref()
     }
 
@@ -95,30 +84,19 @@ impl State {
                 collection,
                 dimension,
             } => {
-                self.collections[slot(collection)].get_or_insert_with(|| CollectionData {
-                    dimension,
-                    points: BTreeMap::new(),
-                });
+                self.collections[slot(collection)].get_or_insert_with(|| Points::new(dimension));
             }
             Op::Upsert { collection, points } => {
                 if let Some(data) = self.collections[slot(collection)].as_mut() {
                     for point in points {
-                        let norm = crate::search::norm(&point.vector);
-                        data.points.insert(
-                            point.id,
-                            StoredVector {
-                                vector: point.vector,
-                                norm,
-                                payload: point.payload,
-                            },
-                        );
+                        data.upsert(point);
                     }
                 }
             }
             Op::Delete { collection, ids } => {
                 if let Some(data) = self.collections[slot(collection)].as_mut() {
                     for id in ids {
-                        data.points.remove(&id);
+                        data.delete(&id);
                     }
                 }
             }
@@ -128,9 +106,7 @@ impl State {
             } => {
                 if let Some(data) = self.collections[slot(collection)].as_mut() {
                     for update in updates {
-                        if let Some(point) = data.points.get_mut(&update.id) {
-                            merge(&mut point.payload, update.fields);
-                        }
+                        data.update(&update.id, update.fields);
                     }
                 }
             }

@@ -1,0 +1,229 @@
+//! `make bench`: the memory operations end to end through the host API, on the default
+//! components (hash embedder, embedded store, episodic service), on disk.
+//!
+//! For each size (10k and 100k episodes; `WW_BENCH_SIZES=10000` to choose) it fills a
+//! fresh store through `create_episode` (all in one session: every episode passes the
+//! session filter, the worst case), then times `recall_episodes` (p50, p99), reports the
+//! store component's linear memory and the process's resident memory, and — at the
+//! first size — the cost of tracing: the same recalls against a copy of the store with
+//! tracing on (OTLP over gRPC to a local receiver), alternated with tracing off.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ww_host::memory::{CreateEpisode, Memory, Outcome, RecallEpisodes, format_time, now_ms};
+use ww_host::plugins::Request;
+use ww_tests::otlp::OtlpReceiver;
+
+const SESSION: &str = "bench";
+const RECALLS: usize = 300;
+
+/// A small deterministic generator (xorshift), so every run stores the same text.
+struct Words(u64);
+
+impl Words {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A pronounceable word from a vocabulary of about 3,000, frequent ones more often.
+    fn word(&mut self) -> String {
+        const ONSETS: [&str; 12] = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t"];
+        const VOWELS: [&str; 5] = ["a", "e", "i", "o", "u"];
+        const CODAS: [&str; 5] = ["", "n", "r", "st", "ck"];
+        let rank = (self.next() % 3000) * (self.next() % 3000) / 3000; // skewed to low ranks
+        let mut n = rank as usize;
+        let mut word = String::new();
+        for _ in 0..2 {
+            word.push_str(ONSETS[n % 12]);
+            n /= 12;
+            word.push_str(VOWELS[n % 5]);
+            n /= 5;
+        }
+        word.push_str(CODAS[n % 5]);
+        word
+    }
+
+    fn sentence(&mut self, words: usize) -> String {
+        (0..words)
+            .map(|_| self.word())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn bench_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ww-bench")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn fill(memory: &Memory, n: usize, words: &mut Words) -> Duration {
+    let outcomes = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Neutral,
+        Outcome::Partial,
+    ];
+    let start = Instant::now();
+    let now = now_ms();
+    for i in 0..n {
+        let episode = CreateEpisode {
+            content: words.sentence(12),
+            outcome: Some(outcomes[i % 4]),
+            valence: Some((i % 11) as f64 / 10.0),
+            // Spread over the last 60 days, so recency varies.
+            timestamp: Some(format_time(now - (words.next() % (60 * 86_400_000)) as i64)),
+            ..Default::default()
+        };
+        memory
+            .create_episode(Request::new("bench.create"), SESSION, episode)
+            .await
+            .expect("create_episode");
+        if (i + 1) % 10_000 == 0 {
+            eprintln!("  {} episodes stored ({:.0?})", i + 1, start.elapsed());
+        }
+    }
+    start.elapsed()
+}
+
+async fn recall_once(memory: &Memory, query: String) -> Duration {
+    let start = Instant::now();
+    let found = memory
+        .recall_episodes(
+            Request::new("bench.recall"),
+            SESSION,
+            RecallEpisodes {
+                query,
+                limit: Some(10),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("recall_episodes");
+    let elapsed = start.elapsed();
+    assert_eq!(found.count, 10);
+    elapsed
+}
+
+async fn recall_latencies(memory: &Memory, words: &mut Words) -> Vec<Duration> {
+    for _ in 0..20 {
+        recall_once(memory, words.sentence(4)).await;
+    }
+    let mut latencies = Vec::with_capacity(RECALLS);
+    for _ in 0..RECALLS {
+        latencies.push(recall_once(memory, words.sentence(4)).await);
+    }
+    latencies.sort();
+    latencies
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+/// Recall p50 with tracing off and on, alternating calls so both see the same machine.
+async fn tracing_overhead(dir: &Path, words: &mut Words) {
+    let traced_dir = bench_dir("traced");
+    copy_dir(dir, &traced_dir);
+    let receiver = OtlpReceiver::grpc().await;
+    let off = ww_tests::memory(dir, ww_tests::telemetry(&[])).await;
+    let on = ww_tests::memory(
+        &traced_dir,
+        ww_tests::telemetry(&[
+            ("WW_OTEL_ENABLED", "true"),
+            ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
+        ]),
+    )
+    .await;
+    for _ in 0..20 {
+        recall_once(&off, words.sentence(4)).await;
+        recall_once(&on, words.sentence(4)).await;
+    }
+    let (mut t_off, mut t_on) = (Vec::new(), Vec::new());
+    for _ in 0..RECALLS {
+        let query = words.sentence(4);
+        t_off.push(recall_once(&off, query.clone()).await);
+        t_on.push(recall_once(&on, query).await);
+    }
+    t_off.sort();
+    t_on.sort();
+    on.host().telemetry().flush().await;
+    let stats = on.host().telemetry().stats();
+    let (p_off, p_on) = (percentile(&t_off, 0.5), percentile(&t_on, 0.5));
+    println!(
+        "recall_episodes tracing off vs on (OTLP gRPC, local receiver): p50 {} vs {} ({:+.1} %), spans exported {}, dropped {}",
+        ms(p_off),
+        ms(p_on),
+        (p_on.as_secs_f64() / p_off.as_secs_f64() - 1.0) * 100.0,
+        stats.spans_exported,
+        stats.spans_dropped
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is understood.
+    let sizes: Vec<usize> = std::env::var("WW_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for (index, &n) in sizes.iter().enumerate() {
+        let dir = bench_dir(&format!("episodes-{n}"));
+        let mut words = Words(0x5eed_0000 + n as u64);
+        let memory = ww_tests::memory(&dir, ww_tests::telemetry(&[])).await;
+        eprintln!("filling a store with {n} episodes ...");
+        let filled = fill(&memory, n, &mut words).await;
+        println!(
+            "create_episode x {n}: {:.0} episodes/s ({} each on average)",
+            n as f64 / filled.as_secs_f64(),
+            ms(filled / n as u32)
+        );
+        let latencies = recall_latencies(&memory, &mut words).await;
+        println!(
+            "recall_episodes over {n} episodes, limit 10, {RECALLS} queries: p50 {}, p99 {}",
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99))
+        );
+        let store = memory.host().component("embedded").expect("store");
+        println!(
+            "memory at {n} episodes: store component linear memory {:.0} MiB, process RSS {:.0} MiB",
+            store.memory_bytes() as f64 / (1 << 20) as f64,
+            rss_mib()
+        );
+        drop(memory);
+        if index == 0 {
+            tracing_overhead(&dir, &mut words).await;
+        }
+    }
+}

@@ -32,8 +32,11 @@ run: build
 	@echo "== components loaded (target/release/ww-memory plugins) =="
 	./target/release/ww-memory plugins
 	@echo
-	@echo "== one traced call: caller -> host -> worker -> host -> caller (trace tree on stderr) =="
-	WW_OTEL_CONSOLE=true ./target/release/ww-memory invoke ww:memory/fixture-driver@0.1.0 run '"hello from make run"' succeed
+	@echo "== two memory calls through the components, each one trace (tree on stderr); data in ./data =="
+	WW_OTEL_CONSOLE=true ./target/release/ww-memory call --session make-run create_episode \
+	  '{"content": "make run stored this episode", "outcome": "success", "context": {"tool": "make"}}'
+	WW_OTEL_CONSOLE=true ./target/release/ww-memory call --session make-run recall_episodes \
+	  '{"query": "what did make run store?", "limit": 3}'
 
 fmt:
 	$(CARGO) fmt --all

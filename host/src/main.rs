@@ -7,6 +7,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use wasmtime::component::Val;
 use ww_host::config::FileConfig;
+use ww_host::memory::{Memory, MemoryError, arguments};
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
@@ -40,6 +41,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Call one memory tool, print its JSON result, exit non-zero on a tool error.
+    ///
+    /// Tools so far: create_episode, recall_episodes, query_at_time, mark_important.
+    /// Example: `ww-memory call create_episode '{"content": "fixed the flaky test"}'`.
+    Call {
+        /// The tool.
+        tool: String,
+        /// Its arguments, a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// The session the call belongs to (default: a new one, printed on stderr).
+        #[arg(long, env = "WW_SESSION_ID")]
+        session: Option<String>,
+        /// Continue the trace of this W3C traceparent.
+        #[arg(long)]
+        traceparent: Option<String>,
+    },
     /// List the loaded components: file, imports (and where they are routed), exports.
     Plugins,
     /// Call one exported function, as one traced request, and print its result.
@@ -72,9 +90,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry =
         Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
 
-    let (components, file_cache_dir) = match &cli.config {
-        Some(path) => {
-            let mut file = FileConfig::load(path)?;
+    // The memory tools always run on the roles of a configuration (the defaults when no
+    // file is given); `plugins` and `invoke` without a file load the whole directory.
+    let file = match (&cli.config, &cli.command) {
+        (Some(path), _) => Some(FileConfig::load(path)?),
+        (None, Command::Call { .. }) => Some(FileConfig {
+            plugin_dir: Some(cli.plugins_dir.clone()),
+            ..FileConfig::default()
+        }),
+        (None, _) => None,
+    };
+    let (components, file_cache_dir) = match file {
+        Some(mut file) => {
             if let Some(dir) = std::env::var_os("WW_DATA_DIR") {
                 file.data_dir = Some(PathBuf::from(dir));
             }
@@ -104,6 +131,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = ComponentHost::load(config, telemetry.clone()).await?;
 
     let code = match cli.command {
+        Command::Call {
+            tool,
+            args,
+            session,
+            traceparent,
+        } => {
+            let session = session.unwrap_or_else(|| {
+                let session = uuid::Uuid::new_v4().to_string();
+                eprintln!("session {session} (set WW_SESSION_ID or --session to reuse one)");
+                session
+            });
+            let args: serde_json::Value = serde_json::from_str(&args)
+                .with_context(|| "the arguments are not valid JSON".to_owned())?;
+            let mut request = Request::new(format!("call.{tool}"));
+            if let Some(tp) = traceparent {
+                request = request.with_parent(IncomingContext::traceparent(tp));
+            }
+            let memory = Memory::new(std::sync::Arc::new(host));
+            let result = call_tool(&memory, request, &session, &tool, args).await;
+            let (code, body) = match result {
+                Ok(value) => (ExitCode::SUCCESS, value),
+                Err(error) => (
+                    ExitCode::FAILURE,
+                    serde_json::to_value(&error).unwrap_or_default(),
+                ),
+            };
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            telemetry.shutdown().await;
+            return Ok(code);
+        }
         Command::Plugins => {
             for (component, shape) in host.components() {
                 println!("{}  ({})", component.name(), component.path().display());
@@ -174,6 +231,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     telemetry.shutdown().await;
     Ok(code)
+}
+
+/// One memory tool by name, with JSON arguments, as JSON.
+async fn call_tool(
+    memory: &Memory,
+    request: Request,
+    session: &str,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, MemoryError> {
+    fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, MemoryError> {
+        serde_json::to_value(value).map_err(|e| MemoryError::invalid("result", e.to_string()))
+    }
+    match tool {
+        "create_episode" => json(
+            memory
+                .create_episode(request, session, arguments(args)?)
+                .await?,
+        ),
+        "recall_episodes" => json(
+            memory
+                .recall_episodes(request, session, arguments(args)?)
+                .await?,
+        ),
+        "query_at_time" => json(
+            memory
+                .query_at_time(request, session, arguments(args)?)
+                .await?,
+        ),
+        "mark_important" => json(
+            memory
+                .mark_important(request, session, arguments(args)?)
+                .await?,
+        ),
+        other => Err(MemoryError::invalid(
+            "tool",
+            format!(
+                "no tool {other}: create_episode, recall_episodes, query_at_time, mark_important"
+            ),
+        )),
+    }
 }
 
 fn main() -> ExitCode {

@@ -43,8 +43,14 @@ pub fn route_interface(
             Box::new(async move {
                 let tracing = &mut store.data_mut().tracing;
                 let scope = tracing.scope_mut();
-                let mut attributes = route.attributes.clone();
-                call_attributes(route.role, params, &mut attributes);
+                // Attributes cost allocations: only for a span that is recorded.
+                let attributes = if scope.telemetry().is_recording() {
+                    let mut attributes = route.attributes.clone();
+                    call_attributes(route.role, params, &mut attributes);
+                    attributes
+                } else {
+                    Vec::new()
+                };
                 let boundary = scope.start(
                     None,
                     Cow::Owned(route.span_name.clone()),

@@ -1,4 +1,4 @@
-//! One vector collection, laid out for scanning: vectors in one contiguous array, norms
+//! One vector collection, laid out for scanning: vectors in contiguous blocks, norms
 //! beside them, payload field names interned so a filter or a rescoring term compares
 //! integers, not strings, and each filterable value sits in a column of 16-byte cells.
 //! A search reads memory in order instead of chasing a heap allocation per vector and
@@ -33,6 +33,7 @@ enum Cell {
 }
 
 impl Cell {
+    #[inline]
     fn number(self) -> Option<f64> {
         match self {
             Cell::Integer(i) => Some(i as f64),
@@ -52,13 +53,79 @@ enum Want {
     Other,
 }
 
+/// Slots per block of vectors.
+const BLOCK: usize = 1024;
+
+/// Equal-length vectors in fixed-size blocks.
+struct Vectors {
+    dimension: usize,
+    blocks: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl Vectors {
+    fn new(dimension: usize) -> Self {
+        Self {
+            dimension,
+            blocks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn range(&self, slot: usize) -> (usize, std::ops::Range<usize>) {
+        let start = (slot % BLOCK) * self.dimension;
+        (slot / BLOCK, start..start + self.dimension)
+    }
+
+    fn get(&self, slot: usize) -> &[f32] {
+        let (block, range) = self.range(slot);
+        &self.blocks[block][range]
+    }
+
+    fn set(&mut self, slot: usize, vector: &[f32]) {
+        let (block, range) = self.range(slot);
+        self.blocks[block][range].copy_from_slice(vector);
+    }
+
+    fn push(&mut self, vector: &[f32]) {
+        if self.len.is_multiple_of(BLOCK) {
+            self.blocks.push(Vec::with_capacity(BLOCK * self.dimension));
+        }
+        if let Some(block) = self.blocks.last_mut() {
+            block.extend_from_slice(vector);
+        }
+        self.len += 1;
+    }
+
+    /// Copy the last vector over `slot` (before `pop`).
+    fn move_last_to(&mut self, slot: usize) {
+        let last = self.get(self.len - 1).to_vec();
+        self.set(slot, &last);
+    }
+
+    fn pop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        let dimension = self.dimension;
+        if let Some(block) = self.blocks.last_mut() {
+            block.truncate(block.len() - dimension);
+            if block.is_empty() {
+                self.blocks.pop();
+            }
+        }
+    }
+}
+
 pub struct Points {
     pub dimension: u32,
     /// id → slot, ordered so scrolling pages in id order.
     index: BTreeMap<String, usize>,
     ids: Vec<String>,
-    /// Slot i's vector is `vectors[i·dimension .. (i+1)·dimension]`.
-    vectors: Vec<f32>,
+    /// The vectors, contiguous within blocks of `BLOCK` slots: growing never copies or
+    /// over-allocates more than one block.
+    vectors: Vectors,
     norms: Vec<f32>,
     payloads: Vec<Payload>,
     names: Vec<String>,
@@ -101,7 +168,7 @@ impl Points {
             dimension,
             index: BTreeMap::new(),
             ids: Vec::new(),
-            vectors: Vec::new(),
+            vectors: Vectors::new(dimension as usize),
             norms: Vec::new(),
             payloads: Vec::new(),
             names: Vec::new(),
@@ -120,8 +187,7 @@ impl Points {
     }
 
     fn vector(&self, slot: usize) -> &[f32] {
-        let d = self.dimension as usize;
-        &self.vectors[slot * d..(slot + 1) * d]
+        self.vectors.get(slot)
     }
 
     fn intern(&mut self, name: String) -> FieldId {
@@ -158,6 +224,7 @@ impl Points {
         self.payloads[slot] = payload;
     }
 
+    #[inline]
     fn cell(&self, slot: usize, field: Option<FieldId>) -> Cell {
         field.map_or(Cell::Absent, |f| self.columns[f as usize][slot])
     }
@@ -193,6 +260,7 @@ impl Points {
         }
     }
 
+    #[inline]
     fn holds(&self, slot: usize, check: &Check) -> bool {
         match check {
             Check::Equals(field, wanted) => self.cell_equals(slot, *field, wanted),
@@ -205,6 +273,7 @@ impl Points {
         }
     }
 
+    #[inline]
     fn accepts(&self, slot: usize, filter: &CompiledFilter) -> bool {
         filter.must.iter().all(|c| self.holds(slot, c))
             && !filter.must_not.iter().any(|c| self.holds(slot, c))
@@ -227,8 +296,7 @@ impl Points {
         let norm = norm(&point.vector);
         match self.index.get(&point.id) {
             Some(&slot) => {
-                let d = self.dimension as usize;
-                self.vectors[slot * d..(slot + 1) * d].copy_from_slice(&point.vector);
+                self.vectors.set(slot, &point.vector);
                 self.norms[slot] = norm;
                 self.payloads[slot] = payload;
                 for column in &mut self.columns {
@@ -239,7 +307,7 @@ impl Points {
             None => {
                 self.index.insert(point.id.clone(), self.ids.len());
                 self.ids.push(point.id);
-                self.vectors.extend_from_slice(&point.vector);
+                self.vectors.push(&point.vector);
                 self.norms.push(norm);
                 self.payloads.push(payload);
                 for column in &mut self.columns {
@@ -256,9 +324,8 @@ impl Points {
             return;
         };
         let last = self.ids.len() - 1;
-        let d = self.dimension as usize;
         if slot != last {
-            self.vectors.copy_within(last * d..(last + 1) * d, slot * d);
+            self.vectors.move_last_to(slot);
             self.index.insert(self.ids[last].clone(), slot);
         }
         self.ids.swap_remove(slot);
@@ -267,7 +334,7 @@ impl Points {
         for column in &mut self.columns {
             column.swap_remove(slot);
         }
-        self.vectors.truncate(last * d);
+        self.vectors.pop();
     }
 
     /// Set (add or replace) payload fields of a point.
@@ -356,8 +423,11 @@ impl Points {
             .collect()
     }
 
+    #[inline]
     fn rescore(&self, slot: usize, terms: &[Term], similarity_weight: f64, cosine: f32) -> f64 {
-        let mut score = similarity_weight * f64::from(cosine.max(0.0));
+        // Not `max`: in wasm that is a call to libm's fmaxf, in the innermost loop.
+        let positive = if cosine > 0.0 { cosine } else { 0.0 };
+        let mut score = similarity_weight * f64::from(positive);
         for term in terms {
             score += match term {
                 Term::Linear(field, weight) => {

@@ -792,3 +792,111 @@ async fn every_kind_of_condition_filters_as_documented() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A small deterministic generator for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_exact_against_brute_force() {
+    // The store ranks in two passes (8-bit codes with an error bound, then full
+    // precision): the top k must be exactly what scoring every point would give.
+    const DIMENSION: usize = 48;
+    let dir = data_dir("exact");
+    let host = store(&dir, None).await;
+    call(
+        &host,
+        VECTORS,
+        "ensure-collection",
+        vec![episodes(), Val::U32(DIMENSION as u32)],
+    )
+    .await
+    .unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Clustered vectors, so many scores are close: the hard case for a bound.
+    let centres: Vec<Vec<f64>> = (0..5)
+        .map(|_| (0..DIMENSION).map(|_| rng.next() - 0.5).collect())
+        .collect();
+    let mut stored = Vec::new();
+    for batch in 0..6 {
+        let mut points = Vec::new();
+        for i in 0..500 {
+            let id = format!("p{batch:02}{i:04}");
+            let centre = &centres[i % centres.len()];
+            let vector: Vec<f32> = centre
+                .iter()
+                .map(|c| (c + 0.1 * (rng.next() - 0.5)) as f32)
+                .collect();
+            let time = (rng.next() * 1000.0).round() as i64;
+            points.push(point(&id, &vector, "s", time));
+            stored.push((id, vector, time));
+        }
+        call(
+            &host,
+            VECTORS,
+            "upsert",
+            vec![episodes(), Val::List(points)],
+        )
+        .await
+        .unwrap();
+    }
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / (norm(a) * norm(b))
+    };
+    for query_index in 0..12 {
+        let query: Vec<f32> = centres[query_index % centres.len()]
+            .iter()
+            .map(|c| (c + 0.1 * (rng.next() - 0.5)) as f32)
+            .collect();
+        // Half the queries plain cosine, half a formula mixing in time.
+        let formula = (query_index % 2 == 1).then(|| rescore(0.4, 0.0002, (0.25, 500.0, 100.0)));
+        let expected_score = |vector: &[f32], time: i64| {
+            let c = cosine(vector, &query);
+            match formula {
+                None => c,
+                Some(_) => {
+                    0.4 * c.max(0.0)
+                        + 0.0002 * time as f64
+                        + 0.25 * (-((time as f64 - 500.0).abs()) / 100.0).exp()
+                }
+            }
+        };
+        let mut brute: Vec<f64> = stored
+            .iter()
+            .map(|(_, v, t)| expected_score(v, *t))
+            .collect();
+        brute.sort_by(|a, b| b.total_cmp(a));
+        let found = search_by(&host, &query, vec![], 10, 0, formula.clone())
+            .await
+            .unwrap();
+        let Some(Val::List(hits)) = found else {
+            panic!("{found:?}")
+        };
+        assert_eq!(hits.len(), 10);
+        for (rank, hit) in hits.iter().enumerate() {
+            let Val::Float64(score) = record_field(hit, "score") else {
+                panic!("{hit:?}")
+            };
+            assert!(
+                (score - brute[rank]).abs() < 1e-5,
+                "query {query_index} rank {rank}: store {score}, brute force {}",
+                brute[rank]
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,8 +1,8 @@
 //! One vector collection, laid out for scanning: vectors in contiguous blocks, norms
 //! beside them, payload field names interned so a filter or a rescoring term compares
-//! integers, not strings, and each filterable value sits in a column of 16-byte cells.
-//! A search reads memory in order instead of chasing a heap allocation per vector and
-//! per field.
+//! integers, not strings, each filterable value in a column of 16-byte cells, and an 8-bit
+//! copy of every vector for a first pass that reads a quarter of the memory. A search
+//! reads memory in order instead of chasing a heap allocation per vector and per field.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -12,7 +12,7 @@ use ww_guest::store::vector::{Point, Rescore, ScoreTerm, StoredPoint};
 use ww_guest::store::{Condition, Field, FieldValue, Filter};
 
 use crate::filter::equal;
-use crate::search::{Hit, dot, norm};
+use crate::search::{Hit, dot, dot_codes, norm, quantize};
 
 type FieldId = u32;
 type Payload = Vec<(FieldId, FieldValue)>;
@@ -57,13 +57,13 @@ enum Want {
 const BLOCK: usize = 1024;
 
 /// Equal-length vectors in fixed-size blocks.
-struct Vectors {
+struct Vectors<T> {
     dimension: usize,
-    blocks: Vec<Vec<f32>>,
+    blocks: Vec<Vec<T>>,
     len: usize,
 }
 
-impl Vectors {
+impl<T: Copy> Vectors<T> {
     fn new(dimension: usize) -> Self {
         Self {
             dimension,
@@ -77,17 +77,17 @@ impl Vectors {
         (slot / BLOCK, start..start + self.dimension)
     }
 
-    fn get(&self, slot: usize) -> &[f32] {
+    fn get(&self, slot: usize) -> &[T] {
         let (block, range) = self.range(slot);
         &self.blocks[block][range]
     }
 
-    fn set(&mut self, slot: usize, vector: &[f32]) {
+    fn set(&mut self, slot: usize, vector: &[T]) {
         let (block, range) = self.range(slot);
         self.blocks[block][range].copy_from_slice(vector);
     }
 
-    fn push(&mut self, vector: &[f32]) {
+    fn push(&mut self, vector: &[T]) {
         if self.len.is_multiple_of(BLOCK) {
             self.blocks.push(Vec::with_capacity(BLOCK * self.dimension));
         }
@@ -118,6 +118,24 @@ impl Vectors {
     }
 }
 
+/// A search's hits (best first, with their stored points), how many points passed the
+/// filter, and how many of those the approximate pass left to score exactly.
+pub struct Searched<'a> {
+    pub hits: Vec<(Hit<'a>, StoredPoint)>,
+    pub candidates: usize,
+    pub rescored: usize,
+}
+
+/// A score ordered totally (scores are finite: inputs are validated).
+#[derive(PartialEq, PartialOrd)]
+struct Ordered(f64);
+impl Eq for Ordered {}
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 pub struct Points {
     pub dimension: u32,
     /// id → slot, ordered so scrolling pages in id order.
@@ -125,7 +143,13 @@ pub struct Points {
     ids: Vec<String>,
     /// The vectors, contiguous within blocks of `BLOCK` slots: growing never copies or
     /// over-allocates more than one block.
-    vectors: Vectors,
+    vectors: Vectors<f32>,
+    /// The same vectors quantised to 8 bits (`value ≈ code × scale`), for the first,
+    /// approximate pass of a search; with each vector's scale and L1 norm, which bound
+    /// the approximation's error.
+    codes: Vectors<i8>,
+    scales: Vec<f32>,
+    l1_norms: Vec<f32>,
     norms: Vec<f32>,
     payloads: Vec<Payload>,
     names: Vec<String>,
@@ -169,6 +193,9 @@ impl Points {
             index: BTreeMap::new(),
             ids: Vec::new(),
             vectors: Vectors::new(dimension as usize),
+            codes: Vectors::new(dimension as usize),
+            scales: Vec::new(),
+            l1_norms: Vec::new(),
             norms: Vec::new(),
             payloads: Vec::new(),
             names: Vec::new(),
@@ -294,9 +321,14 @@ impl Points {
     pub fn upsert(&mut self, point: Point) {
         let payload = self.intern_all(point.payload);
         let norm = norm(&point.vector);
+        let (codes, scale) = quantize(&point.vector);
+        let l1 = point.vector.iter().map(|x| x.abs()).sum();
         match self.index.get(&point.id) {
             Some(&slot) => {
                 self.vectors.set(slot, &point.vector);
+                self.codes.set(slot, &codes);
+                self.scales[slot] = scale;
+                self.l1_norms[slot] = l1;
                 self.norms[slot] = norm;
                 self.payloads[slot] = payload;
                 for column in &mut self.columns {
@@ -308,6 +340,9 @@ impl Points {
                 self.index.insert(point.id.clone(), self.ids.len());
                 self.ids.push(point.id);
                 self.vectors.push(&point.vector);
+                self.codes.push(&codes);
+                self.scales.push(scale);
+                self.l1_norms.push(l1);
                 self.norms.push(norm);
                 self.payloads.push(payload);
                 for column in &mut self.columns {
@@ -326,6 +361,7 @@ impl Points {
         let last = self.ids.len() - 1;
         if slot != last {
             self.vectors.move_last_to(slot);
+            self.codes.move_last_to(slot);
             self.index.insert(self.ids[last].clone(), slot);
         }
         self.ids.swap_remove(slot);
@@ -335,6 +371,9 @@ impl Points {
             column.swap_remove(slot);
         }
         self.vectors.pop();
+        self.codes.pop();
+        self.scales.swap_remove(slot);
+        self.l1_norms.swap_remove(slot);
     }
 
     /// Set (add or replace) payload fields of a point.
@@ -448,14 +487,19 @@ impl Points {
     }
 
     /// The best `keep` points passing `filter`, best first, and how many passed. Scored
-    /// by cosine similarity, or by `formula` when given; exact.
+    /// by cosine similarity, or by `formula` when given.
+    ///
+    /// Exact, in two passes. The first reads the 8-bit codes (a quarter of the memory of
+    /// the vectors, and an integer dot product): each point gets an approximate score and
+    /// a bound on its error, and only points whose upper bound reaches the `keep`-th best
+    /// lower bound survive. The second scores the survivors exactly from the full vectors.
     pub fn search(
         &self,
         query: &[f32],
         filter: &Filter,
         formula: Option<&Rescore>,
         keep: usize,
-    ) -> (Vec<(Hit<'_>, StoredPoint)>, usize) {
+    ) -> Searched<'_> {
         let filter = self.compile(filter);
         let terms: Vec<Term> = formula
             .map(|f| {
@@ -475,10 +519,21 @@ impl Points {
                     .collect()
             })
             .unwrap_or_default();
+        let similarity_weight = formula.map_or(1.0, |f| f.similarity_weight);
+        let score = |slot: usize, cosine: f32| match formula {
+            Some(_) => self.rescore(slot, &terms, similarity_weight, cosine),
+            None => f64::from(cosine),
+        };
         // A formula that ignores similarity (latest first, say) needs no dot product.
-        let needs_similarity = formula.is_none_or(|f| f.similarity_weight != 0.0);
+        let needs_similarity = similarity_weight != 0.0;
         let query_norm = norm(query);
-        let mut heap: BinaryHeap<Reverse<Hit<'_>>> = BinaryHeap::with_capacity(keep + 1);
+        let query_l1: f32 = query.iter().map(|x| x.abs()).sum();
+        let (query_codes, query_scale) = quantize(query);
+        let n = self.dimension as f32;
+
+        // Pass 1. `floor` holds the `keep` best lower bounds so far; its least only rises.
+        let mut floor: BinaryHeap<Reverse<Ordered>> = BinaryHeap::with_capacity(keep + 1);
+        let mut survivors: Vec<(usize, f64)> = Vec::new();
         let mut candidates = 0;
         for slot in 0..self.ids.len() {
             if !self.accepts(slot, &filter) {
@@ -486,36 +541,71 @@ impl Points {
             }
             candidates += 1;
             let denominator = self.norms[slot] * query_norm;
-            let similarity = if needs_similarity && denominator > 0.0 {
-                (dot(self.vector(slot), query) / denominator).clamp(-1.0, 1.0)
+            let (estimate, error) = if needs_similarity && denominator > 0.0 {
+                let scale = self.scales[slot];
+                let approximate =
+                    scale * query_scale * dot_codes(self.codes.get(slot), &query_codes) as f32;
+                // |q·v − q̂·v̂| ≤ ‖q‖₁·s_v/2 + ‖v̂‖₁·s_q/2, and ‖v̂‖₁ ≤ ‖v‖₁ + n·s_v/2.
+                let bound = (query_l1 * scale
+                    + (self.l1_norms[slot] + n * scale / 2.0) * query_scale)
+                    / 2.0;
+                let cosine = (approximate / denominator).clamp(-1.0, 1.0);
+                let error = f64::from(bound / denominator) * similarity_weight.abs();
+                // Rounding in the f32 arithmetic itself, generously.
+                (score(slot, cosine), error * 1.001 + 1e-6)
             } else {
-                0.0
+                (score(slot, 0.0), 0.0)
             };
-            let hit = Hit {
-                score: match formula {
-                    Some(f) => self.rescore(slot, &terms, f.similarity_weight, similarity),
-                    None => f64::from(similarity),
-                },
-                similarity,
-                slot,
-                id: &self.ids[slot],
-            };
-            if heap.len() < keep {
-                heap.push(Reverse(hit));
-            } else if heap.peek().is_some_and(|Reverse(worst)| hit > *worst) {
-                heap.pop();
-                heap.push(Reverse(hit));
+            let (low, high) = (estimate - error, estimate + error);
+            if floor.len() == keep && floor.peek().is_some_and(|Reverse(f)| high < f.0) {
+                continue;
+            }
+            survivors.push((slot, high));
+            if floor.len() < keep {
+                floor.push(Reverse(Ordered(low)));
+            } else if floor.peek().is_some_and(|Reverse(f)| low > f.0) {
+                floor.pop();
+                floor.push(Reverse(Ordered(low)));
             }
         }
-        let mut hits: Vec<Hit<'_>> = heap.into_iter().map(|Reverse(hit)| hit).collect();
+        let cutoff = match floor.peek() {
+            Some(Reverse(f)) if floor.len() == keep => f.0,
+            _ => f64::NEG_INFINITY,
+        };
+
+        // Pass 2: exact scores for the survivors.
+        let mut hits: Vec<Hit<'_>> = survivors
+            .into_iter()
+            .filter(|(_, high)| *high >= cutoff)
+            .map(|(slot, _)| {
+                let denominator = self.norms[slot] * query_norm;
+                let similarity = if needs_similarity && denominator > 0.0 {
+                    (dot(self.vectors.get(slot), query) / denominator).clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                };
+                Hit {
+                    score: score(slot, similarity),
+                    similarity,
+                    slot,
+                    id: &self.ids[slot],
+                }
+            })
+            .collect();
+        let rescored = hits.len();
         hits.sort_by(|a, b| b.cmp(a));
-        let found = hits
+        hits.truncate(keep);
+        let hits = hits
             .into_iter()
             .map(|hit| {
                 let point = self.stored(hit.slot, false);
                 (hit, point)
             })
             .collect();
-        (found, candidates)
+        Searched {
+            hits,
+            candidates,
+            rescored,
+        }
     }
 }

@@ -233,14 +233,16 @@ impl VectorStore for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let keep = (request.offset + request.limit) as usize;
-            let (hits, candidates) = data.search(
+            let searched = data.search(
                 &request.vector,
                 &request.filter,
                 request.rescore.as_ref(),
                 keep,
             );
-            add_span_attribute("store.candidates", candidates);
-            let hits: Vec<ScoredPoint> = hits
+            add_span_attribute("store.candidates", searched.candidates);
+            add_span_attribute("store.rescored_exactly", searched.rescored);
+            let hits: Vec<ScoredPoint> = searched
+                .hits
                 .into_iter()
                 .skip(request.offset as usize)
                 .map(|(hit, point)| ScoredPoint {

@@ -59,6 +59,7 @@ test: fmt-check clippy plugins
 
 bench: plugins
 	$(CARGO) bench -p ww-host --bench tracing
+	$(CARGO) bench -p ww-tests --bench memory
 
 clean:
 	$(CARGO) clean

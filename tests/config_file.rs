@@ -22,7 +22,7 @@ fn host_config(file: &FileConfig) -> HostConfig {
 #[test]
 fn no_file_means_the_default_components() {
     let specs = FileConfig::default().component_specs();
-    assert_eq!(specs.len(), 3, "{specs:?}");
+    assert_eq!(specs.len(), 5, "{specs:?}");
     assert_eq!(specs[0].name, "embedder");
     assert_eq!(specs[0].roles, vec![Role::Embedder]);
     assert_eq!(
@@ -50,6 +50,8 @@ fn no_file_means_the_default_components() {
     assert_eq!(specs[2].name, "episodic");
     assert_eq!(specs[2].roles, vec![Role::Episodic]);
     assert_eq!(specs[2].data_dir, None, "services get no filesystem");
+    assert_eq!(specs[3].roles, vec![Role::Semantic]);
+    assert_eq!(specs[4].roles, vec![Role::Procedural]);
     let moved = parse("data_dir = \"/srv/ww\"").component_specs();
     assert_eq!(moved[1].data_dir, Some(PathBuf::from("/srv/ww")));
 }

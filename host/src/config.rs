@@ -116,14 +116,14 @@ impl Role {
         }
     }
 
-    /// The component serving the role when the file names none. Roles whose default
-    /// component is not built yet have none.
+    /// The component serving the role when the file names none.
     fn default_component(self) -> Option<&'static str> {
         match self {
             Role::Embedder => Some("embedder_hash.wasm"),
             Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
             Role::Episodic => Some("service_episodic.wasm"),
-            _ => None,
+            Role::Semantic => Some("service_semantic.wasm"),
+            Role::Procedural => Some("service_procedural.wasm"),
         }
     }
 

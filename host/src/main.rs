@@ -43,8 +43,10 @@ struct Cli {
 enum Command {
     /// Call one memory tool, print its JSON result, exit non-zero on a tool error.
     ///
-    /// Tools so far: create_episode, recall_episodes, query_at_time, mark_important.
-    /// Example: `ww-memory call create_episode '{"content": "fixed the flaky test"}'`.
+    /// The 17 tools of the memory server (create_episode, recall_episodes, query_at_time,
+    /// mark_important, create_entity, create_relation, semantic_recall, spread_activation,
+    /// supersede_fact, create_skill, recall_skill, execute_skill, deprecate_skill,
+    /// consolidate_now, get_provenance, get_session_id, memory_stats). Example: `ww-memory call create_episode '{"content": "fixed the flaky test"}'`.
     Call {
         /// The tool.
         tool: String,
@@ -244,35 +246,61 @@ async fn call_tool(
     fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, MemoryError> {
         serde_json::to_value(value).map_err(|e| MemoryError::invalid("result", e.to_string()))
     }
+    let m = memory;
+    let r = request;
     match tool {
-        "create_episode" => json(
-            memory
-                .create_episode(request, session, arguments(args)?)
-                .await?,
-        ),
-        "recall_episodes" => json(
-            memory
-                .recall_episodes(request, session, arguments(args)?)
-                .await?,
-        ),
-        "query_at_time" => json(
-            memory
-                .query_at_time(request, session, arguments(args)?)
-                .await?,
-        ),
-        "mark_important" => json(
-            memory
-                .mark_important(request, session, arguments(args)?)
-                .await?,
-        ),
+        "create_episode" => json(m.create_episode(r, session, arguments(args)?).await?),
+        "recall_episodes" => json(m.recall_episodes(r, session, arguments(args)?).await?),
+        "query_at_time" => json(m.query_at_time(r, session, arguments(args)?).await?),
+        "mark_important" => json(m.mark_important(r, session, arguments(args)?).await?),
+        "create_entity" => json(m.create_entity(r, session, arguments(args)?).await?),
+        "create_relation" => json(m.create_relation(r, arguments(args)?).await?),
+        "semantic_recall" => json(m.semantic_recall(r, arguments(args)?).await?),
+        "spread_activation" => json(m.spread_activation(r, arguments(args)?).await?),
+        "supersede_fact" => json(m.supersede_fact(r, session, arguments(args)?).await?),
+        "create_skill" => json(m.create_skill(r, session, arguments(args)?).await?),
+        "recall_skill" => json(m.recall_skill(r, arguments(args)?).await?),
+        "execute_skill" => json(m.execute_skill(r, arguments(args)?).await?),
+        "deprecate_skill" => json(m.deprecate_skill(r, arguments(args)?).await?),
+        "consolidate_now" => json(m.consolidate_now(r, arguments(args)?).await?),
+        "get_provenance" => json(m.get_provenance(r, arguments(args)?).await?),
+        "get_session_id" => {
+            arguments::<NoArguments>(args)?;
+            json(m.get_session_id(r, session))
+        }
+        "memory_stats" => json(m.memory_stats(r, arguments(args)?).await?),
         other => Err(MemoryError::invalid(
             "tool",
-            format!(
-                "no tool {other}: create_episode, recall_episodes, query_at_time, mark_important"
-            ),
+            format!("no tool {other}; the tools are: {}", TOOLS.join(", ")),
         )),
     }
 }
+
+/// The tools `call` knows, in the order of SPEC 6.
+const TOOLS: [&str; 17] = [
+    "create_episode",
+    "recall_episodes",
+    "query_at_time",
+    "mark_important",
+    "create_entity",
+    "create_relation",
+    "semantic_recall",
+    "spread_activation",
+    "supersede_fact",
+    "create_skill",
+    "recall_skill",
+    "execute_skill",
+    "deprecate_skill",
+    "consolidate_now",
+    "get_provenance",
+    "get_session_id",
+    "memory_stats",
+];
+
+/// A tool without arguments still refuses unknown ones.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArguments {}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

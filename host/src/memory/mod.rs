@@ -4,6 +4,9 @@
 //! over this; tests and benchmarks call it directly.
 
 mod episodic;
+mod procedural;
+mod semantic;
+mod system;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,12 +14,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::KeyValue;
 use serde::Serialize;
 
+use wasmtime::component::{ComponentNamedList, Lift, Lower};
+
 use crate::bindings::api::ww::memory::types::Error as WitError;
 use crate::config::Role;
 use crate::plugins::{CallError, ComponentHost, Request, RequestCall, TrapReason};
 use crate::tracing_capability::Exception;
 
 pub use episodic::*;
+pub use procedural::*;
+pub use semantic::*;
+pub use system::*;
 
 /// What kind of failure an operation had, as the MCP tools report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -212,30 +220,37 @@ impl Memory {
         params: P,
     ) -> Result<T, MemoryError>
     where
-        P: wasmtime::component::ComponentNamedList
-            + wasmtime::component::Lower
-            + Send
-            + Sync
-            + 'static,
-        (Result<T, WitError>,): wasmtime::component::ComponentNamedList
-            + wasmtime::component::Lift
-            + Send
-            + Sync
-            + 'static,
+        P: ComponentNamedList + Lower + Send + Sync + 'static,
+        (Result<T, WitError>,): ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let mut call = self.host.begin(request);
-        let outcome = call
-            .invoke_typed::<P, (Result<T, WitError>,)>(interface, function, params)
-            .await;
-        let result = match outcome {
-            Ok((Ok(value),)) => Ok(value),
-            Ok((Err(error),)) => Err(MemoryError::from_wit(error)),
-            Err(error) => Err(self.call_failure(&error)),
-        };
+        let result = self.call_in(&mut call, interface, function, params).await;
         if let Err(error) = &result {
             mark_failed(&mut call, error);
         }
         result
+    }
+
+    /// One call within the request `call`, its outcome typed.
+    async fn call_in<P, T>(
+        &self,
+        call: &mut RequestCall<'_>,
+        interface: &str,
+        function: &str,
+        params: P,
+    ) -> Result<T, MemoryError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync + 'static,
+        (Result<T, WitError>,): ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        match call
+            .invoke_typed::<P, (Result<T, WitError>,)>(interface, function, params)
+            .await
+        {
+            Ok((Ok(value),)) => Ok(value),
+            Ok((Err(error),)) => Err(MemoryError::from_wit(error)),
+            Err(error) => Err(self.call_failure(&error)),
+        }
     }
 }
 

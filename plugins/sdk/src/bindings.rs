@@ -74,3 +74,42 @@ pub mod episodic_service {
         default_bindings_module: "ww_guest::bindings::episodic_service",
     });
 }
+
+/// Bindings of the semantic-service world; its imports are the episodic world's (one set
+/// of client types for every service).
+pub mod semantic_service {
+    wit_bindgen::generate!({
+        world: "semantic-service",
+        path: "../../wit",
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
+            "ww:memory/types@0.1.0": crate::bindings::episodic_service::ww::memory::types,
+            "ww:memory/vector-store@0.1.0": crate::bindings::episodic_service::ww::memory::vector_store,
+            "ww:memory/graph-store@0.1.0": crate::bindings::episodic_service::ww::memory::graph_store,
+            "ww:memory/embedder@0.1.0": crate::bindings::episodic_service::ww::memory::embedder,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_semantic",
+        default_bindings_module: "ww_guest::bindings::semantic_service",
+    });
+}
+
+/// Bindings of the procedural-service world (imports shared as for semantic).
+pub mod procedural_service {
+    wit_bindgen::generate!({
+        world: "procedural-service",
+        path: "../../wit",
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
+            "ww:memory/types@0.1.0": crate::bindings::episodic_service::ww::memory::types,
+            "ww:memory/vector-store@0.1.0": crate::bindings::episodic_service::ww::memory::vector_store,
+            "ww:memory/graph-store@0.1.0": crate::bindings::episodic_service::ww::memory::graph_store,
+            "ww:memory/embedder@0.1.0": crate::bindings::episodic_service::ww::memory::embedder,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_procedural",
+        default_bindings_module: "ww_guest::bindings::procedural_service",
+    });
+}

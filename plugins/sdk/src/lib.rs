@@ -44,6 +44,10 @@ pub use bindings::episodic_service::export_episodic;
 pub use bindings::fixture_caller::export_fixture_caller;
 #[doc(inline)]
 pub use bindings::fixture_worker::export_fixture_worker;
+#[doc(inline)]
+pub use bindings::procedural_service::export_procedural;
+#[doc(inline)]
+pub use bindings::semantic_service::export_semantic;
 
 /// The embedder role: implement [`embedder::Guest`] and call `ww_guest::export_embedder!`.
 pub mod embedder {
@@ -69,6 +73,17 @@ pub mod store {
 /// `ww_guest::export_episodic!`; reach the stores and the embedder through [`services`].
 pub mod episodic {
     pub use crate::bindings::episodic_service::exports::ww::memory::episodic::*;
+}
+
+/// The semantic service role: implement [`semantic::Guest`], call `ww_guest::export_semantic!`.
+pub mod semantic {
+    pub use crate::bindings::semantic_service::exports::ww::memory::semantic::*;
+}
+
+/// The procedural service role: implement [`procedural::Guest`], call
+/// `ww_guest::export_procedural!`.
+pub mod procedural {
+    pub use crate::bindings::procedural_service::exports::ww::memory::procedural::*;
 }
 
 /// What a memory service calls, each routed by the host to the component configured for

@@ -4,6 +4,7 @@ use ww_guest::episodic::{Episode, EpisodeContext, Outcome};
 use ww_guest::services::{Error, Field, FieldValue};
 
 use crate::score;
+pub use ww_service_common::{integer, number, text};
 
 pub const SESSION: &str = "session";
 pub const CONTENT: &str = "content";
@@ -43,27 +44,6 @@ fn outcome_from(name: &str) -> Option<Outcome> {
         "partial" => Outcome::Partial,
         _ => return None,
     })
-}
-
-pub fn text(name: &str, value: impl Into<String>) -> Field {
-    Field {
-        name: name.to_owned(),
-        value: FieldValue::Text(value.into()),
-    }
-}
-
-pub fn integer(name: &str, value: i64) -> Field {
-    Field {
-        name: name.to_owned(),
-        value: FieldValue::Integer(value),
-    }
-}
-
-pub fn number(name: &str, value: f64) -> Field {
-    Field {
-        name: name.to_owned(),
-        value: FieldValue::Number(value),
-    }
 }
 
 /// The payload of `episode` at position `sequence` in its session.

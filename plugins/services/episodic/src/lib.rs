@@ -22,8 +22,9 @@ use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel, Rela
 use ww_guest::services::vector_store::{
     self as vectors, Collection, PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
 };
-use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range, ValidationError};
+use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
 use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, span, traced};
+use ww_service_common::{check_text, check_unit, cosine, embed, invalid, new_id};
 
 /// Bytes of episode content, at most.
 const MAX_CONTENT: usize = 100_000;
@@ -45,33 +46,6 @@ thread_local! {
     static DIMENSION: Cell<Option<u32>> = const { Cell::new(None) };
     /// Each session's latest episode (id, sequence), learnt from the store on first use.
     static HEADS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> Error {
-    Error::Validation(ValidationError {
-        field: Some(field.to_owned()),
-        message: message.into(),
-    })
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
-    if value.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.len() > max {
-        return Err(invalid(
-            field,
-            format!("is {} bytes; at most {max} are accepted", value.len()),
-        ));
-    }
-    Ok(())
-}
-
-fn check_unit(field: &str, value: f64) -> Result<(), Error> {
-    if !(0.0..=1.0).contains(&value) {
-        return Err(invalid(field, "must be a number between 0 and 1"));
-    }
-    Ok(())
 }
 
 fn check_session(session: &str) -> Result<(), Error> {
@@ -134,16 +108,6 @@ fn ensure_collection() -> Result<(), Error> {
     vectors::ensure_collection(Collection::Episodes, dimension)?;
     DIMENSION.set(Some(dimension));
     Ok(())
-}
-
-fn embed(text: &str) -> Result<Vec<f32>, Error> {
-    let mut vectors = embedder::embed(&[text.to_owned()])?;
-    match vectors.pop() {
-        Some(vector) if vectors.is_empty() => Ok(vector),
-        _ => Err(Error::Embedding(
-            "the embedder returned a different number of vectors than texts".to_owned(),
-        )),
-    }
 }
 
 fn session_filter(session: &str) -> Condition {
@@ -271,17 +235,6 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
     add_span_attribute("episode.id", id);
     add_span_attribute("episode.sequence", sequence);
     Ok(episode)
-}
-
-/// A time-ordered unique id (UUID v7 at `now`).
-fn new_id(now: i64) -> String {
-    let millis = u64::try_from(now).unwrap_or(0);
-    let timestamp = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        millis / 1000,
-        (millis % 1000) as u32 * 1_000_000,
-    );
-    uuid::Uuid::new_v7(timestamp).to_string()
 }
 
 /// Hits as episodes, with their scores computed by `score_of`.
@@ -450,22 +403,6 @@ fn mark_important(
     add_span_attribute("episode.valence.old", old);
     add_span_attribute("episode.valence.new", new);
     Ok(ValenceChange { old, new })
-}
-
-/// Cosine similarity of two vectors.
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let denominator = (na * nb).sqrt();
-    if denominator > 0.0 {
-        dot / denominator
-    } else {
-        0.0
-    }
 }
 
 /// One episode as light consolidation sees it.

@@ -1,0 +1,361 @@
+//! System operations (SPEC 6, tools 14, 16, 17): consolidation across the services, the
+//! session, and what the server holds and how it is doing.
+
+use std::time::Instant;
+
+use opentelemetry::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use super::{DeepReport, ErrorCode, LightReport, Memory, MemoryError, SkillReport, now_ms};
+use crate::bindings::api::ww::memory::{
+    episodic, graph_store, procedural, semantic, types, vector_store,
+};
+use crate::config::Role;
+use crate::plugins::{Request, RequestCall};
+
+/// Which consolidation to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsolidationKind {
+    /// Mark near-duplicate episodes (the default).
+    #[default]
+    Light,
+    /// Clusters of similar episodes become entities.
+    Deep,
+    /// Similar skills merge.
+    Skill,
+    /// All three, in that order.
+    All,
+}
+
+/// `consolidate_now` arguments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsolidateNow {
+    /// Which (default light).
+    #[serde(default)]
+    pub kind: Option<ConsolidationKind>,
+}
+
+/// `consolidate_now` result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsolidationReport {
+    /// What ran.
+    pub kind: ConsolidationKind,
+    /// Light consolidation's counts, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub light: Option<LightReport>,
+    /// Deep consolidation's counts, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<DeepReport>,
+    /// Skill consolidation's counts, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skill: Option<SkillReport>,
+    /// Wall time, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// `get_session_id` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// The session this connection is bound to.
+    pub session_id: String,
+    /// The server.
+    pub server_name: String,
+    /// Its version.
+    pub server_version: String,
+}
+
+/// `memory_stats` arguments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryStatsArgs {
+    /// Include per-component and guest-limit counters.
+    #[serde(default)]
+    pub detailed: Option<bool>,
+}
+
+/// Points per collection and nodes per label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Episodes (vector points).
+    pub episodes: u64,
+    /// Entities (vector points).
+    pub entities: u64,
+    /// Skills (vector points).
+    pub procedures: u64,
+    /// Graph nodes labelled episode, entity, procedure.
+    pub graph_nodes: [u64; 3],
+}
+
+/// One store adapter's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreStatus {
+    /// `vector-store` or `graph-store`.
+    pub role: String,
+    /// The component serving it.
+    pub component: String,
+    /// What it says it is.
+    pub backend: String,
+    /// Whether it answered healthy.
+    pub healthy: bool,
+    /// Its own account.
+    pub detail: String,
+    /// How long its health call took, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Tracing as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracingStatus {
+    /// Whether spans are recorded.
+    pub enabled: bool,
+    /// Where they go.
+    pub exporters: Vec<String>,
+    /// The sampler.
+    pub sampler: String,
+    /// Spans accepted by the exporters.
+    pub spans_exported: u64,
+    /// Spans lost (full queue, failed or timed-out export).
+    pub spans_dropped: u64,
+    /// Guest input repaired or refused, by kind (detailed only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guest_limits: Vec<(String, u64)>,
+}
+
+/// One component's counters (detailed only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentStatus {
+    /// Its name.
+    pub name: String,
+    /// Instances created (the first, and one after each trap).
+    pub instantiations: u64,
+    /// Calls that trapped.
+    pub traps: u64,
+    /// Linear memory of its live instance, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// `memory_stats` result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryStats {
+    /// What is stored.
+    pub counts: Counts,
+    /// The stores' health.
+    pub stores: Vec<StoreStatus>,
+    /// Tracing.
+    pub tracing: TracingStatus,
+    /// Components (detailed only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+}
+
+const VECTORS: &str = "ww:memory/vector-store@0.1.0";
+const GRAPH: &str = "ww:memory/graph-store@0.1.0";
+
+impl Memory {
+    /// Run consolidation(s) as one request; failures are `CONSOLIDATION_ERROR`s.
+    pub async fn consolidate_now(
+        &self,
+        request: Request,
+        input: ConsolidateNow,
+    ) -> Result<ConsolidationReport, MemoryError> {
+        let kind = input.kind.unwrap_or_default();
+        let started = Instant::now();
+        let mut call = self.host.begin(request);
+        call.annotate(vec![KeyValue::new(
+            "ww.consolidation.kind",
+            format!("{kind:?}"),
+        )]);
+        let mut report = ConsolidationReport {
+            kind,
+            light: None,
+            deep: None,
+            skill: None,
+            duration_ms: 0.0,
+        };
+        let outcome = self.consolidate_in(&mut call, kind, &mut report).await;
+        report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        match outcome {
+            Ok(()) => Ok(report),
+            Err(mut error) => {
+                if error.code != ErrorCode::ValidationError {
+                    error.code = ErrorCode::ConsolidationError;
+                }
+                super::mark_failed(&mut call, &error);
+                Err(error)
+            }
+        }
+    }
+
+    async fn consolidate_in(
+        &self,
+        call: &mut RequestCall<'_>,
+        kind: ConsolidationKind,
+        report: &mut ConsolidationReport,
+    ) -> Result<(), MemoryError> {
+        let now = now_ms();
+        if matches!(kind, ConsolidationKind::Light | ConsolidationKind::All) {
+            let r: episodic::LightReport = self
+                .call_in(
+                    call,
+                    "ww:memory/episodic@0.1.0",
+                    "consolidate-light",
+                    (now,),
+                )
+                .await?;
+            report.light = Some(LightReport {
+                examined: r.examined,
+                marked_duplicates: r.marked_duplicates,
+            });
+        }
+        if matches!(kind, ConsolidationKind::Deep | ConsolidationKind::All) {
+            let r: semantic::DeepReport = self
+                .call_in(call, "ww:memory/semantic@0.1.0", "consolidate-deep", (now,))
+                .await?;
+            report.deep = Some(DeepReport {
+                episodes_examined: r.episodes_examined,
+                clusters: r.clusters,
+                entities_created: r.entities_created,
+                entities_updated: r.entities_updated,
+            });
+        }
+        if matches!(kind, ConsolidationKind::Skill | ConsolidationKind::All) {
+            let r: procedural::SkillReport = self
+                .call_in(
+                    call,
+                    "ww:memory/procedural@0.1.0",
+                    "consolidate-skills",
+                    (now,),
+                )
+                .await?;
+            report.skill = Some(SkillReport {
+                examined: r.examined,
+                merged: r.merged,
+                deprecated: r.deprecated,
+            });
+        }
+        Ok(())
+    }
+
+    /// The session this caller is bound to, and the server.
+    pub fn get_session_id(&self, request: Request, session: &str) -> SessionInfo {
+        let mut call = self.host.begin(request);
+        call.annotate(vec![KeyValue::new("session.id", session.to_owned())]);
+        SessionInfo {
+            session_id: session.to_owned(),
+            server_name: "world-weaver".to_owned(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// Counts, store health and latency, tracing status.
+    pub async fn memory_stats(
+        &self,
+        request: Request,
+        input: MemoryStatsArgs,
+    ) -> Result<MemoryStats, MemoryError> {
+        let mut call = self.host.begin(request);
+        let everything = || types::Filter {
+            must: vec![],
+            must_not: vec![],
+        };
+        let mut points = [0u64; 3];
+        for (slot, collection) in [
+            vector_store::Collection::Episodes,
+            vector_store::Collection::Entities,
+            vector_store::Collection::Procedures,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            points[slot] = self
+                .call_in(&mut call, VECTORS, "count", (collection, everything()))
+                .await?;
+        }
+        let mut graph_nodes = [0u64; 3];
+        for (slot, label) in [
+            graph_store::NodeLabel::Episode,
+            graph_store::NodeLabel::Entity,
+            graph_store::NodeLabel::Procedure,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            graph_nodes[slot] = self
+                .call_in(&mut call, GRAPH, "count-nodes", (label,))
+                .await?;
+        }
+        let mut stores = Vec::new();
+        for role in [Role::VectorStore, Role::GraphStore] {
+            let component = self
+                .host
+                .exporter(role.interface())
+                .map_or_else(|| "none".to_owned(), |c| c.name().to_owned());
+            let started = Instant::now();
+            let health: Result<(types::StoreHealth,), _> =
+                call.invoke_typed(role.interface(), "health", ()).await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            stores.push(match health {
+                Ok((h,)) => StoreStatus {
+                    role: role.key().to_owned(),
+                    component,
+                    backend: h.backend,
+                    healthy: h.healthy,
+                    detail: h.detail,
+                    latency_ms,
+                },
+                Err(error) => StoreStatus {
+                    role: role.key().to_owned(),
+                    component,
+                    backend: "unknown".to_owned(),
+                    healthy: false,
+                    detail: error.to_string(),
+                    latency_ms,
+                },
+            });
+        }
+        let detailed = input.detailed.unwrap_or(false);
+        let stats = self.host.telemetry().stats();
+        let tracing = TracingStatus {
+            enabled: stats.enabled,
+            exporters: stats.exporters,
+            sampler: stats.sampler,
+            spans_exported: stats.spans_exported,
+            spans_dropped: stats.spans_dropped,
+            guest_limits: if detailed {
+                stats
+                    .guest_limits
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let components = if detailed {
+            self.host
+                .components()
+                .map(|(c, _)| ComponentStatus {
+                    name: c.name().to_owned(),
+                    instantiations: c.instantiations(),
+                    traps: c.traps(),
+                    memory_bytes: c.memory_bytes(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(MemoryStats {
+            counts: Counts {
+                episodes: points[0],
+                entities: points[1],
+                procedures: points[2],
+                graph_nodes,
+            },
+            stores,
+            tracing,
+            components,
+        })
+    }
+}

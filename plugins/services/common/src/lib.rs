@@ -1,0 +1,190 @@
+//! What the memory services share: argument checks that produce typed validation errors,
+//! time-ordered ids, embedding one text, and typed payload fields written and read back.
+
+use ww_guest::services::embedder;
+use ww_guest::services::{Error, Field, FieldValue, ValidationError};
+
+/// A validation error about argument `field`.
+pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::Validation(ValidationError {
+        field: Some(field.to_owned()),
+        message: message.into(),
+    })
+}
+
+/// A required text: not blank, at most `max` bytes.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {max} are accepted", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional text of at most `max` bytes.
+pub fn check_optional(field: &str, value: Option<&str>, max: usize) -> Result<(), Error> {
+    match value {
+        Some(v) if v.len() > max => Err(invalid(
+            field,
+            format!("is {} bytes; at most {max} are accepted", v.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A number in [0, 1] (NaN is not).
+pub fn check_unit(field: &str, value: f64) -> Result<(), Error> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(invalid(field, "must be a number between 0 and 1"));
+    }
+    Ok(())
+}
+
+/// An id argument: present and of a sane length (unknown ids are `not-found` later).
+pub fn check_id(field: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(invalid(field, "an id must be 1 to 128 bytes"));
+    }
+    Ok(())
+}
+
+/// A time-ordered unique id (UUID v7 at `now`, milliseconds since the epoch).
+pub fn new_id(now: i64) -> String {
+    let millis = u64::try_from(now).unwrap_or(0);
+    let timestamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        (millis % 1000) as u32 * 1_000_000,
+    );
+    uuid::Uuid::new_v7(timestamp).to_string()
+}
+
+/// The embedding of one text.
+pub fn embed(text: &str) -> Result<Vec<f32>, Error> {
+    let mut vectors = embedder::embed(&[text.to_owned()])?;
+    match vectors.pop() {
+        Some(vector) if vectors.is_empty() => Ok(vector),
+        _ => Err(Error::Embedding(
+            "the embedder returned a different number of vectors than texts".to_owned(),
+        )),
+    }
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    let denominator = (na * nb).sqrt();
+    if denominator > 0.0 {
+        dot / denominator
+    } else {
+        0.0
+    }
+}
+
+pub fn text(name: &str, value: impl Into<String>) -> Field {
+    Field {
+        name: name.to_owned(),
+        value: FieldValue::Text(value.into()),
+    }
+}
+
+pub fn texts(name: &str, values: Vec<String>) -> Field {
+    Field {
+        name: name.to_owned(),
+        value: FieldValue::Texts(values),
+    }
+}
+
+pub fn integer(name: &str, value: i64) -> Field {
+    Field {
+        name: name.to_owned(),
+        value: FieldValue::Integer(value),
+    }
+}
+
+pub fn number(name: &str, value: f64) -> Field {
+    Field {
+        name: name.to_owned(),
+        value: FieldValue::Number(value),
+    }
+}
+
+pub fn flag(name: &str, value: bool) -> Field {
+    Field {
+        name: name.to_owned(),
+        value: FieldValue::Flag(value),
+    }
+}
+
+/// `name` equals `value`, as a filter condition.
+pub fn equals(field: Field) -> ww_guest::services::Condition {
+    ww_guest::services::Condition::Equals(field)
+}
+
+/// Stored fields read back, typed; a missing or mistyped required field is a storage
+/// error naming it (the data is not what this service wrote).
+pub struct Fields<'a>(pub &'a [Field]);
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&'a FieldValue> {
+        self.0.iter().find(|f| f.name == name).map(|f| &f.value)
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        match self.get(name) {
+            Some(FieldValue::Text(t)) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn required_text(&self, name: &str) -> Result<String, Error> {
+        self.text(name).ok_or_else(|| corrupt(name))
+    }
+
+    pub fn texts(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(FieldValue::Texts(t)) => t.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn integer(&self, name: &str) -> Result<i64, Error> {
+        match self.get(name) {
+            Some(FieldValue::Integer(i)) => Ok(*i),
+            _ => Err(corrupt(name)),
+        }
+    }
+
+    pub fn optional_integer(&self, name: &str) -> Option<i64> {
+        match self.get(name) {
+            Some(FieldValue::Integer(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn number(&self, name: &str) -> Result<f64, Error> {
+        match self.get(name) {
+            Some(FieldValue::Number(n)) => Ok(*n),
+            Some(FieldValue::Integer(i)) => Ok(*i as f64),
+            _ => Err(corrupt(name)),
+        }
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some(FieldValue::Flag(true)))
+    }
+}
+
+fn corrupt(field: &str) -> Error {
+    Error::Storage(format!("a stored record has no valid `{field}` field"))
+}

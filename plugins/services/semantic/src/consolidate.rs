@@ -1,0 +1,177 @@
+//! Deep consolidation (SPEC 6, tool 14): clusters of similar episodes (cosine ≥ 0.75 to
+//! the cluster's first episode, at least 3 of them) become entities — or update the
+//! active entity of the same name — linked to each episode as their consolidation origin.
+//!
+//! It reads the episodes the episodic service stored (its `content`, `session` and
+//! `duplicate_of` payload fields); near-duplicates marked by light consolidation are left
+//! out.
+
+use std::collections::{BTreeMap, HashSet};
+
+use ww_guest::semantic::{DeepReport, Entity, EntityType};
+use ww_guest::services::graph_store::{self as graph, Direction};
+use ww_guest::services::vector_store::{self as vectors, Collection};
+use ww_guest::services::{Condition, Error, Filter};
+use ww_guest::{add_span_attribute, report_progress, traced};
+use ww_service_common::{Fields, cosine, new_id};
+
+use crate::entity;
+
+const SIMILARITY: f32 = 0.75;
+const MIN_CLUSTER: usize = 3;
+const PAGE: u32 = 1_000;
+const SUMMARY_CHARS: usize = 500;
+/// Words that say nothing about what a cluster is about.
+const STOPWORDS: [&str; 24] = [
+    "about", "after", "again", "also", "been", "before", "from", "have", "into", "just", "more",
+    "much", "only", "over", "some", "than", "that", "their", "them", "then", "there", "this",
+    "when", "with",
+];
+
+struct Episode {
+    id: String,
+    session: String,
+    content: String,
+    vector: Vec<f32>,
+}
+
+/// A cluster's name: its three most frequent words of four letters or more.
+fn cluster_name(members: &[&Episode]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for episode in members {
+        let words: HashSet<String> = episode
+            .content
+            .split(|c: char| !c.is_alphanumeric())
+            .map(str::to_lowercase)
+            .filter(|w| w.chars().count() >= 4 && !STOPWORDS.contains(&w.as_str()))
+            .collect();
+        for word in words {
+            *counts.entry(word).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let name: Vec<String> = ranked.into_iter().take(3).map(|(w, _)| w).collect();
+    if name.is_empty() {
+        "unnamed cluster".to_owned()
+    } else {
+        name.join(" ")
+    }
+}
+
+fn read_episodes() -> Result<Vec<Episode>, Error> {
+    let filter = Filter {
+        must: vec![Condition::Missing("duplicate_of".to_owned())],
+        must_not: vec![],
+    };
+    let total = vectors::count(Collection::Episodes, &filter)?;
+    let mut episodes = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = vectors::scroll(Collection::Episodes, &filter, after.as_deref(), PAGE, true)?;
+        let Some(last) = page.last().map(|p| p.id.clone()) else {
+            break;
+        };
+        for point in page {
+            let fields = Fields(&point.payload);
+            episodes.push(Episode {
+                session: fields.required_text("session")?,
+                content: fields.required_text("content")?,
+                vector: point.vector.unwrap_or_default(),
+                id: point.id,
+            });
+        }
+        report_progress(episodes.len() as u64, total * 2, "reading episodes");
+        after = Some(last);
+    }
+    Ok(episodes)
+}
+
+#[traced("semantic.consolidate_deep", kind = Internal)]
+pub fn deep(now: i64) -> Result<DeepReport, Error> {
+    let episodes = match read_episodes() {
+        Ok(episodes) => episodes,
+        // No episode was ever stored: nothing to consolidate.
+        Err(Error::Validation(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let total = episodes.len() as u64;
+    // Leader clustering, in id (creation) order: each episode joins the first cluster
+    // whose first episode it is similar enough to, or starts one.
+    let mut clusters: Vec<Vec<usize>> = Vec::new();
+    for (index, episode) in episodes.iter().enumerate() {
+        match clusters
+            .iter_mut()
+            .find(|c| cosine(&episodes[c[0]].vector, &episode.vector) >= SIMILARITY)
+        {
+            Some(cluster) => cluster.push(index),
+            None => clusters.push(vec![index]),
+        }
+        if index % 500 == 499 {
+            report_progress(total + index as u64 + 1, total * 2, "clustering episodes");
+        }
+    }
+    let big: Vec<Vec<&Episode>> = clusters
+        .iter()
+        .filter(|c| c.len() >= MIN_CLUSTER)
+        .map(|c| c.iter().map(|&i| &episodes[i]).collect())
+        .collect();
+    let (mut created, mut updated) = (0u64, 0u64);
+    for members in &big {
+        let name = cluster_name(members);
+        let existing = crate::find_active(&name, entity::type_name(EntityType::Concept))?;
+        let id = match existing {
+            Some(id) => {
+                updated += 1;
+                id
+            }
+            None => {
+                let leader = members[0];
+                let summary: String = leader.content.chars().take(SUMMARY_CHARS).collect();
+                let entity = Entity {
+                    id: new_id(now),
+                    name: name.clone(),
+                    entity_type: EntityType::Concept,
+                    summary: format!("{summary} (consolidated from {} episodes)", members.len()),
+                    details: None,
+                    session: leader.session.clone(),
+                    valid_from: now,
+                    valid_to: None,
+                    superseded_by: None,
+                    access_count: 0,
+                    last_access: now,
+                    stability: 1.0,
+                    created: now,
+                };
+                crate::store_new(&entity)?;
+                created += 1;
+                entity.id
+            }
+        };
+        let linked: HashSet<String> = graph::neighbors(
+            &id,
+            Direction::Outgoing,
+            &[graph::RelationType::DerivedFrom],
+            10_000,
+        )?
+        .into_iter()
+        .map(|n| n.node.id)
+        .collect();
+        for episode in members {
+            if !linked.contains(&episode.id) {
+                crate::link_episode(&id, &episode.id, "consolidation")?;
+            }
+        }
+    }
+    report_progress(total * 2, total * 2, "entities written");
+    add_span_attribute("consolidation.episodes", total);
+    add_span_attribute("consolidation.clusters", big.len());
+    add_span_attribute("consolidation.entities_created", created);
+    add_span_attribute("consolidation.entities_updated", updated);
+    Ok(DeepReport {
+        episodes_examined: total,
+        clusters: big.len() as u64,
+        entities_created: created,
+        entities_updated: updated,
+    })
+}

@@ -1,0 +1,443 @@
+//! Procedural memory and the system operations (consolidation, provenance from
+//! consolidation, session, stats) through the host API, on the real default components.
+
+use serde_json::json;
+use ww_host::memory::{
+    ConsolidateNow, ConsolidationKind, CreateEpisode, CreateSkill, DeprecateSkill, ErrorCode,
+    ExecuteSkill, GetProvenance, Memory, MemoryStatsArgs, RecallEpisodes, RecallSkill, StepArg,
+    arguments,
+};
+use ww_host::plugins::Request;
+use ww_tests::{data_dir, memory, telemetry};
+
+const SESSION: &str = "procedural-tests";
+
+fn request(name: &str) -> Request {
+    Request::new(format!("test.{name}"))
+}
+
+async fn open(name: &str) -> Memory {
+    memory(&data_dir(name), telemetry(&[])).await
+}
+
+fn steps(actions: &[&str]) -> Vec<StepArg> {
+    actions
+        .iter()
+        .map(|a| StepArg {
+            action: (*a).to_owned(),
+            tool: Some("shell".to_owned()),
+            parameters: Some(json!({"cwd": "/repo"})),
+            result: None,
+        })
+        .collect()
+}
+
+async fn skill(memory: &Memory, actions: &[&str], outcome: f64, domain: &str) -> Option<String> {
+    let created = memory
+        .create_skill(
+            request("create_skill"),
+            SESSION,
+            CreateSkill {
+                trajectory: steps(actions),
+                outcome_score: outcome,
+                domain: domain.to_owned(),
+                trigger_pattern: Some("when the build fails".to_owned()),
+                name: None,
+            },
+        )
+        .await
+        .expect("create_skill");
+    created.skill.map(|s| s.id)
+}
+
+async fn recall(memory: &Memory, task: &str, include_deprecated: bool) -> Vec<(String, f64)> {
+    memory
+        .recall_skill(
+            request("recall_skill"),
+            RecallSkill {
+                task: task.to_owned(),
+                include_deprecated: Some(include_deprecated),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("recall_skill")
+        .skills
+        .into_iter()
+        .map(|s| (s.skill.id, s.score.total))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skills_are_stored_recalled_and_deprecated_by_their_record() {
+    let memory = open("procedural-skills").await;
+    // Below 0.7 nothing is stored, and the result says why.
+    let weak = memory
+        .create_skill(
+            request("create_skill"),
+            SESSION,
+            CreateSkill {
+                trajectory: steps(&["guess"]),
+                outcome_score: 0.5,
+                domain: "builds".to_owned(),
+                trigger_pattern: None,
+                name: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!weak.stored && weak.skill.is_none());
+    assert!(weak.reason.as_deref().unwrap_or("").contains("0.7"));
+
+    let fix = skill(
+        &memory,
+        &["clear the cache", "rebuild the project"],
+        0.9,
+        "builds",
+    )
+    .await
+    .unwrap();
+    let flaky = skill(
+        &memory,
+        &["restart the flaky runner", "retry the job"],
+        0.8,
+        "ci",
+    )
+    .await
+    .unwrap();
+    let found = memory
+        .recall_skill(
+            request("recall_skill"),
+            RecallSkill {
+                task: "rebuild the project after clearing the cache".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.skills[0].skill.id, fix);
+    let top = &found.skills[0];
+    assert_eq!(top.skill.steps.len(), 2);
+    assert_eq!(top.skill.steps[0].parameters, Some(json!({"cwd": "/repo"})));
+    assert_eq!((top.skill.executions, top.skill.version), (1, 1));
+    let s = top.score;
+    assert_eq!((s.success_rate, s.experience), (1.0, 0.1));
+    assert!(
+        (s.total - (0.6 * s.similarity + 0.3 + 0.01)).abs() < 1e-9,
+        "{s:?}"
+    );
+    // A domain filter.
+    let ci_only = memory
+        .recall_skill(
+            request("recall_skill"),
+            RecallSkill {
+                task: "rebuild the project".to_owned(),
+                domain: Some("ci".to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ci_only
+            .skills
+            .iter()
+            .map(|s| &s.skill.id)
+            .collect::<Vec<_>>(),
+        [&flaky]
+    );
+
+    // 11 failures after the creating success: more than 10 runs under 0.3 deprecates it.
+    let mut last = None;
+    for _ in 0..11 {
+        last = Some(
+            memory
+                .execute_skill(
+                    request("execute_skill"),
+                    ExecuteSkill {
+                        skill_id: flaky.clone(),
+                        success: false,
+                        error: Some("runner died".to_owned()),
+                        episode_id: None,
+                    },
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let last = last.unwrap();
+    assert_eq!(last.executions, 12);
+    assert!((last.success_rate - 1.0 / 12.0).abs() < 1e-12);
+    assert!(last.deprecated);
+    let task = "restart the flaky runner and retry the job";
+    assert!(
+        !recall(&memory, task, false)
+            .await
+            .iter()
+            .any(|(id, _)| *id == flaky)
+    );
+    assert!(
+        recall(&memory, task, true)
+            .await
+            .iter()
+            .any(|(id, _)| *id == flaky)
+    );
+
+    // Deprecation is idempotent; an unknown id is NOT_FOUND.
+    let deprecate = |id: &str, replaced_by: Option<&str>| DeprecateSkill {
+        skill_id: id.to_owned(),
+        reason: Some("superseded".to_owned()),
+        replaced_by: replaced_by.map(str::to_owned),
+    };
+    let once = memory
+        .deprecate_skill(request("deprecate"), deprecate(&fix, Some(&flaky)))
+        .await
+        .unwrap();
+    let twice = memory
+        .deprecate_skill(request("deprecate"), deprecate(&fix, Some(&flaky)))
+        .await
+        .unwrap();
+    assert_eq!(once, twice);
+    assert!(once.deprecated && once.replaced_by.as_deref() == Some(flaky.as_str()));
+    let unknown = memory
+        .deprecate_skill(request("deprecate"), deprecate("nope", None))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::NotFound);
+    let unknown_run = memory
+        .execute_skill(
+            request("execute_skill"),
+            ExecuteSkill {
+                skill_id: "nope".to_owned(),
+                success: true,
+                error: None,
+                episode_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_run.code, ErrorCode::NotFound);
+    let bad =
+        arguments::<CreateSkill>(json!({"trajectory": [], "outcome_score": "high", "domain": "x"}));
+    assert_eq!(bad.unwrap_err().field.as_deref(), Some("outcome_score"));
+    let empty = memory
+        .create_skill(
+            request("create_skill"),
+            SESSION,
+            CreateSkill {
+                trajectory: vec![],
+                outcome_score: 0.9,
+                domain: "x".to_owned(),
+                trigger_pattern: None,
+                name: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(empty.field.as_deref(), Some("trajectory"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consolidation_marks_duplicates_builds_entities_and_merges_skills() {
+    let memory = open("consolidation").await;
+    let create = |content: &str| CreateEpisode {
+        content: content.to_owned(),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    // With the hash embedder, the three variants are 0.92–0.94 similar to the first
+    // (a cluster, not duplicates); the repeat is 1.0 (a duplicate).
+    for content in [
+        "the deploy failed because the database migration timed out",
+        "the deploy failed because the database migration timed out",
+        "the deploy failed again because the database migration timed out",
+        "yesterday the deploy failed because the database migration timed out",
+        "the deploy failed because the database migration timed out twice",
+        "lunch was a sandwich",
+    ] {
+        ids.push(
+            memory
+                .create_episode(request("episode"), SESSION, create(content))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+
+    // Light: the exact repeat is marked (never deleted) and recall stops returning it.
+    let light = memory
+        .consolidate_now(
+            request("consolidate"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::Light),
+            },
+        )
+        .await
+        .unwrap();
+    let light_report = light.light.unwrap();
+    assert_eq!(
+        (light_report.examined, light_report.marked_duplicates),
+        (6, 1)
+    );
+    let recalled = memory
+        .recall_episodes(
+            request("recall"),
+            SESSION,
+            RecallEpisodes {
+                query: "deploy failed database migration".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let recalled_ids: Vec<&str> = recalled
+        .episodes
+        .iter()
+        .map(|e| e.episode.id.as_str())
+        .collect();
+    assert!(recalled_ids.contains(&ids[0].as_str()) && !recalled_ids.contains(&ids[1].as_str()));
+
+    // Deep: the similar deploy episodes become one entity linked to each.
+    let deep = memory
+        .consolidate_now(
+            request("consolidate"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::Deep),
+            },
+        )
+        .await
+        .unwrap();
+    let report = deep.deep.unwrap();
+    assert_eq!(
+        (report.clusters, report.entities_created),
+        (1, 1),
+        "{report:?}"
+    );
+    let stats = memory
+        .memory_stats(request("stats"), MemoryStatsArgs::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.counts.entities, 1);
+    assert_eq!(stats.counts.episodes, 6);
+    let entity = memory
+        .semantic_recall(
+            request("recall"),
+            ww_host::memory::SemanticRecall {
+                query: "deploy database migration".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .entities[0]
+        .entity
+        .id
+        .clone();
+    let provenance = memory
+        .get_provenance(request("provenance"), GetProvenance { entity_id: entity })
+        .await
+        .unwrap();
+    let mut origin = provenance.consolidated_from.clone();
+    origin.sort();
+    let mut expected: Vec<String> = vec![
+        ids[0].clone(),
+        ids[2].clone(),
+        ids[3].clone(),
+        ids[4].clone(),
+    ];
+    expected.sort();
+    assert_eq!(
+        origin, expected,
+        "the duplicate and the unrelated episode are not in it"
+    );
+    // Running it again updates rather than duplicates.
+    let again = memory
+        .consolidate_now(
+            request("consolidate"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::Deep),
+            },
+        )
+        .await
+        .unwrap()
+        .deep
+        .unwrap();
+    assert_eq!((again.entities_created, again.entities_updated), (0, 1));
+
+    // Skill: two near-identical skills merge into the better one.
+    let better = skill(
+        &memory,
+        &["run the migration with a longer timeout"],
+        0.95,
+        "deploys",
+    )
+    .await
+    .unwrap();
+    let worse = skill(
+        &memory,
+        &["run the migration with a longer timeout"],
+        0.9,
+        "deploys",
+    )
+    .await
+    .unwrap();
+    memory
+        .execute_skill(
+            request("execute_skill"),
+            ExecuteSkill {
+                skill_id: worse.clone(),
+                success: false,
+                error: None,
+                episode_id: Some(ids[0].clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let all = memory
+        .consolidate_now(
+            request("consolidate"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::All),
+            },
+        )
+        .await
+        .unwrap();
+    let skills = all.skill.unwrap();
+    assert_eq!(
+        (skills.examined, skills.merged, skills.deprecated),
+        (2, 1, 1)
+    );
+    assert!(all.light.is_some() && all.deep.is_some() && all.duration_ms > 0.0);
+    let kept = recall(&memory, "migration timeout", false).await;
+    assert_eq!(kept.iter().map(|(id, _)| id).collect::<Vec<_>>(), [&better]);
+
+    // The session and the stats.
+    let info = memory.get_session_id(request("session"), SESSION);
+    assert_eq!(info.session_id, SESSION);
+    assert_eq!(info.server_name, "world-weaver");
+    let stats = memory
+        .memory_stats(
+            request("stats"),
+            MemoryStatsArgs {
+                detailed: Some(true),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.counts.procedures, 2);
+    assert_eq!(stats.counts.graph_nodes, [6, 1, 2]);
+    assert_eq!(stats.stores.len(), 2);
+    assert!(
+        stats
+            .stores
+            .iter()
+            .all(|s| s.healthy && s.backend == "embedded")
+    );
+    assert!(
+        stats
+            .components
+            .iter()
+            .any(|c| c.name == "embedded" && c.memory_bytes > 0)
+    );
+    assert!(!stats.tracing.enabled);
+}

@@ -53,9 +53,9 @@ clippy: plugins
 test: fmt-check clippy plugins
 	$(CARGO) test --workspace
 	# Guest crates whose tests need no component run natively: the SDK's documented
-	# example, and the write-ahead log (with its kill -9 test).
+	# example, the write-ahead log (with its kill -9 test), the vector arithmetic.
 	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
-	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal
+	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath
 
 bench: plugins
 	$(CARGO) bench -p ww-host --bench tracing

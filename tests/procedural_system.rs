@@ -425,7 +425,8 @@ async fn consolidation_marks_duplicates_builds_entities_and_merges_skills() {
         .await
         .unwrap();
     assert_eq!(stats.counts.procedures, 2);
-    assert_eq!(stats.counts.graph_nodes, [6, 1, 2]);
+    let nodes = stats.counts.graph_nodes;
+    assert_eq!((nodes.episode, nodes.entity, nodes.procedure), (6, 1, 2));
     assert_eq!(stats.stores.len(), 2);
     assert!(
         stats

@@ -6,7 +6,9 @@
 //! session filter, the worst case), then times `recall_episodes` (p50, p99), reports the
 //! store component's linear memory and the process's resident memory, and — at the
 //! first size — the cost of tracing: the same recalls against a copy of the store with
-//! tracing on (OTLP over gRPC to a local receiver), alternated with tracing off.
+//! tracing on (OTLP over gRPC to a local receiver), alternated with tracing off, and
+//! `consolidate_now deep` over those episodes. Before that, `semantic_recall` and
+//! `spread_activation` on a graph of 10k entities and 50k relations.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -190,9 +192,168 @@ async fn tracing_overhead(dir: &Path, words: &mut Words) {
     );
 }
 
+/// `semantic_recall` and `spread_activation` on a graph of `entities` entities and
+/// `relations` relations.
+async fn graph_bench(entities: usize, relations: usize) {
+    use ww_host::memory::{
+        CreateEntity, CreateRelation, EntityType, RelationType, SemanticRecall, SpreadActivation,
+    };
+    let dir = bench_dir("graph");
+    let memory = ww_tests::memory(&dir, ww_tests::telemetry(&[])).await;
+    let mut words = Words(0x6a09_e667);
+    eprintln!("building a graph of {entities} entities and {relations} relations ...");
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(entities);
+    for i in 0..entities {
+        let created = memory
+            .create_entity(
+                Request::new("bench.create_entity"),
+                SESSION,
+                CreateEntity {
+                    name: format!("{} {i}", words.sentence(2)),
+                    entity_type: EntityType::Concept,
+                    summary: words.sentence(10),
+                    details: None,
+                    source: None,
+                },
+            )
+            .await
+            .expect("create_entity");
+        ids.push(created.entity.id);
+    }
+    let created_entities = start.elapsed();
+    // Types that may form cycles, so no cycle check is timed here; a few hubs and many
+    // leaves, like real knowledge graphs.
+    let kinds = [
+        RelationType::Uses,
+        RelationType::Produces,
+        RelationType::SimilarTo,
+        RelationType::Implements,
+    ];
+    let start = Instant::now();
+    let mut made = 0;
+    while made < relations {
+        let a = (words.next() % entities as u64) as usize;
+        let b = ((words.next() % entities as u64) * (words.next() % entities as u64)
+            / entities as u64) as usize;
+        if a == b {
+            continue;
+        }
+        memory
+            .create_relation(
+                Request::new("bench.create_relation"),
+                CreateRelation {
+                    source_id: ids[a].clone(),
+                    target_id: ids[b].clone(),
+                    relation_type: kinds[made % kinds.len()],
+                    weight: Some(0.05 + (words.next() % 95) as f64 / 100.0),
+                },
+            )
+            .await
+            .expect("create_relation");
+        made += 1;
+    }
+    let created_relations = start.elapsed();
+    println!(
+        "graph of {entities} entities, {relations} relations: create_entity {} each, create_relation {} each",
+        ms(created_entities / entities as u32),
+        ms(created_relations / relations as u32)
+    );
+    let mut recall_times = Vec::new();
+    let mut spread_times = Vec::new();
+    let mut activated = 0;
+    for i in 0..120 {
+        let context = vec![
+            ids[(i * 7919) % entities].clone(),
+            ids[(i * 104_729) % entities].clone(),
+        ];
+        let start = Instant::now();
+        memory
+            .semantic_recall(
+                Request::new("bench.semantic_recall"),
+                SemanticRecall {
+                    query: words.sentence(4),
+                    context_entities: context,
+                    limit: Some(10),
+                },
+            )
+            .await
+            .expect("semantic_recall");
+        let recall = start.elapsed();
+        let start = Instant::now();
+        let spread = memory
+            .spread_activation(
+                Request::new("bench.spread_activation"),
+                SpreadActivation {
+                    seed_entities: vec![ids[(i * 31) % entities].clone()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("spread_activation");
+        if i >= 20 {
+            recall_times.push(recall);
+            spread_times.push(start.elapsed());
+            activated += spread.activations.len();
+        }
+    }
+    recall_times.sort();
+    spread_times.sort();
+    println!(
+        "semantic_recall (limit 10, 2 context entities): p50 {}, p99 {}",
+        ms(percentile(&recall_times, 0.5)),
+        ms(percentile(&recall_times, 0.99))
+    );
+    println!(
+        "spread_activation (defaults: 3 steps, threshold 0.01): p50 {}, p99 {}, {} nodes activated on average",
+        ms(percentile(&spread_times, 0.5)),
+        ms(percentile(&spread_times, 0.99)),
+        activated / spread_times.len()
+    );
+}
+
+/// `consolidate_now deep` over the episodes stored in `dir`.
+async fn deep_consolidation_bench(dir: &Path, n: usize) {
+    use ww_host::memory::{ConsolidateNow, ConsolidationKind};
+    let memory = ww_tests::memory(dir, ww_tests::telemetry(&[])).await;
+    let rss_before = rss_mib();
+    let start = Instant::now();
+    let report = memory
+        .consolidate_now(
+            Request::new("bench.consolidate_now"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::Deep),
+            },
+        )
+        .await
+        .expect("consolidate_now");
+    let elapsed = start.elapsed();
+    let semantic = memory.host().component("semantic").expect("semantic");
+    let deep = report.deep.expect("deep report");
+    println!(
+        "consolidate_now deep over {n} episodes: {:.2} s, {} clusters, semantic component linear memory {:.0} MiB, process RSS {:.0} -> {:.0} MiB",
+        elapsed.as_secs_f64(),
+        deep.clusters,
+        semantic.memory_bytes() as f64 / (1 << 20) as f64,
+        rss_before,
+        rss_mib()
+    );
+}
+
+fn enabled(part: &str) -> bool {
+    std::env::var("WW_BENCH").map_or(true, |parts| parts.split(',').any(|p| p.trim() == part))
+}
+
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; nothing else is understood.
+    // `cargo bench` passes `--bench`; nothing else is understood. `WW_BENCH` picks parts
+    // (episodes, deep, graph); `WW_BENCH_SIZES` the episode counts.
+    if enabled("graph") {
+        graph_bench(10_000, 50_000).await;
+    }
+    if !enabled("episodes") && !enabled("deep") {
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("WW_BENCH_SIZES")
         .unwrap_or_else(|_| "10000,100000".to_owned())
         .split(',')
@@ -224,6 +385,9 @@ async fn main() {
         drop(memory);
         if index == 0 {
             tracing_overhead(&dir, &mut words).await;
+            if enabled("deep") {
+                deep_consolidation_bench(&dir, n).await;
+            }
         }
     }
 }

@@ -78,14 +78,25 @@ pub struct MemoryStatsArgs {
 /// Points per collection and nodes per label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Episodes (vector points).
+    /// Episodes (points in `ww_episodes`).
     pub episodes: u64,
-    /// Entities (vector points).
+    /// Entities (points in `ww_entities`), superseded versions included.
     pub entities: u64,
-    /// Skills (vector points).
+    /// Skills (points in `ww_procedures`), deprecated ones included.
     pub procedures: u64,
-    /// Graph nodes labelled episode, entity, procedure.
-    pub graph_nodes: [u64; 3],
+    /// Graph nodes per label.
+    pub graph_nodes: NodeCounts,
+}
+
+/// Graph nodes per label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeCounts {
+    /// Labelled episode.
+    pub episode: u64,
+    /// Labelled entity.
+    pub entity: u64,
+    /// Labelled procedure.
+    pub procedure: u64,
 }
 
 /// One store adapter's health.
@@ -351,7 +362,11 @@ impl Memory {
                 episodes: points[0],
                 entities: points[1],
                 procedures: points[2],
-                graph_nodes,
+                graph_nodes: NodeCounts {
+                    episode: graph_nodes[0],
+                    entity: graph_nodes[1],
+                    procedure: graph_nodes[2],
+                },
             },
             stores,
             tracing,

@@ -75,21 +75,7 @@ pub fn embed(text: &str) -> Result<Vec<f32>, Error> {
     }
 }
 
-/// Cosine similarity of two vectors (0 when either is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let denominator = (na * nb).sqrt();
-    if denominator > 0.0 {
-        dot / denominator
-    } else {
-        0.0
-    }
-}
+pub use ww_vecmath::{Quantized, cosine, similar_at_least};
 
 pub fn text(name: &str, value: impl Into<String>) -> Field {
     Field {

@@ -24,7 +24,9 @@ use ww_guest::services::vector_store::{
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
 use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, span, traced};
-use ww_service_common::{check_text, check_unit, cosine, embed, invalid, new_id};
+use ww_service_common::{
+    Quantized, check_text, check_unit, embed, invalid, new_id, similar_at_least,
+};
 
 /// Bytes of episode content, at most.
 const MAX_CONTENT: usize = 100_000;
@@ -410,6 +412,7 @@ struct Candidate {
     id: String,
     event_time: i64,
     vector: Vec<f32>,
+    quantized: Quantized,
 }
 
 fn candidate(point: StoredPoint) -> Result<(String, Candidate), Error> {
@@ -423,6 +426,7 @@ fn candidate(point: StoredPoint) -> Result<(String, Candidate), Error> {
         Candidate {
             id: point.id,
             event_time: episode.event_time,
+            quantized: Quantized::new(&vector),
             vector,
         },
     ))
@@ -470,10 +474,16 @@ fn consolidate_light() -> Result<LightReport, Error> {
         });
         let mut kept: Vec<&Candidate> = Vec::new();
         for episode in episodes.iter() {
-            match kept
-                .iter()
-                .find(|original| cosine(&original.vector, &episode.vector) >= DUPLICATE_SIMILARITY)
-            {
+            let duplicate = |original: &&&Candidate| {
+                similar_at_least(
+                    &original.quantized,
+                    &original.vector,
+                    &episode.quantized,
+                    &episode.vector,
+                    DUPLICATE_SIMILARITY,
+                )
+            };
+            match kept.iter().find(duplicate) {
                 Some(original) => updates.push(PayloadUpdate {
                     id: episode.id.clone(),
                     fields: vec![episode::text(episode::DUPLICATE_OF, &original.id)],

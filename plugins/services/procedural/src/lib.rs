@@ -14,8 +14,8 @@ use ww_guest::services::vector_store::{
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter};
 use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, traced};
 use ww_service_common::{
-    Fields, check_id, check_optional, check_text, check_unit, cosine, embed, equals, flag, integer,
-    invalid, new_id, number, text,
+    Fields, Quantized, check_id, check_optional, check_text, check_unit, embed, equals, flag,
+    integer, invalid, new_id, number, similar_at_least, text,
 };
 
 /// Below this outcome a trajectory is not worth keeping.
@@ -431,7 +431,9 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
         };
         for point in page {
             let (skill, successes) = from_payload(point.id, &point.payload)?;
-            skills.push((skill, successes, point.vector.unwrap_or_default()));
+            let vector = point.vector.unwrap_or_default();
+            let quantized = Quantized::new(&vector);
+            skills.push((skill, successes, (vector, quantized)));
         }
         after = Some(last);
     }
@@ -445,11 +447,18 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
     });
     let mut leaders: Vec<usize> = Vec::new();
     let mut absorbed: Vec<(usize, usize)> = Vec::new();
-    for (index, (_, _, vector)) in skills.iter().enumerate() {
-        match leaders
-            .iter()
-            .find(|&&l| cosine(&skills[l].2, vector) >= MERGE_SIMILARITY)
-        {
+    for (index, (_, _, (vector, quantized))) in skills.iter().enumerate() {
+        let similar = |&&leader: &&usize| {
+            let (leader_vector, leader_quantized) = &skills[leader].2;
+            similar_at_least(
+                leader_quantized,
+                leader_vector,
+                quantized,
+                vector,
+                MERGE_SIMILARITY,
+            )
+        };
+        match leaders.iter().find(similar) {
             Some(&leader) => absorbed.push((index, leader)),
             None => leaders.push(index),
         }

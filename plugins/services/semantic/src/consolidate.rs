@@ -13,7 +13,7 @@ use ww_guest::services::graph_store::{self as graph, Direction};
 use ww_guest::services::vector_store::{self as vectors, Collection};
 use ww_guest::services::{Condition, Error, Filter};
 use ww_guest::{add_span_attribute, report_progress, traced};
-use ww_service_common::{Fields, cosine, new_id};
+use ww_service_common::{Fields, Quantized, new_id, similar_at_least};
 
 use crate::entity;
 
@@ -33,6 +33,7 @@ struct Episode {
     session: String,
     content: String,
     vector: Vec<f32>,
+    quantized: Quantized,
 }
 
 /// A cluster's name: its three most frequent words of four letters or more.
@@ -74,10 +75,12 @@ fn read_episodes() -> Result<Vec<Episode>, Error> {
         };
         for point in page {
             let fields = Fields(&point.payload);
+            let vector = point.vector.unwrap_or_default();
             episodes.push(Episode {
                 session: fields.required_text("session")?,
                 content: fields.required_text("content")?,
-                vector: point.vector.unwrap_or_default(),
+                quantized: Quantized::new(&vector),
+                vector,
                 id: point.id,
             });
         }
@@ -89,21 +92,22 @@ fn read_episodes() -> Result<Vec<Episode>, Error> {
 
 #[traced("semantic.consolidate_deep", kind = Internal)]
 pub fn deep(now: i64) -> Result<DeepReport, Error> {
-    let episodes = match read_episodes() {
-        Ok(episodes) => episodes,
-        // No episode was ever stored: nothing to consolidate.
-        Err(Error::Validation(_)) => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let episodes = read_episodes()?;
     let total = episodes.len() as u64;
     // Leader clustering, in id (creation) order: each episode joins the first cluster
     // whose first episode it is similar enough to, or starts one.
     let mut clusters: Vec<Vec<usize>> = Vec::new();
     for (index, episode) in episodes.iter().enumerate() {
-        match clusters
-            .iter_mut()
-            .find(|c| cosine(&episodes[c[0]].vector, &episode.vector) >= SIMILARITY)
-        {
+        let similar = |leader: &Episode| {
+            similar_at_least(
+                &leader.quantized,
+                &leader.vector,
+                &episode.quantized,
+                &episode.vector,
+                SIMILARITY,
+            )
+        };
+        match clusters.iter_mut().find(|c| similar(&episodes[c[0]])) {
             Some(cluster) => cluster.push(index),
             None => clusters.push(vec![index]),
         }

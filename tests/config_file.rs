@@ -45,6 +45,7 @@ fn no_file_means_the_default_components() {
         Some(CallLimits {
             deadline: Duration::from_secs(60),
             memory_bytes: 2048 << 20,
+            ..CallLimits::default()
         })
     );
     assert_eq!(specs[2].name, "episodic");
@@ -98,7 +99,8 @@ fn limits_apply_globally_and_per_role() {
         embedder.limits,
         Some(CallLimits {
             deadline: Duration::from_millis(2000),
-            memory_bytes: 512 << 20
+            memory_bytes: 512 << 20,
+            ..CallLimits::default()
         })
     );
     let helper = specs.iter().find(|s| s.name == "helper").unwrap();

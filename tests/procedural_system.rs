@@ -1,6 +1,8 @@
 //! Procedural memory and the system operations (consolidation, provenance from
 //! consolidation, session, stats) through the host API, on the real default components.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::json;
 use ww_host::memory::{
     ConsolidateNow, ConsolidationKind, CreateEpisode, CreateSkill, DeprecateSkill, ErrorCode,
@@ -441,4 +443,76 @@ async fn consolidation_marks_duplicates_builds_entities_and_merges_skills() {
             .any(|c| c.name == "embedded" && c.memory_bytes > 0)
     );
     assert!(!stats.tracing.enabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consolidation_does_not_hold_up_the_services_other_calls() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let memory = open("consolidation-concurrent").await;
+    for i in 0..5 {
+        memory
+            .create_episode(
+                request("episode"),
+                SESSION,
+                CreateEpisode {
+                    content: format!("the nightly build broke on step {i}"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let semantic = memory.host().component("semantic").unwrap().clone();
+    let instances_before = semantic.instantiations();
+    // The consolidation stops at its first progress report until the recall is done (or
+    // 20 s pass): a recall queued behind it would only finish after that.
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = Mutex::new(done_rx);
+    let sink = move |_: u64, _: u64, _: &str| {
+        let _ = started_tx.send(());
+        let _ = done_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(20));
+    };
+    let consolidating = {
+        let memory = memory.clone();
+        tokio::spawn(async move {
+            memory
+                .consolidate_now(
+                    request("consolidate").with_progress(Arc::new(sink)),
+                    ConsolidateNow {
+                        kind: Some(ConsolidationKind::Deep),
+                    },
+                )
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the consolidation started");
+    let recalled = memory
+        .semantic_recall(
+            request("recall"),
+            ww_host::memory::SemanticRecall {
+                query: "nightly build".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("semantic_recall while consolidating");
+    assert!(
+        !consolidating.is_finished(),
+        "the recall did not wait for the consolidation"
+    );
+    done_tx.send(()).unwrap();
+    drop(done_tx); // later reports go straight through
+    let report = consolidating.await.unwrap().expect("consolidate_now");
+    assert_eq!(report.deep.unwrap().episodes_examined, 5);
+    assert_eq!(recalled.count, 0, "no entity existed yet");
+    // The consolidation ran on an instance of its own.
+    assert_eq!(semantic.instantiations(), instances_before + 1);
 }

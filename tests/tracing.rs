@@ -759,6 +759,7 @@ async fn a_runaway_or_memory_hungry_component_fails_only_its_call() {
     let spin = CallLimits {
         deadline: Duration::from_millis(300),
         memory_bytes: 64 << 20,
+        ..CallLimits::default()
     };
     let hog = CallLimits {
         deadline: Duration::from_secs(30),

@@ -6,6 +6,7 @@
 //!
 //! [limits]                  # every call into any component
 //! deadline_ms = 10000       # (stores: 60000)
+//! long_deadline_ms = 600000 # consolidation calls
 //! memory_mb = 256           # (stores: 2048)
 //!
 //! data_dir = "./data"      # the default store's directory (WW_DATA_DIR wins)
@@ -147,6 +148,8 @@ impl Role {
 pub struct LimitsConfig {
     /// Wall time per call, in milliseconds.
     pub deadline_ms: Option<u64>,
+    /// Wall time per long-running call (consolidation), in milliseconds.
+    pub long_deadline_ms: Option<u64>,
     /// Linear memory per component instance, in MiB.
     pub memory_mb: Option<usize>,
 }
@@ -157,6 +160,9 @@ impl LimitsConfig {
             deadline: self
                 .deadline_ms
                 .map_or(base.deadline, Duration::from_millis),
+            long_deadline: self
+                .long_deadline_ms
+                .map_or(base.long_deadline, Duration::from_millis),
             memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| mb << 20),
         }
     }
@@ -239,6 +245,7 @@ impl FileConfig {
         let store_limits = self.limits.apply(CallLimits {
             deadline: Duration::from_secs(60),
             memory_bytes: STORE_MEMORY_MB << 20,
+            ..CallLimits::default()
         });
         let mut specs: Vec<ComponentSpec> = Vec::new();
         for role in Role::ALL {

@@ -24,11 +24,22 @@ use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 type CallFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
+/// Exports that may run long (consolidation). Each call of one runs on an instance of its
+/// own, under `CallLimits::long_deadline`, so the component's other calls are not queued
+/// behind it; the instance is dropped afterwards.
+pub const LONG_RUNNING: [&str; 3] = [
+    "consolidate-light",
+    "consolidate-deep",
+    "consolidate-skills",
+];
+
 /// Bounds on every call into a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimits {
     /// Wall time a call may run before it is interrupted (epoch deadline).
     pub deadline: Duration,
+    /// The same for the long-running exports.
+    pub long_deadline: Duration,
     /// Linear memory a component instance may grow to, in bytes.
     pub memory_bytes: usize,
 }
@@ -37,6 +48,7 @@ impl Default for CallLimits {
     fn default() -> Self {
         Self {
             deadline: Duration::from_secs(10),
+            long_deadline: Duration::from_secs(600),
             memory_bytes: 256 << 20,
         }
     }
@@ -314,13 +326,13 @@ impl PluginComponent {
     }
 
     /// A short, backtrace-free account of why a call failed.
-    fn trap_reason(&self, error: &wasmtime::Error) -> TrapReason {
+    fn trap_reason(&self, error: &wasmtime::Error, deadline: Duration) -> TrapReason {
         // A component it called through the host failed first: say which, and why.
         if let Some(callee) = error.chain().find_map(|e| e.downcast_ref::<CallError>()) {
             return TrapReason::Callee(Box::new(callee.clone()));
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => TrapReason::Deadline(self.limits.deadline),
+            Some(Trap::Interrupt) => TrapReason::Deadline(deadline),
             Some(Trap::UnreachableCodeReached) => {
                 TrapReason::Trap("wasm `unreachable` executed (a panic or abort)".to_owned())
             }
@@ -337,16 +349,17 @@ impl PluginComponent {
 
     /// A fresh store and instance from the pre-instantiated component.
     pub async fn instantiate(&self) -> Result<(), CallError> {
-        let live = self.new_live().await?;
+        let live = self.new_live(self.memory.clone()).await?;
         *self.live.lock().await = Some(live);
         Ok(())
     }
 
-    async fn new_live(&self) -> Result<Live, CallError> {
+    /// A new instance whose linear memory is counted in `memory`.
+    async fn new_live(&self, memory: Arc<AtomicU64>) -> Result<Live, CallError> {
         // No network for anyone, and no filesystem beyond a configured data directory
         // (stores only); stderr for panic messages. Stdout is not theirs: it carries MCP.
         // A fresh instance replaces any earlier one: its memories count up from zero.
-        self.memory.store(0, Ordering::Relaxed);
+        memory.store(0, Ordering::Relaxed);
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         if let Some(dir) = &self.data_dir {
@@ -364,14 +377,14 @@ impl PluginComponent {
                     .memory_size(self.limits.memory_bytes)
                     .trap_on_grow_failure(true)
                     .build(),
-                memory: self.memory.clone(),
+                memory,
             },
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(self.ticks(self.limits.deadline));
         let instance =
             self.pre
                 .instantiate_async(&mut store)
@@ -388,8 +401,8 @@ impl PluginComponent {
         })
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    fn ticks(&self, deadline: Duration) -> u64 {
+        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
     fn lookup(&self, live: &mut Live, interface: &str, function: &str) -> Result<Func, CallError> {
@@ -474,45 +487,97 @@ impl PluginComponent {
             std::marker::PhantomData<&'a &'p ()>,
         ) -> CallFuture<'a, T>,
     ) -> (RequestScope, Result<T, CallError>) {
+        if LONG_RUNNING.contains(&function) {
+            // An instance of its own, dropped afterwards: the component's other calls
+            // keep their instance and are not queued behind this one.
+            let live = self
+                .instantiate_traced(&mut scope, Arc::new(AtomicU64::new(0)))
+                .await;
+            let mut live = match live {
+                Ok(live) => live,
+                Err(e) => return (scope, Err(e)),
+            };
+            let deadline = self.limits.long_deadline;
+            let (scope, result, _) = self
+                .run_on(&mut live, scope, interface, function, deadline, invoke)
+                .await;
+            return (scope, result);
+        }
         let mut slot = self.live.lock().await;
         let live = match slot.take() {
             Some(live) => live,
-            None => {
-                // First call, or first after a trap: the request pays for a fresh
-                // instance, so its trace shows it.
-                let span = scope.start(
-                    None,
-                    Cow::Owned(format!("{}.instantiate", self.name)),
-                    SpanKind::Internal,
-                    vec![KeyValue::new("ww.component", self.name.to_string())],
-                    None,
-                );
-                let live = self.new_live().await;
-                let outcome = match &live {
-                    Ok(_) => Outcome::Unset,
-                    Err(e) => Outcome::Error(e.to_string()),
-                };
-                scope.end(&None, span, outcome, vec![], vec![], None);
-                match live {
-                    Ok(live) => live,
-                    Err(e) => return (scope, Err(e)),
-                }
-            }
+            // First call, or first after a trap: the request pays for a fresh instance,
+            // so its trace shows it.
+            None => match self
+                .instantiate_traced(&mut scope, self.memory.clone())
+                .await
+            {
+                Ok(live) => live,
+                Err(e) => return (scope, Err(e)),
+            },
         };
         let live = slot.insert(live);
+        let deadline = self.limits.deadline;
+        let (scope, result, trapped) = self
+            .run_on(live, scope, interface, function, deadline, invoke)
+            .await;
+        if trapped {
+            // A trapped instance cannot be entered again.
+            *slot = None;
+        }
+        (scope, result)
+    }
+
+    /// A fresh instance, its creation a `<name>.instantiate` span in the request.
+    async fn instantiate_traced(
+        &self,
+        scope: &mut RequestScope,
+        memory: Arc<AtomicU64>,
+    ) -> Result<Live, CallError> {
+        let span = scope.start(
+            None,
+            Cow::Owned(format!("{}.instantiate", self.name)),
+            SpanKind::Internal,
+            vec![KeyValue::new("ww.component", self.name.to_string())],
+            None,
+        );
+        let live = self.new_live(memory).await;
+        let outcome = match &live {
+            Ok(_) => Outcome::Unset,
+            Err(e) => Outcome::Error(e.to_string()),
+        };
+        scope.end(&None, span, outcome, vec![], vec![], None);
+        live
+    }
+
+    /// Run one call on `live` under the request `scope`; the flag says it trapped (the
+    /// instance must not be used again).
+    async fn run_on<'p, T>(
+        &self,
+        live: &mut Live,
+        scope: RequestScope,
+        interface: &str,
+        function: &str,
+        deadline: Duration,
+        invoke: impl for<'a> FnOnce(
+            &'a mut Store<ComponentState>,
+            Func,
+            std::marker::PhantomData<&'a &'p ()>,
+        ) -> CallFuture<'a, T>,
+    ) -> (RequestScope, Result<T, CallError>, bool) {
         let func = match self.lookup(live, interface, function) {
             Ok(func) => func,
-            Err(e) => return (scope, Err(e)),
+            Err(e) => return (scope, Err(e), false),
         };
         let detached = live.store.data_mut().tracing.enter(scope);
-        live.store.set_epoch_deadline(self.deadline_ticks());
+        live.store.set_epoch_deadline(self.ticks(deadline));
         let outcome = invoke(&mut live.store, func, std::marker::PhantomData).await;
         let mut scope = live.store.data_mut().tracing.leave(detached);
         match outcome {
-            Ok(value) => (scope, Ok(value)),
+            Ok(value) => (scope, Ok(value), false),
             Err(error) => {
                 self.traps.fetch_add(1, Ordering::Relaxed);
-                let reason = self.trap_reason(&error);
+                let reason = self.trap_reason(&error, deadline);
                 let failure = CallError::Trap {
                     component: self.name.to_string(),
                     function: format!("{interface}#{function}"),
@@ -522,11 +587,9 @@ impl PluginComponent {
                         .map(|bt| bt.to_string()),
                 };
                 tracing::warn!("{failure}; the next call gets a fresh instance");
-                // A trapped instance cannot be entered again.
-                *slot = None;
                 let owner = Some(self.name.clone());
                 scope.fail_spans_of(&owner, &failure.exception());
-                (scope, Err(failure))
+                (scope, Err(failure), true)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! time-ordered ids, embedding one text, and typed payload fields written and read back.
 
 use ww_guest::services::embedder;
+use ww_guest::services::vector_store::{self as vectors, Collection};
 use ww_guest::services::{Error, Field, FieldValue, ValidationError};
 
 /// A validation error about argument `field`.
@@ -62,6 +63,22 @@ pub fn new_id(now: i64) -> String {
         (millis % 1000) as u32 * 1_000_000,
     );
     uuid::Uuid::new_v7(timestamp).to_string()
+}
+
+thread_local! {
+    /// Collections ensured by this instance (a component instance is single-threaded).
+    static ENSURED: std::cell::RefCell<Vec<Collection>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Make sure `collection` exists with the embedder's dimension; asked of the store once
+/// per instance.
+pub fn ensure_collection(collection: Collection) -> Result<(), Error> {
+    if ENSURED.with_borrow(|done| done.contains(&collection)) {
+        return Ok(());
+    }
+    vectors::ensure_collection(collection, embedder::dimension())?;
+    ENSURED.with_borrow_mut(|done| done.push(collection));
+    Ok(())
 }
 
 /// The embedding of one text.

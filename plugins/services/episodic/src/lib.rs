@@ -9,7 +9,7 @@
 mod episode;
 mod score;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use episode::Stored;
@@ -44,8 +44,6 @@ const DUPLICATE_SIMILARITY: f32 = 0.95;
 const PAGE: u32 = 1_000;
 
 thread_local! {
-    /// The dimension the `episodes` collection was ensured with, once per instance.
-    static DIMENSION: Cell<Option<u32>> = const { Cell::new(None) };
     /// Each session's latest episode (id, sequence), learnt from the store on first use.
     static HEADS: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
 }
@@ -103,13 +101,7 @@ fn check_context(episode: &NewEpisode) -> Result<(), Error> {
 
 /// The `episodes` collection, ensured with the embedder's dimension on first use.
 fn ensure_collection() -> Result<(), Error> {
-    if DIMENSION.get().is_some() {
-        return Ok(());
-    }
-    let dimension = embedder::dimension();
-    vectors::ensure_collection(Collection::Episodes, dimension)?;
-    DIMENSION.set(Some(dimension));
-    Ok(())
+    ww_service_common::ensure_collection(Collection::Episodes)
 }
 
 fn session_filter(session: &str) -> Condition {
@@ -143,7 +135,8 @@ fn session_head(session: &str) -> Result<Option<(String, i64)>, Error> {
     };
     let hits = vectors::search(&SearchRequest {
         collection: Collection::Episodes,
-        vector: vec![0.0; DIMENSION.get().unwrap_or(1) as usize],
+        // Similarity is not asked for: any vector of the right length will do.
+        vector: vec![0.0; embedder::dimension() as usize],
         filter: Filter {
             must: vec![session_filter(session)],
             must_not: vec![],

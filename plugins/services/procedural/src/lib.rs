@@ -49,18 +49,8 @@ const SESSION: &str = "session";
 const CREATED: &str = "created";
 const LAST_RUN: &str = "last_run";
 
-thread_local! {
-    static ENSURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 fn ensure_collection() -> Result<(), Error> {
-    if ENSURED.get() {
-        return Ok(());
-    }
-    let dimension = ww_guest::services::embedder::dimension();
-    vectors::ensure_collection(Collection::Procedures, dimension)?;
-    ENSURED.set(true);
-    Ok(())
+    ww_service_common::ensure_collection(Collection::Procedures)
 }
 
 /// A step as kept in the `steps` field (one JSON document for the ordered list).

@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use ww_guest::semantic::{DeepReport, Entity, EntityType};
+use ww_guest::semantic::{DeepReport, EntityType};
 use ww_guest::services::graph_store::{self as graph, Direction};
 use ww_guest::services::vector_store::{self as vectors, Collection};
 use ww_guest::services::{Condition, Error, Filter};
 use ww_guest::{add_span_attribute, report_progress, traced};
-use ww_service_common::{Fields, Quantized, new_id, similar_at_least};
+use ww_service_common::{Fields, Quantized, similar_at_least};
 
 use crate::entity;
 
@@ -132,21 +132,15 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
             None => {
                 let leader = members[0];
                 let summary: String = leader.content.chars().take(SUMMARY_CHARS).collect();
-                let entity = Entity {
-                    id: new_id(now),
-                    name: name.clone(),
-                    entity_type: EntityType::Concept,
-                    summary: format!("{summary} (consolidated from {} episodes)", members.len()),
-                    details: None,
-                    session: leader.session.clone(),
-                    valid_from: now,
-                    valid_to: None,
-                    superseded_by: None,
-                    access_count: 0,
-                    last_access: now,
-                    stability: 1.0,
-                    created: now,
-                };
+                let entity = entity::fresh(
+                    name.clone(),
+                    EntityType::Concept,
+                    format!("{summary} (consolidated from {} episodes)", members.len()),
+                    None,
+                    leader.session.clone(),
+                    now,
+                    now,
+                );
                 crate::store_new(&entity)?;
                 created += 1;
                 entity.id

@@ -78,6 +78,33 @@ pub const SEMANTIC: [graph::RelationType; 8] = [
     graph::RelationType::ImprovesOn,
 ];
 
+/// A new, unused entity valid from `valid_from`, created `now`.
+pub fn fresh(
+    name: String,
+    entity_type: EntityType,
+    summary: String,
+    details: Option<String>,
+    session: String,
+    valid_from: i64,
+    now: i64,
+) -> Entity {
+    Entity {
+        id: ww_service_common::new_id(now),
+        name,
+        entity_type,
+        summary,
+        details,
+        session,
+        valid_from,
+        valid_to: None,
+        superseded_by: None,
+        access_count: 0,
+        last_access: now,
+        stability: 1.0,
+        created: now,
+    }
+}
+
 /// Every field of an entity, as its point's payload.
 pub fn payload(e: &Entity) -> Vec<Field> {
     let mut fields = vec![

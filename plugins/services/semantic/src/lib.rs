@@ -20,7 +20,7 @@ use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdat
 use ww_guest::services::{Condition, Error};
 use ww_guest::{add_span_attribute, add_span_event, kv, traced};
 use ww_service_common::{
-    Fields, check_id, check_optional, check_text, embed, equals, integer, invalid, new_id, text,
+    Fields, check_id, check_optional, check_text, embed, equals, integer, invalid, text,
 };
 
 const MAX_NAME: usize = 200;
@@ -37,19 +37,9 @@ const ACYCLIC: [RelationType; 4] = [
     RelationType::ImprovesOn,
 ];
 
-thread_local! {
-    static ENSURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// The `entities` collection, ensured with the embedder's dimension on first use.
 fn ensure_collection() -> Result<(), Error> {
-    if ENSURED.get() {
-        return Ok(());
-    }
-    let dimension = ww_guest::services::embedder::dimension();
-    vectors::ensure_collection(Collection::Entities, dimension)?;
-    ENSURED.set(true);
-    Ok(())
+    ww_service_common::ensure_collection(Collection::Entities)
 }
 
 /// What an entity's embedding is made of.
@@ -127,21 +117,15 @@ fn create_entity(new: NewEntity, now: i64) -> Result<CreatedEntity, Error> {
     {
         return Err(Error::NotFound(format!("no episode {source}")));
     }
-    let entity = Entity {
-        id: new_id(now),
-        name: new.name.trim().to_owned(),
-        entity_type: new.entity_type,
-        summary: new.summary,
-        details: new.details,
-        session: new.session,
-        valid_from: now,
-        valid_to: None,
-        superseded_by: None,
-        access_count: 0,
-        last_access: now,
-        stability: 1.0,
-        created: now,
-    };
+    let entity = entity::fresh(
+        new.name.trim().to_owned(),
+        new.entity_type,
+        new.summary,
+        new.details,
+        new.session,
+        now,
+        now,
+    );
     store_new(&entity)?;
     if let Some(source) = &new.source {
         link_episode(&entity.id, source, "source")?;
@@ -255,21 +239,15 @@ fn supersede(request: SupersedeRequest, now: i64) -> Result<Supersession, Error>
             "the new version cannot start before the old one did",
         ));
     }
-    let new = Entity {
-        id: new_id(now),
-        name: old.name.clone(),
-        entity_type: old.entity_type,
-        summary: request.new_summary,
-        details: request.new_details,
-        session: request.session,
+    let new = entity::fresh(
+        old.name.clone(),
+        old.entity_type,
+        request.new_summary,
+        request.new_details,
+        request.session,
         valid_from,
-        valid_to: None,
-        superseded_by: None,
-        access_count: 0,
-        last_access: now,
-        stability: 1.0,
-        created: now,
-    };
+        now,
+    );
     store_new(&new)?;
     let mut link = vec![];
     if let Some(reason) = &request.reason {

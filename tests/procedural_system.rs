@@ -516,3 +516,72 @@ async fn a_consolidation_does_not_hold_up_the_services_other_calls() {
     // The consolidation ran on an instance of its own.
     assert_eq!(semantic.instantiations(), instances_before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_operation_is_an_internal_span_in_one_trace() {
+    use ww_tests::otlp::{OtlpReceiver, kind};
+    let receiver = OtlpReceiver::grpc().await;
+    let memory = memory(
+        &data_dir("service-spans"),
+        ww_tests::otlp_telemetry(&receiver.endpoint(), "grpc"),
+    )
+    .await;
+    skill(&memory, &["clear the cache"], 0.9, "builds")
+        .await
+        .unwrap();
+    recall(&memory, "clear the cache", false).await;
+    memory
+        .consolidate_now(
+            Request::new("mcp.consolidate_now"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::All),
+            },
+        )
+        .await
+        .unwrap();
+    memory.host().telemetry().flush().await;
+    let spans = receiver
+        .wait_for(std::time::Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.name == "mcp.consolidate_now")
+        })
+        .await;
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+    };
+    let create = named("procedural.create_skill");
+    assert_eq!(create.kind, kind::INTERNAL);
+    assert_eq!(create.attr_str("skill.domain"), Some("builds"));
+    assert_eq!(
+        named("procedural.recall_skill").attributes["recall.results"].as_i64(),
+        Some(1)
+    );
+    // consolidate_now all: one trace, the three services' consolidation spans under its
+    // root; each ran on an instance of its own, whose creation the trace shows too.
+    let root = named("mcp.consolidate_now");
+    for name in [
+        "episodic.consolidate_light",
+        "semantic.consolidate_deep",
+        "procedural.consolidate_skills",
+    ] {
+        let span = named(name);
+        assert_eq!(span.trace_id, root.trace_id, "{name}");
+        assert_eq!(span.parent_span_id, root.span_id, "{name}");
+        assert_eq!(span.kind, kind::INTERNAL, "{name}");
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "semantic.instantiate" && s.parent_span_id == root.span_id)
+    );
+    let deep = named("semantic.consolidate_deep");
+    assert!(deep.attributes.contains_key("consolidation.clusters"));
+    // Its reads of the episodes are store calls nested under it.
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "embedded.scroll" && s.parent_span_id == deep.span_id)
+    );
+}

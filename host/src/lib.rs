@@ -3,6 +3,7 @@
 //! with boundary spans, and exports one trace per request.
 //!
 //! - [`config`]: the configuration file: which component serves each role.
+//! - [`gateway`]: the MCP server: the 17 tools, one SERVER span per call.
 //! - [`memory`]: the host API of the memory services (validated, typed errors).
 //! - [`plugins`]: engine, loading, linking, calling components within a request.
 //! - [`tracing_capability`]: the host side of the WIT `tracing` interface.
@@ -10,6 +11,7 @@
 
 pub mod bindings;
 pub mod config;
+pub mod gateway;
 pub mod memory;
 pub mod plugins;
 pub mod telemetry;

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
+use rmcp::ServiceExt as _;
 use wasmtime::component::Val;
 use ww_host::config::FileConfig;
-use ww_host::memory::{Memory, MemoryError, arguments};
+use ww_host::gateway::{Gateway, tools};
+use ww_host::memory::Memory;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
@@ -35,12 +37,21 @@ struct Cli {
     #[arg(long, env = "WW_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
 
+    /// The session this process's calls belong to (default: a new one, printed on
+    /// stderr, so it can be given again).
+    #[arg(long, env = "WW_SESSION_ID", global = true)]
+    session: Option<String>,
+
+    /// What to do (default: `serve`).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the memory tools over MCP on stdio (the default): point an MCP client's
+    /// command at `ww-memory serve`.
+    Serve,
     /// Call one memory tool, print its JSON result, exit non-zero on a tool error.
     ///
     /// The 17 tools of the memory server (create_episode, recall_episodes, query_at_time,
@@ -53,9 +64,6 @@ enum Command {
         /// Its arguments, a JSON object.
         #[arg(default_value = "{}")]
         args: String,
-        /// The session the call belongs to (default: a new one, printed on stderr).
-        #[arg(long, env = "WW_SESSION_ID")]
-        session: Option<String>,
         /// Continue the trace of this W3C traceparent.
         #[arg(long)]
         traceparent: Option<String>,
@@ -94,9 +102,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     // The memory tools always run on the roles of a configuration (the defaults when no
     // file is given); `plugins` and `invoke` without a file load the whole directory.
-    let file = match (&cli.config, &cli.command) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let file = match (&cli.config, &command) {
         (Some(path), _) => Some(FileConfig::load(path)?),
-        (None, Command::Call { .. }) => Some(FileConfig {
+        (None, Command::Call { .. } | Command::Serve) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
             ..FileConfig::default()
         }),
@@ -132,18 +141,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let host = ComponentHost::load(config, telemetry.clone()).await?;
 
-    let code = match cli.command {
+    let code = match command {
+        Command::Serve => {
+            let session = session_or_new(cli.session);
+            let memory = Memory::new(std::sync::Arc::new(host));
+            tracing::info!("serving MCP on stdio, session {session}");
+            let server = Gateway::new(memory, &session, "pipe")
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("the MCP handshake failed")?;
+            server.waiting().await?;
+            telemetry.shutdown().await;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Call {
             tool,
             args,
-            session,
             traceparent,
         } => {
-            let session = session.unwrap_or_else(|| {
-                let session = uuid::Uuid::new_v4().to_string();
-                eprintln!("session {session} (set WW_SESSION_ID or --session to reuse one)");
-                session
-            });
+            let session = session_or_new(cli.session);
             let args: serde_json::Value = serde_json::from_str(&args)
                 .with_context(|| "the arguments are not valid JSON".to_owned())?;
             let mut request = Request::new(format!("call.{tool}"));
@@ -151,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request = request.with_parent(IncomingContext::traceparent(tp));
             }
             let memory = Memory::new(std::sync::Arc::new(host));
-            let result = call_tool(&memory, request, &session, &tool, args).await;
+            let result = tools::call(&memory, request, &session, &tool, args).await;
             let (code, body) = match result {
                 Ok(value) => (ExitCode::SUCCESS, value),
                 Err(error) => (
@@ -235,72 +251,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// One memory tool by name, with JSON arguments, as JSON.
-async fn call_tool(
-    memory: &Memory,
-    request: Request,
-    session: &str,
-    tool: &str,
-    args: serde_json::Value,
-) -> Result<serde_json::Value, MemoryError> {
-    fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, MemoryError> {
-        serde_json::to_value(value).map_err(|e| MemoryError::invalid("result", e.to_string()))
-    }
-    let m = memory;
-    let r = request;
-    match tool {
-        "create_episode" => json(m.create_episode(r, session, arguments(args)?).await?),
-        "recall_episodes" => json(m.recall_episodes(r, session, arguments(args)?).await?),
-        "query_at_time" => json(m.query_at_time(r, session, arguments(args)?).await?),
-        "mark_important" => json(m.mark_important(r, session, arguments(args)?).await?),
-        "create_entity" => json(m.create_entity(r, session, arguments(args)?).await?),
-        "create_relation" => json(m.create_relation(r, arguments(args)?).await?),
-        "semantic_recall" => json(m.semantic_recall(r, arguments(args)?).await?),
-        "spread_activation" => json(m.spread_activation(r, arguments(args)?).await?),
-        "supersede_fact" => json(m.supersede_fact(r, session, arguments(args)?).await?),
-        "create_skill" => json(m.create_skill(r, session, arguments(args)?).await?),
-        "recall_skill" => json(m.recall_skill(r, arguments(args)?).await?),
-        "execute_skill" => json(m.execute_skill(r, arguments(args)?).await?),
-        "deprecate_skill" => json(m.deprecate_skill(r, arguments(args)?).await?),
-        "consolidate_now" => json(m.consolidate_now(r, arguments(args)?).await?),
-        "get_provenance" => json(m.get_provenance(r, arguments(args)?).await?),
-        "get_session_id" => {
-            arguments::<NoArguments>(args)?;
-            json(m.get_session_id(r, session))
-        }
-        "memory_stats" => json(m.memory_stats(r, arguments(args)?).await?),
-        other => Err(MemoryError::invalid(
-            "tool",
-            format!("no tool {other}; the tools are: {}", TOOLS.join(", ")),
-        )),
-    }
+/// The session asked for, or a new one (said on stderr, so it can be reused).
+fn session_or_new(session: Option<String>) -> String {
+    session.unwrap_or_else(|| {
+        let session = uuid::Uuid::new_v4().to_string();
+        eprintln!("session {session} (set WW_SESSION_ID or --session to reuse one)");
+        session
+    })
 }
-
-/// The tools `call` knows, in the order of SPEC 6.
-const TOOLS: [&str; 17] = [
-    "create_episode",
-    "recall_episodes",
-    "query_at_time",
-    "mark_important",
-    "create_entity",
-    "create_relation",
-    "semantic_recall",
-    "spread_activation",
-    "supersede_fact",
-    "create_skill",
-    "recall_skill",
-    "execute_skill",
-    "deprecate_skill",
-    "consolidate_now",
-    "get_provenance",
-    "get_session_id",
-    "memory_stats",
-];
-
-/// A tool without arguments still refuses unknown ones.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoArguments {}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

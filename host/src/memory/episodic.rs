@@ -15,7 +15,9 @@ const EPISODIC: &str = "ww:memory/episodic@0.1.0";
 const FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
 
 /// How an episode went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Nothing to say (the default).
@@ -52,7 +54,7 @@ impl From<wit::Outcome> for Outcome {
 }
 
 /// `create_episode` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEpisode {
     /// What happened.
@@ -72,7 +74,7 @@ pub struct CreateEpisode {
 }
 
 /// `recall_episodes` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecallEpisodes {
     /// What to recall.
@@ -95,7 +97,7 @@ pub struct RecallEpisodes {
 }
 
 /// `query_at_time` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryAtTime {
     /// What to recall.
@@ -111,7 +113,7 @@ pub struct QueryAtTime {
 }
 
 /// `mark_important` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkImportant {
     /// The episode.
@@ -122,7 +124,7 @@ pub struct MarkImportant {
 }
 
 /// An episode as returned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EpisodeView {
     /// Its id.
     pub id: String,
@@ -185,7 +187,7 @@ impl From<wit::Episode> for EpisodeView {
 }
 
 /// `create_episode` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CreatedEpisode {
     /// The new episode's id.
     pub id: String,
@@ -201,7 +203,7 @@ pub struct CreatedEpisode {
 }
 
 /// The parts of a recall score (each in [0, 1]) and the weighted total.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ScoreView {
     /// Cosine similarity to the query, clamped to [0, 1].
     pub similarity: f64,
@@ -216,7 +218,7 @@ pub struct ScoreView {
 }
 
 /// One recalled episode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RecalledEpisode {
     /// The episode (after this recall's reinforcement).
     pub episode: EpisodeView,
@@ -225,7 +227,7 @@ pub struct RecalledEpisode {
 }
 
 /// `recall_episodes` and `query_at_time` result, best first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Recalled {
     /// The episodes.
     pub episodes: Vec<RecalledEpisode>,
@@ -256,7 +258,7 @@ impl From<Vec<wit::RecalledEpisode>> for Recalled {
 }
 
 /// `mark_important` result.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ValenceChange {
     /// Before.
     pub old_valence: f64,
@@ -265,7 +267,7 @@ pub struct ValenceChange {
 }
 
 /// `consolidate_now` (light) counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LightReport {
     /// Episodes looked at.
     pub examined: u64,

@@ -27,7 +27,7 @@ pub use semantic::*;
 pub use system::*;
 
 /// What kind of failure an operation had, as the MCP tools report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// Bad arguments.
@@ -256,7 +256,11 @@ impl Memory {
 
 /// A failed operation's root span: its code, and an `exception` event.
 fn mark_failed(call: &mut RequestCall<'_>, error: &MemoryError) {
-    call.annotate(vec![KeyValue::new("ww.error.code", error.code.as_str())]);
+    // `tool_error`: the MCP result of this request is an error result (`isError`).
+    call.annotate(vec![
+        KeyValue::new("ww.error.code", error.code.as_str()),
+        KeyValue::new("error.type", "tool_error"),
+    ]);
     call.fail(Exception {
         kind: error.code.as_str().to_owned(),
         message: error.message.clone(),

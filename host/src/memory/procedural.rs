@@ -9,7 +9,7 @@ use crate::plugins::Request;
 const PROCEDURAL: &str = "ww:memory/procedural@0.1.0";
 
 /// One step of a trajectory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepArg {
     /// What was done.
@@ -26,7 +26,7 @@ pub struct StepArg {
 }
 
 /// `create_skill` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSkill {
     /// The steps that worked, in order.
@@ -44,7 +44,7 @@ pub struct CreateSkill {
 }
 
 /// `recall_skill` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecallSkill {
     /// The task at hand.
@@ -61,7 +61,7 @@ pub struct RecallSkill {
 }
 
 /// `execute_skill` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteSkill {
     /// The skill that was run.
@@ -77,7 +77,7 @@ pub struct ExecuteSkill {
 }
 
 /// `deprecate_skill` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeprecateSkill {
     /// The skill.
@@ -91,7 +91,7 @@ pub struct DeprecateSkill {
 }
 
 /// A skill as returned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SkillView {
     /// Its id.
     pub id: String,
@@ -162,7 +162,7 @@ impl From<wit::Skill> for SkillView {
 }
 
 /// `create_skill` result: the skill, or why nothing was stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CreatedSkill {
     /// Whether a skill was stored.
     pub stored: bool,
@@ -175,7 +175,7 @@ pub struct CreatedSkill {
 }
 
 /// The parts of a skill's recall score.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SkillScoreView {
     /// Cosine similarity to the task, clamped to [0, 1].
     pub similarity: f64,
@@ -188,7 +188,7 @@ pub struct SkillScoreView {
 }
 
 /// One recalled skill.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RecalledSkill {
     /// The skill.
     pub skill: SkillView,
@@ -197,7 +197,7 @@ pub struct RecalledSkill {
 }
 
 /// `recall_skill` result, best first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RecalledSkills {
     /// The skills.
     pub skills: Vec<RecalledSkill>,
@@ -206,7 +206,7 @@ pub struct RecalledSkills {
 }
 
 /// `execute_skill` result.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ExecutionView {
     /// The running success rate.
     pub success_rate: f64,
@@ -217,7 +217,7 @@ pub struct ExecutionView {
 }
 
 /// Skill consolidation counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SkillReport {
     /// Active skills looked at.
     pub examined: u64,

@@ -9,7 +9,7 @@ use crate::plugins::Request;
 const SEMANTIC: &str = "ww:memory/semantic@0.1.0";
 
 /// What kind of thing an entity is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
 pub enum EntityType {
@@ -22,7 +22,7 @@ pub enum EntityType {
 }
 
 /// How two entities are related.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
 pub enum RelationType {
@@ -75,7 +75,7 @@ same_cases!(
 );
 
 /// `create_entity` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEntity {
     /// Its name; an active entity with the same name (any case) and type is returned.
@@ -93,7 +93,7 @@ pub struct CreateEntity {
 }
 
 /// `create_relation` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRelation {
     /// From this entity ...
@@ -108,7 +108,7 @@ pub struct CreateRelation {
 }
 
 /// `semantic_recall` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SemanticRecall {
     /// What to recall.
@@ -122,7 +122,7 @@ pub struct SemanticRecall {
 }
 
 /// `spread_activation` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpreadActivation {
     /// Where activation starts (1.0 each).
@@ -145,7 +145,7 @@ pub struct SpreadActivation {
 }
 
 /// `supersede_fact` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupersedeFact {
     /// The entity whose fact changed.
@@ -164,7 +164,7 @@ pub struct SupersedeFact {
 }
 
 /// `get_provenance` arguments.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetProvenance {
     /// The entity.
@@ -172,7 +172,7 @@ pub struct GetProvenance {
 }
 
 /// An entity as returned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EntityView {
     /// Its id.
     pub id: String,
@@ -226,7 +226,7 @@ impl From<wit::Entity> for EntityView {
 }
 
 /// `create_entity` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CreatedEntity {
     /// The entity (new, or the existing one of that name and type).
     pub entity: EntityView,
@@ -235,7 +235,7 @@ pub struct CreatedEntity {
 }
 
 /// A relation as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RelationView {
     /// From.
     pub source_id: String,
@@ -248,7 +248,7 @@ pub struct RelationView {
 }
 
 /// The parts of an entity's recall score.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EntityScoreView {
     /// Cosine similarity to the query, clamped to [0, 1].
     pub similarity: f64,
@@ -261,7 +261,7 @@ pub struct EntityScoreView {
 }
 
 /// One recalled entity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RecalledEntity {
     /// The entity (after this recall's reinforcement).
     pub entity: EntityView,
@@ -270,7 +270,7 @@ pub struct RecalledEntity {
 }
 
 /// `semantic_recall` result, best first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RecalledEntities {
     /// The entities.
     pub entities: Vec<RecalledEntity>,
@@ -279,7 +279,7 @@ pub struct RecalledEntities {
 }
 
 /// One node's activation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ActivationView {
     /// The entity.
     pub entity_id: String,
@@ -288,7 +288,7 @@ pub struct ActivationView {
 }
 
 /// `spread_activation` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Spread {
     /// Highest first.
     pub activations: Vec<ActivationView>,
@@ -297,7 +297,7 @@ pub struct Spread {
 }
 
 /// `supersede_fact` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Supersession {
     /// The old version, now closed.
     pub old: EntityView,
@@ -308,7 +308,7 @@ pub struct Supersession {
 }
 
 /// `get_provenance` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ProvenanceView {
     /// The entity.
     pub entity: EntityView,
@@ -323,7 +323,7 @@ pub struct ProvenanceView {
 }
 
 /// Deep consolidation counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeepReport {
     /// Episodes looked at.
     pub episodes_examined: u64,

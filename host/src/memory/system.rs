@@ -14,7 +14,9 @@ use crate::config::Role;
 use crate::plugins::{Request, RequestCall};
 
 /// Which consolidation to run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsolidationKind {
     /// Mark near-duplicate episodes (the default).
@@ -29,7 +31,7 @@ pub enum ConsolidationKind {
 }
 
 /// `consolidate_now` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsolidateNow {
     /// Which (default light).
@@ -38,7 +40,7 @@ pub struct ConsolidateNow {
 }
 
 /// `consolidate_now` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ConsolidationReport {
     /// What ran.
     pub kind: ConsolidationKind,
@@ -56,7 +58,7 @@ pub struct ConsolidationReport {
 }
 
 /// `get_session_id` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SessionInfo {
     /// The session this connection is bound to.
     pub session_id: String,
@@ -67,7 +69,7 @@ pub struct SessionInfo {
 }
 
 /// `memory_stats` arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryStatsArgs {
     /// Include per-component and guest-limit counters.
@@ -76,7 +78,7 @@ pub struct MemoryStatsArgs {
 }
 
 /// Points per collection and nodes per label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Counts {
     /// Episodes (points in `ww_episodes`).
     pub episodes: u64,
@@ -89,7 +91,7 @@ pub struct Counts {
 }
 
 /// Graph nodes per label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NodeCounts {
     /// Labelled episode.
     pub episode: u64,
@@ -100,7 +102,7 @@ pub struct NodeCounts {
 }
 
 /// One store adapter's health.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StoreStatus {
     /// `vector-store` or `graph-store`.
     pub role: String,
@@ -117,7 +119,7 @@ pub struct StoreStatus {
 }
 
 /// Tracing as it stands.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TracingStatus {
     /// Whether spans are recorded.
     pub enabled: bool,
@@ -135,7 +137,7 @@ pub struct TracingStatus {
 }
 
 /// One component's counters (detailed only).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ComponentStatus {
     /// Its name.
     pub name: String,
@@ -148,7 +150,7 @@ pub struct ComponentStatus {
 }
 
 /// `memory_stats` result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct MemoryStats {
     /// What is stored.
     pub counts: Counts,

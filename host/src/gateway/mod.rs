@@ -1,0 +1,126 @@
+//! The MCP gateway: the 17 tools over MCP (rmcp), each call one SERVER span `mcp.<tool>`
+//! continuing the caller's trace from `params._meta.traceparent` when it sends one.
+//! Tool failures are results with `isError` and `{code, message, field?}`; an unknown
+//! tool is a protocol error.
+
+pub mod tools;
+
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use crate::memory::Memory;
+use crate::plugins::Request;
+use crate::tracing_capability::IncomingContext;
+
+/// One MCP connection's server: the memory API, bound to one session.
+#[derive(Clone)]
+pub struct Gateway {
+    memory: Memory,
+    session: Arc<str>,
+    /// `pipe` (stdio) or `tcp` (HTTP), for `network.transport`.
+    transport: &'static str,
+    tools: Arc<Vec<rmcp::model::Tool>>,
+}
+
+impl Gateway {
+    /// A server for `session` over `transport` (`pipe` or `tcp`).
+    pub fn new(memory: Memory, session: &str, transport: &'static str) -> Self {
+        Self {
+            memory,
+            session: Arc::from(session),
+            transport,
+            tools: tools::catalog(),
+        }
+    }
+}
+
+fn meta_text(meta: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    meta.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        let mut implementation = Implementation::default();
+        implementation.name = "world-weaver".to_owned();
+        implementation.version = env!("CARGO_PKG_VERSION").to_owned();
+        info.server_info = implementation;
+        info.instructions = Some(
+            "Memory for agents: episodes of this session, shared facts (entities and \
+             relations) and skills. Recall before acting, record what happened after."
+                .to_owned(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        if tools::find(&name).is_none() {
+            return Err(McpError::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            ));
+        }
+        // `params._meta`, wherever the SDK left it.
+        let mut meta = context.meta.0.0.clone();
+        if let Some(own) = &request.meta {
+            meta.extend(own.0.0.clone());
+        }
+        let mut call = Request::new(format!("mcp.{name}"))
+            .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))
+            .with_attribute(KeyValue::new("gen_ai.tool.name", name.clone()))
+            .with_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"))
+            .with_attribute(KeyValue::new(
+                "jsonrpc.request.id",
+                format!("{}", context.id),
+            ))
+            .with_attribute(KeyValue::new("mcp.session.id", self.session.to_string()))
+            .with_attribute(KeyValue::new("network.transport", self.transport))
+            .with_attribute(KeyValue::new("openinference.span.kind", "TOOL"));
+        if let Some(info) = context.peer.peer_info() {
+            call = call.with_attribute(KeyValue::new(
+                "mcp.protocol.version",
+                info.protocol_version.to_string(),
+            ));
+        }
+        if let Some(traceparent) = meta_text(&meta, "traceparent") {
+            let mut parent = IncomingContext::traceparent(traceparent);
+            if let Some(tracestate) = meta_text(&meta, "tracestate") {
+                parent.tracestate = tracestate;
+            }
+            call = call.with_parent(parent);
+        }
+        if let Some(baggage) = meta_text(&meta, "baggage") {
+            call = call.with_baggage(baggage);
+        }
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let result = tools::call(&self.memory, call, &self.session, &name, args).await;
+        Ok(match result {
+            Ok(value) => CallToolResult::structured(value),
+            Err(error) => CallToolResult::structured_error(
+                serde_json::to_value(&error).unwrap_or(Value::Null),
+            ),
+        }
+        .into())
+    }
+}

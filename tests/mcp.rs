@@ -1,0 +1,214 @@
+//! The MCP gateway driven by a real MCP client (the official Rust SDK's) over a byte
+//! stream: the tool list, tool results and errors, and the trace of a call continuing the
+//! client's `_meta.traceparent`.
+
+use std::time::Duration;
+
+use rmcp::ServiceExt as _;
+use rmcp::model::{CallToolRequestParams, CallToolResult, RequestMetaObject};
+use rmcp::service::{RoleClient, RunningService};
+use serde_json::{Value, json};
+use ww_host::gateway::Gateway;
+use ww_tests::otlp::{OtlpReceiver, kind};
+use ww_tests::{data_dir, memory, otlp_telemetry, telemetry};
+
+async fn connect(memory: ww_host::memory::Memory) -> RunningService<RoleClient, ()> {
+    let (server_end, client_end) = tokio::io::duplex(1 << 20);
+    let gateway = Gateway::new(memory, "mcp-session", "pipe");
+    tokio::spawn(async move {
+        let server = gateway.serve(server_end).await.expect("server handshake");
+        let _ = server.waiting().await;
+    });
+    ().serve(client_end).await.expect("client handshake")
+}
+
+fn arguments(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("arguments must be an object"),
+    }
+}
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments(args)))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_lists_the_17_tools_and_gets_results_and_tool_errors() {
+    let client = connect(memory(&data_dir("mcp-tools"), telemetry(&[])).await).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 17);
+    for tool in &tools {
+        let input = &tool.input_schema;
+        assert_eq!(input.get("type"), Some(&json!("object")), "{}", tool.name);
+        assert_eq!(
+            input.get("additionalProperties"),
+            Some(&json!(false)),
+            "{} must refuse unknown fields",
+            tool.name
+        );
+        let output = tool.output_schema.as_ref().expect("an output schema");
+        assert_eq!(output.get("type"), Some(&json!("object")), "{}", tool.name);
+        assert!(tool.description.as_ref().is_some_and(|d| d.len() > 40));
+    }
+    let read_only: Vec<&str> = tools
+        .iter()
+        .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
+        .map(|t| t.name.as_ref())
+        .collect();
+    assert_eq!(
+        read_only,
+        [
+            "query_at_time",
+            "spread_activation",
+            "recall_skill",
+            "get_provenance",
+            "get_session_id",
+            "memory_stats"
+        ]
+    );
+
+    let created = call(
+        &client,
+        "create_episode",
+        json!({"content": "spoke MCP to the server"}),
+    )
+    .await;
+    assert_eq!(created.is_error, Some(false));
+    let body = created
+        .structured_content
+        .clone()
+        .expect("structured content");
+    assert_eq!(
+        body["session"],
+        json!("mcp-session"),
+        "the connection's session, not an argument"
+    );
+    // The same JSON as text.
+    let text = created.content[0].as_text().expect("text").text.clone();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), body);
+
+    let recalled = call(&client, "recall_episodes", json!({"query": "MCP server"})).await;
+    let recalled = recalled.structured_content.unwrap();
+    assert_eq!(recalled["count"], json!(1));
+    assert_eq!(recalled["episodes"][0]["episode"]["id"], body["id"]);
+
+    let session = call(&client, "get_session_id", json!({})).await;
+    assert_eq!(
+        session.structured_content.unwrap()["session_id"],
+        json!("mcp-session")
+    );
+
+    // Bad arguments are tool errors with a code and the field; the server keeps serving.
+    let bad = call(
+        &client,
+        "recall_episodes",
+        json!({"query": "x", "surprise": true}),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    let error = bad.structured_content.unwrap();
+    assert_eq!(error["code"], json!("VALIDATION_ERROR"));
+    assert_eq!(error["field"], json!("surprise"));
+    let missing = call(&client, "mark_important", json!({"episode_id": "nope"})).await;
+    assert_eq!(
+        missing.structured_content.unwrap()["code"],
+        json!("NOT_FOUND")
+    );
+    let huge = call(
+        &client,
+        "create_episode",
+        json!({"content": "x".repeat(10 << 20)}),
+    )
+    .await;
+    assert_eq!(
+        huge.structured_content.unwrap()["code"],
+        json!("VALIDATION_ERROR")
+    );
+    // An unknown tool is a protocol error.
+    let unknown = client
+        .call_tool(CallToolRequestParams::new("no_such_tool"))
+        .await;
+    assert!(unknown.is_err());
+    let stats = call(&client, "memory_stats", json!({})).await;
+    assert_eq!(
+        stats.structured_content.unwrap()["counts"]["episodes"],
+        json!(1)
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_continues_the_clients_traceparent_in_one_trace() {
+    let receiver = OtlpReceiver::grpc().await;
+    let memory = memory(
+        &data_dir("mcp-trace"),
+        otlp_telemetry(&receiver.endpoint(), "grpc"),
+    )
+    .await;
+    let client = connect(memory.clone()).await;
+    call(
+        &client,
+        "create_episode",
+        json!({"content": "a traced episode"}),
+    )
+    .await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let mut meta = RequestMetaObject::default();
+    meta.0.0.insert(
+        "traceparent".to_owned(),
+        json!(format!("00-{trace_id}-{parent}-01")),
+    );
+    let mut params = CallToolRequestParams::new("recall_episodes")
+        .with_arguments(arguments(json!({"query": "traced"})));
+    params.meta = Some(meta);
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(result.is_error, Some(false));
+    call(&client, "mark_important", json!({"episode_id": "nope"})).await;
+    memory.host().telemetry().flush().await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.name == "mcp.recall_episodes")
+                && s.iter().any(|s| s.name == "mcp.mark_important")
+        })
+        .await;
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "mcp.mark_important")
+        .unwrap();
+    assert_eq!(failed.attr_str("error.type"), Some("tool_error"));
+    assert_eq!(failed.attr_str("ww.error.code"), Some("NOT_FOUND"));
+    assert_eq!(failed.status_code, ww_tests::otlp::status::ERROR);
+    let server = spans
+        .iter()
+        .find(|s| s.name == "mcp.recall_episodes")
+        .unwrap();
+    assert_eq!(server.kind, kind::SERVER);
+    assert_eq!(server.trace_id, trace_id);
+    assert_eq!(server.parent_span_id, parent);
+    for (key, value) in [
+        ("mcp.method.name", "tools/call"),
+        ("gen_ai.tool.name", "recall_episodes"),
+        ("gen_ai.operation.name", "execute_tool"),
+        ("mcp.session.id", "mcp-session"),
+        ("network.transport", "pipe"),
+        ("openinference.span.kind", "TOOL"),
+    ] {
+        assert_eq!(server.attr_str(key), Some(value), "{key}");
+    }
+    assert!(server.attributes.contains_key("jsonrpc.request.id"));
+    assert!(server.attributes.contains_key("mcp.protocol.version"));
+    let recall = spans.iter().find(|s| s.name == "episodic.recall").unwrap();
+    assert_eq!(recall.parent_span_id, server.span_id);
+    assert_eq!(recall.trace_id, trace_id);
+    let search = spans
+        .iter()
+        .find(|s| s.name == "embedded.search" && s.trace_id == trace_id)
+        .unwrap();
+    assert_eq!(search.parent_span_id, recall.span_id);
+    client.cancel().await.unwrap();
+}

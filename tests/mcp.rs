@@ -212,3 +212,63 @@ async fn a_call_continues_the_clients_traceparent_in_one_trace() {
     assert_eq!(search.parent_span_id, recall.span_id);
     client.cancel().await.unwrap();
 }
+
+/// One progress notification: its token (as JSON), progress and total.
+type Report = (String, f64, Option<f64>);
+
+/// A client that keeps the progress notifications it receives.
+#[derive(Clone, Default)]
+struct ProgressCollector(std::sync::Arc<std::sync::Mutex<Vec<Report>>>);
+
+impl rmcp::ClientHandler for ProgressCollector {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let token = serde_json::to_value(&params.progress_token).unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push((token.to_string(), params.progress, params.total));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consolidation_sends_progress_when_the_client_asks() {
+    let memory = memory(&data_dir("mcp-progress"), telemetry(&[])).await;
+    let (server_end, client_end) = tokio::io::duplex(1 << 20);
+    let gateway = Gateway::new(memory, "mcp-session", "pipe");
+    tokio::spawn(async move {
+        let server = gateway.serve(server_end).await.expect("server handshake");
+        let _ = server.waiting().await;
+    });
+    let collector = ProgressCollector::default();
+    let client = collector
+        .clone()
+        .serve(client_end)
+        .await
+        .expect("client handshake");
+    for i in 0..4 {
+        let args = json!({"content": format!("the release pipeline stalled at stage {i}")});
+        client
+            .call_tool(CallToolRequestParams::new("create_episode").with_arguments(arguments(args)))
+            .await
+            .unwrap();
+    }
+    collector.0.lock().unwrap().clear();
+    // The Rust SDK's client puts a progress token of its own on every request.
+    let params = CallToolRequestParams::new("consolidate_now")
+        .with_arguments(arguments(json!({"kind": "deep"})));
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(result.is_error, Some(false));
+    let reports = collector.0.lock().unwrap().clone();
+    // Sent before the result, all under the request's token: 4 episodes read, then
+    // clustered and the entities written (8 of 8).
+    assert!(reports.len() >= 2, "{reports:?}");
+    assert!(reports.iter().all(|r| r.0 == reports[0].0), "{reports:?}");
+    assert!(reports.windows(2).all(|w| w[0].1 <= w[1].1), "{reports:?}");
+    let last = reports.last().unwrap();
+    assert_eq!((last.1, last.2), (8.0, Some(8.0)), "{reports:?}");
+    client.cancel().await.unwrap();
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use opentelemetry::KeyValue;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -113,8 +113,38 @@ impl ServerHandler for Gateway {
         if let Some(baggage) = meta_text(&meta, "baggage") {
             call = call.with_baggage(baggage);
         }
+        // Progress the services report goes to the client as notifications when it asked
+        // (a progress token), in order, all before the result.
+        let token = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token())
+            .or_else(|| context.meta.get_progress_token());
+        let mut forwarding = None;
+        if let Some(token) = token {
+            let (sender, mut reports) =
+                tokio::sync::mpsc::unbounded_channel::<(u64, u64, String)>();
+            let peer = context.peer.clone();
+            forwarding = Some(tokio::spawn(async move {
+                while let Some((done, total, message)) = reports.recv().await {
+                    let mut progress = ProgressNotificationParam::new(token.clone(), done as f64);
+                    progress.total = (total > 0).then_some(total as f64);
+                    progress.message = Some(message);
+                    if peer.notify_progress(progress).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+            call = call.with_progress(Arc::new(move |done, total, message: &str| {
+                let _ = sender.send((done, total, message.to_owned()));
+            }));
+        }
         let args = Value::Object(request.arguments.unwrap_or_default());
         let result = tools::call(&self.memory, call, &self.session, &name, args).await;
+        if let Some(forwarding) = forwarding {
+            // The request, and with it the sender, is gone: this ends once all is sent.
+            let _ = forwarding.await;
+        }
         Ok(match result {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => CallToolResult::structured_error(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, Millis, format_time, now_ms, parse_time};
+use super::{Memory, MemoryError, Millis, finite, format_time, now_ms, parse_time};
 use crate::bindings::api::ww::memory::episodic as wit;
 use crate::plugins::Request;
 
@@ -31,27 +31,7 @@ pub enum Outcome {
     Partial,
 }
 
-impl From<Outcome> for wit::Outcome {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Neutral => wit::Outcome::Neutral,
-            Outcome::Success => wit::Outcome::Success,
-            Outcome::Failure => wit::Outcome::Failure,
-            Outcome::Partial => wit::Outcome::Partial,
-        }
-    }
-}
-
-impl From<wit::Outcome> for Outcome {
-    fn from(outcome: wit::Outcome) -> Self {
-        match outcome {
-            wit::Outcome::Neutral => Outcome::Neutral,
-            wit::Outcome::Success => Outcome::Success,
-            wit::Outcome::Failure => Outcome::Failure,
-            wit::Outcome::Partial => Outcome::Partial,
-        }
-    }
-}
+same_cases!(Outcome, wit::Outcome, Neutral, Success, Failure, Partial);
 
 /// `create_episode` arguments.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -277,13 +257,6 @@ pub struct LightReport {
 
 fn optional_time(field: &str, text: &Option<String>) -> Result<Option<Millis>, MemoryError> {
     text.as_deref().map(|t| parse_time(field, t)).transpose()
-}
-
-fn finite(field: &str, value: Option<f64>) -> Result<(), MemoryError> {
-    match value {
-        Some(v) if !v.is_finite() => Err(MemoryError::invalid(field, "must be a finite number")),
-        _ => Ok(()),
-    }
 }
 
 impl Memory {

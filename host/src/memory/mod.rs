@@ -3,6 +3,22 @@
 //! typed [`MemoryError`] (the codes the MCP tools report). The MCP gateway is a thin layer
 //! over this; tests and benchmarks call it directly.
 
+/// `From` both ways between one of our enums and the WIT enum with the same cases.
+macro_rules! same_cases {
+    ($ours:ident, $theirs:ty, $($case:ident),+) => {
+        impl From<$ours> for $theirs {
+            fn from(value: $ours) -> Self {
+                match value { $($ours::$case => <$theirs>::$case),+ }
+            }
+        }
+        impl From<$theirs> for $ours {
+            fn from(value: $theirs) -> Self {
+                match value { $(<$theirs>::$case => $ours::$case),+ }
+            }
+        }
+    };
+}
+
 mod episodic;
 mod procedural;
 mod semantic;
@@ -140,6 +156,15 @@ pub fn arguments<T: serde::de::DeserializeOwned>(
             field,
         }
     })
+}
+
+/// An optional number argument must be finite when given (JSON has no NaN, the Rust API
+/// does).
+fn finite(field: &str, value: Option<f64>) -> Result<(), MemoryError> {
+    match value {
+        Some(v) if !v.is_finite() => Err(MemoryError::invalid(field, "must be a finite number")),
+        _ => Ok(()),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

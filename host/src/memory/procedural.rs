@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, format_time, now_ms};
+use super::{Memory, MemoryError, finite, format_time, now_ms};
 use crate::bindings::api::ww::memory::procedural as wit;
 use crate::plugins::Request;
 
@@ -245,12 +245,7 @@ impl Memory {
         session: &str,
         input: CreateSkill,
     ) -> Result<CreatedSkill, MemoryError> {
-        if !input.outcome_score.is_finite() {
-            return Err(MemoryError::invalid(
-                "outcome_score",
-                "must be a finite number",
-            ));
-        }
+        finite("outcome_score", Some(input.outcome_score))?;
         let trajectory = input
             .trajectory
             .into_iter()

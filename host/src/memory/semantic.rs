@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, format_time, now_ms, parse_time};
+use super::{Memory, MemoryError, finite, format_time, now_ms, parse_time};
 use crate::bindings::api::ww::memory::semantic as wit;
 use crate::plugins::Request;
 
@@ -34,21 +34,6 @@ pub enum RelationType {
     SimilarTo,
     Implements,
     ImprovesOn,
-}
-
-macro_rules! same_cases {
-    ($ours:ident, $theirs:ty, $($case:ident),+) => {
-        impl From<$ours> for $theirs {
-            fn from(value: $ours) -> Self {
-                match value { $($ours::$case => <$theirs>::$case),+ }
-            }
-        }
-        impl From<$theirs> for $ours {
-            fn from(value: $theirs) -> Self {
-                match value { $(<$theirs>::$case => $ours::$case),+ }
-            }
-        }
-    };
 }
 
 same_cases!(
@@ -333,13 +318,6 @@ pub struct DeepReport {
     pub entities_created: u64,
     /// Existing entities given new source episodes.
     pub entities_updated: u64,
-}
-
-fn finite(field: &str, value: Option<f64>) -> Result<(), MemoryError> {
-    match value {
-        Some(v) if !v.is_finite() => Err(MemoryError::invalid(field, "must be a finite number")),
-        _ => Ok(()),
-    }
 }
 
 impl Memory {

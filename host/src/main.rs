@@ -1,13 +1,16 @@
 //! `ww-memory`: the World Weaver host binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use rmcp::ServiceExt as _;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
 use ww_host::config::FileConfig;
+use ww_host::gateway::http::{self, HttpOptions};
 use ww_host::gateway::{Gateway, tools};
 use ww_host::memory::Memory;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
@@ -49,9 +52,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the memory tools over MCP on stdio (the default): point an MCP client's
-    /// command at `ww-memory serve`.
-    Serve,
+    /// Serve the memory tools over MCP: on stdio (the default; point an MCP client's
+    /// command at `ww-memory serve`), or over streamable HTTP with `--http`.
+    Serve(ServeArgs),
     /// Call one memory tool, print its JSON result, exit non-zero on a tool error.
     ///
     /// The 17 tools of the memory server (create_episode, recall_episodes, query_at_time,
@@ -87,6 +90,23 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Serve streamable HTTP on this address instead of stdio, e.g. `127.0.0.1:8765`;
+    /// the endpoint is `http://ADDR/mcp`. Set WW_AUTH_TOKEN to require
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "WW_HTTP", value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// A `Host` header value to accept besides loopback names (repeatable), needed when
+    /// clients reach the server by another name.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// A browser origin to accept besides loopback ones (repeatable), e.g.
+    /// `https://app.example.com:443`.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -102,10 +122,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     // The memory tools always run on the roles of a configuration (the defaults when no
     // file is given); `plugins` and `invoke` without a file load the whole directory.
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
     let file = match (&cli.config, &command) {
         (Some(path), _) => Some(FileConfig::load(path)?),
-        (None, Command::Call { .. } | Command::Serve) => Some(FileConfig {
+        (None, Command::Call { .. } | Command::Serve(_)) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
             ..FileConfig::default()
         }),
@@ -142,15 +164,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = ComponentHost::load(config, telemetry.clone()).await?;
 
     let code = match command {
-        Command::Serve => {
+        Command::Serve(args) => {
             let session = session_or_new(cli.session);
             let memory = Memory::new(std::sync::Arc::new(host));
-            tracing::info!("serving MCP on stdio, session {session}");
-            let server = Gateway::new(memory, &session, "pipe")
-                .serve(rmcp::transport::stdio())
-                .await
-                .context("the MCP handshake failed")?;
-            server.waiting().await?;
+            let gateway = Gateway::new(memory, &session, "pipe");
+            match args.http {
+                Some(addr) => serve_http(gateway, addr, args).await?,
+                None => {
+                    tracing::info!("serving MCP on stdio, session {session}");
+                    let server = gateway
+                        .serve(rmcp::transport::stdio())
+                        .await
+                        .context("the MCP handshake failed")?;
+                    tokio::select! {
+                        quit = server.waiting() => { quit?; }
+                        () = interrupted() => tracing::info!("interrupted, stopping"),
+                    }
+                }
+            }
             telemetry.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
@@ -249,6 +280,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     telemetry.shutdown().await;
     Ok(code)
+}
+
+/// Serves `gateway` over streamable HTTP on `addr` until interrupted.
+async fn serve_http(gateway: Gateway, addr: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
+    let options = HttpOptions {
+        token: std::env::var("WW_AUTH_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        allowed_hosts: args.allowed_hosts,
+        allowed_origins: args.allowed_origins,
+    };
+    if !addr.ip().is_loopback() && options.token.is_none() {
+        tracing::warn!(
+            "listening on {addr}, beyond loopback, without WW_AUTH_TOKEN: anyone who can \
+             reach it can read and write this memory"
+        );
+    }
+    let listener = http::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        "serving MCP over streamable HTTP at http://{local}{}{}",
+        http::PATH,
+        if options.token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        }
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        tracing::info!("interrupted, stopping");
+        stop.cancel();
+    });
+    http::serve(listener, gateway, &options, shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so telemetry is flushed before the process ends.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The session asked for, or a new one (said on stderr, so it can be reused).

@@ -3,6 +3,7 @@
 //! Tool failures are results with `isError` and `{code, message, field?}`; an unknown
 //! tool is a protocol error.
 
+pub mod http;
 pub mod tools;
 
 use std::sync::Arc;
@@ -39,6 +40,12 @@ impl Gateway {
             transport,
             tools: tools::catalog(),
         }
+    }
+
+    /// The same server over another transport (`pipe` or `tcp`).
+    pub fn with_transport(mut self, transport: &'static str) -> Self {
+        self.transport = transport;
+        self
     }
 }
 
@@ -81,10 +88,28 @@ impl ServerHandler for Gateway {
                 None,
             ));
         }
-        // `params._meta`, wherever the SDK left it.
+        // `params._meta`, wherever the SDK left it; over HTTP, the request's trace
+        // headers stand in for what `_meta` does not carry.
         let mut meta = context.meta.0.0.clone();
         if let Some(own) = &request.meta {
             meta.extend(own.0.0.clone());
+        }
+        if let Some(parts) = context.extensions.get::<::http::request::Parts>() {
+            // The trace context comes whole from one place: a header `tracestate` never
+            // pairs with a `_meta` `traceparent`.
+            let keys: &[&str] = if meta.contains_key("traceparent") {
+                &["baggage"]
+            } else {
+                &["traceparent", "tracestate", "baggage"]
+            };
+            for &key in keys {
+                if meta.contains_key(key) {
+                    continue;
+                }
+                if let Some(value) = parts.headers.get(key).and_then(|v| v.to_str().ok()) {
+                    meta.insert(key.to_owned(), Value::String(value.to_owned()));
+                }
+            }
         }
         let mut call = Request::new(format!("mcp.{name}"))
             .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))

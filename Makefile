@@ -5,14 +5,16 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGIN_DIR := target/$(WASM_TARGET)/release
+PY_VENV := target/py-venv
+PYTHON ?= python3
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
-.PHONY: help target plugins build run test fmt fmt-check clippy bench clean
+.PHONY: help target plugins build run test test-python fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and run a traced call through the components"
-	@echo "make test    everything CI runs: fmt check, clippy -D warnings, all tests"
+	@echo "make test    everything CI runs: fmt check, clippy -D warnings, all tests (Rust and the Python MCP SDK)"
 	@echo "make build   host and plugins, release"
 	@echo "make bench   benchmarks (numbers go in the README)"
 
@@ -56,6 +58,18 @@ test: fmt-check clippy plugins
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic.
 	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
 	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath
+	$(MAKE) test-python
+
+# The official MCP Python SDK against the real binary, over stdio and HTTP.
+test-python: plugins $(PY_VENV)/.installed
+	$(CARGO) build -p ww-host --bin ww-memory
+	WW_MEMORY_BIN=$(CURDIR)/target/debug/ww-memory $(PY_VENV)/bin/python -m pytest -q tests/python
+
+# A virtual environment with the pinned test requirements, made again when they change.
+$(PY_VENV)/.installed: tests/python/requirements.txt
+	test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
 
 bench: plugins
 	$(CARGO) bench -p ww-host --bench tracing

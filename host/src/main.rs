@@ -198,7 +198,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request = request.with_parent(IncomingContext::traceparent(tp));
             }
             let memory = Memory::new(std::sync::Arc::new(host));
-            let result = tools::call(&memory, request, &session, &tool, args).await;
+            let result = tools::call(
+                &memory,
+                request,
+                tools::Caller {
+                    session: &session,
+                    protocol_version: None,
+                },
+                &tool,
+                args,
+            )
+            .await;
             let (code, body) = match result {
                 Ok(value) => (ExitCode::SUCCESS, value),
                 Err(error) => (
@@ -346,6 +356,7 @@ fn session_or_new(session: Option<String>) -> String {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WW_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")

@@ -122,11 +122,20 @@ impl ServerHandler for Gateway {
             .with_attribute(KeyValue::new("mcp.session.id", self.session.to_string()))
             .with_attribute(KeyValue::new("network.transport", self.transport))
             .with_attribute(KeyValue::new("openinference.span.kind", "TOOL"));
-        if let Some(info) = context.peer.peer_info() {
-            call = call.with_attribute(KeyValue::new(
-                "mcp.protocol.version",
-                info.protocol_version.to_string(),
-            ));
+        // The version the handshake settled or, on a stateless (2026-07-28) request, the
+        // one the request states.
+        let protocol = context
+            .peer
+            .peer_info()
+            .map(|info| info.protocol_version.to_string())
+            .or_else(|| meta_text(&meta, "io.modelcontextprotocol/protocolVersion"))
+            .or_else(|| {
+                let parts = context.extensions.get::<::http::request::Parts>()?;
+                let value = parts.headers.get("mcp-protocol-version")?;
+                value.to_str().ok().map(str::to_owned)
+            });
+        if let Some(protocol) = &protocol {
+            call = call.with_attribute(KeyValue::new("mcp.protocol.version", protocol.clone()));
         }
         if let Some(traceparent) = meta_text(&meta, "traceparent") {
             let mut parent = IncomingContext::traceparent(traceparent);
@@ -151,7 +160,14 @@ impl ServerHandler for Gateway {
                 tokio::sync::mpsc::unbounded_channel::<(u64, u64, String)>();
             let peer = context.peer.clone();
             forwarding = Some(tokio::spawn(async move {
+                // MCP progress only ever increases: a report that does not move it on (a
+                // component repeating itself) is not sent.
+                let mut last = None;
                 while let Some((done, total, message)) = reports.recv().await {
+                    if last.is_some_and(|last| done <= last) {
+                        continue;
+                    }
+                    last = Some(done);
                     let mut progress = ProgressNotificationParam::new(token.clone(), done as f64);
                     progress.total = (total > 0).then_some(total as f64);
                     progress.message = Some(message);
@@ -165,7 +181,17 @@ impl ServerHandler for Gateway {
             }));
         }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = tools::call(&self.memory, call, &self.session, &name, args).await;
+        let result = tools::call(
+            &self.memory,
+            call,
+            tools::Caller {
+                session: &self.session,
+                protocol_version: protocol.as_deref(),
+            },
+            &name,
+            args,
+        )
+        .await;
         if let Some(forwarding) = forwarding {
             // The request, and with it the sender, is gone: this ends once all is sent.
             let _ = forwarding.await;

@@ -79,7 +79,7 @@ pub static TOOLS: [ToolSpec; 17] = [
     tool!("get_provenance", GetProvenance => ProvenanceView, read_only: true,
         "Where an entity came from: its source episodes, the episodes consolidation built it from, and its older and newer versions."),
     tool!("get_session_id", NoArguments => SessionInfo, read_only: true,
-        "This connection's session id, and the server's name and version."),
+        "This connection's session id, the server's name and version, and the MCP protocol version in use."),
     tool!("memory_stats", MemoryStatsArgs => MemoryStats, read_only: true,
         "What is stored (per collection and node label), each store's health and latency, and the tracing pipeline's state (exporter, spans exported and dropped)."),
 ];
@@ -93,15 +93,25 @@ fn json<T: Serialize>(value: T) -> Result<Value, MemoryError> {
     serde_json::to_value(value).map_err(|e| MemoryError::invalid("result", e.to_string()))
 }
 
-/// Call tool `name` with JSON `args` as the request `request` in `session`.
+/// Who is calling: the session the connection is bound to and, over MCP, the protocol
+/// version it negotiated.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The session.
+    pub session: &'a str,
+    /// The negotiated MCP protocol version.
+    pub protocol_version: Option<&'a str>,
+}
+
+/// Call tool `name` with JSON `args` as the request `request` for `caller`.
 pub async fn call(
     memory: &Memory,
     request: Request,
-    session: &str,
+    caller: Caller<'_>,
     name: &str,
     args: Value,
 ) -> Result<Value, MemoryError> {
-    let (m, r) = (memory, request);
+    let (m, r, session) = (memory, request, caller.session);
     match name {
         "create_episode" => json(m.create_episode(r, session, arguments(args)?).await?),
         "recall_episodes" => json(m.recall_episodes(r, session, arguments(args)?).await?),
@@ -120,7 +130,7 @@ pub async fn call(
         "get_provenance" => json(m.get_provenance(r, arguments(args)?).await?),
         "get_session_id" => {
             arguments::<NoArguments>(args)?;
-            json(m.get_session_id(r, session))
+            json(m.get_session_id(r, session, caller.protocol_version))
         }
         "memory_stats" => json(m.memory_stats(r, arguments(args)?).await?),
         other => {

@@ -1,6 +1,8 @@
 //! System operations (SPEC 6, tools 14, 16, 17): consolidation across the services, the
 //! session, and what the server holds and how it is doing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use opentelemetry::KeyValue;
@@ -12,6 +14,31 @@ use crate::bindings::api::ww::memory::{
 };
 use crate::config::Role;
 use crate::plugins::{Request, RequestCall};
+use crate::tracing_capability::ProgressSink;
+
+/// The phases of `consolidate_now` with kind `all`, in the order they run.
+const PHASES: [&str; 3] = ["light", "deep", "skill"];
+
+/// Progress units per phase when several phases report as one measure.
+const PHASE_UNITS: u64 = 1000;
+
+/// A sink for a run of [`PHASES`] that passes their reports on as one increasing measure:
+/// phase `i`'s "done of total" becomes `i + done/total` phases of three (in thousandths),
+/// its message prefixed with the phase's name. Each phase alone counts from zero again,
+/// which a client must never see (MCP progress only increases).
+fn phased(sink: ProgressSink, current: Arc<AtomicUsize>) -> ProgressSink {
+    Arc::new(move |done: u64, total: u64, message: &str| {
+        let phase = current.load(Ordering::Relaxed).min(PHASES.len() - 1);
+        let within = (done.min(total) * PHASE_UNITS)
+            .checked_div(total)
+            .unwrap_or(0);
+        sink(
+            phase as u64 * PHASE_UNITS + within,
+            PHASES.len() as u64 * PHASE_UNITS,
+            &format!("{}: {message}", PHASES[phase]),
+        );
+    })
+}
 
 /// Which consolidation to run.
 #[derive(
@@ -66,6 +93,9 @@ pub struct SessionInfo {
     pub server_name: String,
     /// Its version.
     pub server_version: String,
+    /// The MCP protocol version the connection negotiated (none outside MCP, e.g. for
+    /// `ww-memory call`).
+    pub protocol_version: Option<String>,
 }
 
 /// `memory_stats` arguments.
@@ -132,7 +162,7 @@ pub struct TracingStatus {
     /// Spans lost (full queue, failed or timed-out export).
     pub spans_dropped: u64,
     /// Guest input repaired or refused, by kind (detailed only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest_limits: Vec<(String, u64)>,
 }
 
@@ -159,7 +189,7 @@ pub struct MemoryStats {
     /// Tracing.
     pub tracing: TracingStatus,
     /// Components (detailed only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub components: Vec<ComponentStatus>,
 }
 
@@ -175,6 +205,12 @@ impl Memory {
     ) -> Result<ConsolidationReport, MemoryError> {
         let kind = input.kind.unwrap_or_default();
         let started = Instant::now();
+        let mut request = request;
+        let phase = Arc::new(AtomicUsize::new(0));
+        if kind == ConsolidationKind::All {
+            request.progress = request.progress.map(|sink| phased(sink, phase.clone()));
+        }
+        let progress = request.progress.clone();
         let mut call = self.host.begin(request);
         call.annotate(vec![KeyValue::new(
             "ww.consolidation.kind",
@@ -187,10 +223,18 @@ impl Memory {
             skill: None,
             duration_ms: 0.0,
         };
-        let outcome = self.consolidate_in(&mut call, kind, &mut report).await;
+        let outcome = self
+            .consolidate_in(&mut call, kind, &phase, &mut report)
+            .await;
         report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
         match outcome {
-            Ok(()) => Ok(report),
+            Ok(()) => {
+                // A phase with nothing to do may not have reported at all.
+                if let Some(progress) = progress.filter(|_| kind == ConsolidationKind::All) {
+                    progress(1, 1, "consolidation complete");
+                }
+                Ok(report)
+            }
             Err(mut error) => {
                 if error.code != ErrorCode::ValidationError {
                     error.code = ErrorCode::ConsolidationError;
@@ -205,10 +249,12 @@ impl Memory {
         &self,
         call: &mut RequestCall<'_>,
         kind: ConsolidationKind,
+        phase: &AtomicUsize,
         report: &mut ConsolidationReport,
     ) -> Result<(), MemoryError> {
         let now = now_ms();
         if matches!(kind, ConsolidationKind::Light | ConsolidationKind::All) {
+            phase.store(0, Ordering::Relaxed);
             let r: episodic::LightReport = self
                 .call_in(
                     call,
@@ -223,6 +269,7 @@ impl Memory {
             });
         }
         if matches!(kind, ConsolidationKind::Deep | ConsolidationKind::All) {
+            phase.store(1, Ordering::Relaxed);
             let r: semantic::DeepReport = self
                 .call_in(call, "ww:memory/semantic@0.1.0", "consolidate-deep", (now,))
                 .await?;
@@ -234,6 +281,7 @@ impl Memory {
             });
         }
         if matches!(kind, ConsolidationKind::Skill | ConsolidationKind::All) {
+            phase.store(2, Ordering::Relaxed);
             let r: procedural::SkillReport = self
                 .call_in(
                     call,
@@ -251,14 +299,20 @@ impl Memory {
         Ok(())
     }
 
-    /// The session this caller is bound to, and the server.
-    pub fn get_session_id(&self, request: Request, session: &str) -> SessionInfo {
+    /// The session this caller is bound to, the server, and the connection's protocol.
+    pub fn get_session_id(
+        &self,
+        request: Request,
+        session: &str,
+        protocol_version: Option<&str>,
+    ) -> SessionInfo {
         let mut call = self.host.begin(request);
         call.annotate(vec![KeyValue::new("session.id", session.to_owned())]);
         SessionInfo {
             session_id: session.to_owned(),
             server_name: "world-weaver".to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: protocol_version.map(str::to_owned),
         }
     }
 

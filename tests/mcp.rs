@@ -272,3 +272,126 @@ async fn a_consolidation_sends_progress_when_the_client_asks() {
     assert_eq!((last.1, last.2), (8.0, Some(8.0)), "{reports:?}");
     client.cancel().await.unwrap();
 }
+
+/// A client of a gateway served over streamable HTTP on a free loopback port, sending
+/// `headers` on every request.
+async fn connect_http(
+    memory: ww_host::memory::Memory,
+    headers: &[(&str, &str)],
+) -> (
+    RunningService<RoleClient, ()>,
+    tokio_util::sync::CancellationToken,
+) {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use ww_host::gateway::http;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{}", listener.local_addr().unwrap(), http::PATH);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gateway = Gateway::new(memory, "http-session", "pipe");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        http::serve(listener, gateway, &http::HttpOptions::default(), stop)
+            .await
+            .expect("HTTP server");
+    });
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                ::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                ::http::HeaderValue::from_str(v).unwrap(),
+            )
+        })
+        .collect();
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    (
+        ().serve(transport).await.expect("client handshake"),
+        shutdown,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_traceparent_header_is_the_parent_unless_meta_names_one() {
+    let receiver = OtlpReceiver::grpc().await;
+    let memory = memory(
+        &data_dir("mcp-http-trace"),
+        otlp_telemetry(&receiver.endpoint(), "grpc"),
+    )
+    .await;
+    let header_trace = "0af7651916cd43dd8448eb211c80319c";
+    let header_parent = "b7ad6b7169203331";
+    let (client, shutdown) = connect_http(
+        memory.clone(),
+        &[
+            (
+                "traceparent",
+                &format!("00-{header_trace}-{header_parent}-01"),
+            ),
+            ("tracestate", "vendor=header"),
+        ],
+    )
+    .await;
+    call(&client, "create_episode", json!({"content": "over HTTP"})).await;
+    let recalled = call(&client, "recall_episodes", json!({"query": "HTTP"})).await;
+    assert_eq!(recalled.structured_content.unwrap()["count"], json!(1));
+    // `_meta` wins over the header, and brings its own trace state.
+    let meta_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut meta = RequestMetaObject::default();
+    meta.0.0.insert(
+        "traceparent".to_owned(),
+        json!(format!("00-{meta_trace}-00f067aa0ba902b7-01")),
+    );
+    let mut params = CallToolRequestParams::new("get_session_id");
+    params.meta = Some(meta);
+    let info = client.call_tool(params).await.unwrap();
+    let info = info.structured_content.unwrap();
+    assert_eq!(info["session_id"], json!("http-session"));
+    assert!(info["protocol_version"].is_string());
+    memory.host().telemetry().flush().await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.name == "mcp.get_session_id")
+                && s.iter().any(|s| s.name == "embedded.search")
+        })
+        .await;
+    let server = spans
+        .iter()
+        .find(|s| s.name == "mcp.recall_episodes")
+        .unwrap();
+    assert_eq!(server.kind, kind::SERVER);
+    assert_eq!(server.trace_id, header_trace);
+    assert_eq!(server.parent_span_id, header_parent);
+    assert_eq!(server.trace_state, "vendor=header");
+    assert_eq!(server.attr_str("network.transport"), Some("tcp"));
+    assert_eq!(server.attr_str("mcp.session.id"), Some("http-session"));
+    // The whole call tree, one trace, each span under the one open when it started.
+    let recall = spans.iter().find(|s| s.name == "episodic.recall").unwrap();
+    assert_eq!(recall.parent_span_id, server.span_id);
+    // (Every call of this client carries the same header, so they all share its trace.)
+    let children: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == recall.span_id)
+        .inspect(|s| assert_eq!(s.trace_id, header_trace))
+        .map(|s| s.name.as_str())
+        .collect();
+    for name in ["embedder.embed", "embedded.search", "scoring_computation"] {
+        assert!(
+            children.contains(&name),
+            "{name} not under the recall: {children:?}"
+        );
+    }
+    let session = spans
+        .iter()
+        .find(|s| s.name == "mcp.get_session_id")
+        .unwrap();
+    assert_eq!(session.trace_id, meta_trace);
+    assert_eq!(
+        session.trace_state, "",
+        "the header's state is not mixed in"
+    );
+    client.cancel().await.unwrap();
+    shutdown.cancel();
+}

@@ -103,6 +103,8 @@ pub struct ReceivedSpan {
     pub span_id: String,
     /// Hex parent span id, empty for a root.
     pub parent_span_id: String,
+    /// W3C trace state, empty when none.
+    pub trace_state: String,
     /// Name.
     pub name: String,
     /// OTLP kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
@@ -206,6 +208,7 @@ fn convert_request(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    trace_state: span.trace_state,
                     name: span.name,
                     kind: span.kind,
                     attributes: convert_attributes(span.attributes),

@@ -13,7 +13,7 @@ export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 .PHONY: help target plugins build run test test-python fmt fmt-check clippy bench clean
 
 help:
-	@echo "make run     build what is missing and run a traced call through the components"
+	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
 	@echo "make test    everything CI runs: fmt check, clippy -D warnings, all tests (Rust and the Python MCP SDK)"
 	@echo "make build   host and plugins, release"
 	@echo "make bench   benchmarks (numbers go in the README)"
@@ -30,15 +30,20 @@ plugins: target
 build: plugins
 	$(CARGO) build --release -p ww-host
 
+# Where `make run` serves MCP over HTTP.
+WW_RUN_ADDR ?= 127.0.0.1:8765
+
 run: build
-	@echo "== components loaded (target/release/ww-memory plugins) =="
-	./target/release/ww-memory plugins
+	@./target/release/ww-memory plugins | sed -n '1,7p'
 	@echo
-	@echo "== two memory calls through the components, each one trace (tree on stderr); data in ./data =="
-	WW_OTEL_CONSOLE=true ./target/release/ww-memory call --session make-run create_episode \
-	  '{"content": "make run stored this episode", "outcome": "success", "context": {"tool": "make"}}'
-	WW_OTEL_CONSOLE=true ./target/release/ww-memory call --session make-run recall_episodes \
-	  '{"query": "what did make run store?", "limit": 3}'
+	@echo "World Weaver is starting: an MCP memory server on the embedded store (data in ./data),"
+	@echo "printing the trace tree of every call below as it finishes. Connect with any MCP client:"
+	@echo "  streamable HTTP  http://$(WW_RUN_ADDR)/mcp"
+	@echo "  stdio            $(CURDIR)/target/release/ww-memory serve   (env WW_PLUGIN_DIR=$(WW_PLUGIN_DIR), WW_DATA_DIR=<another dir>)"
+	@echo "  e.g.             npx @modelcontextprotocol/inspector  (transport: Streamable HTTP, URL above)"
+	@echo "Ctrl-C stops it."
+	@echo
+	WW_OTEL_CONSOLE=true ./target/release/ww-memory serve --http $(WW_RUN_ADDR)
 
 fmt:
 	$(CARGO) fmt --all

@@ -682,3 +682,35 @@ async fn a_recall_is_one_trace_with_the_boundary_spans_nested_in_order() {
     assert!(recall.attributes["recall.top_score"].as_f64().is_some());
     assert!(update.attributes.contains_key("db.operation.batch.size"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_host_cannot_open_a_data_directory_in_use() {
+    let dir = data_dir("episodic-lock");
+    let first = open(&dir).await;
+    let specs = ww_tests::default_config(&dir).component_specs();
+    let config = ww_host::plugins::HostConfig {
+        components: specs.clone(),
+        cache_dir: Some(ww_tests::cache_dir()),
+        ..Default::default()
+    };
+    let refused = ww_host::plugins::ComponentHost::load(config, telemetry(&[]))
+        .await
+        .err()
+        .expect("the directory is in use");
+    let message = refused.to_string();
+    assert!(
+        message.contains("in use by process") && message.contains(&std::process::id().to_string()),
+        "{message}"
+    );
+    // Closed, it opens again with what was written.
+    let written = episode("written before the second host", Outcome::Neutral, 0.5, 0.0);
+    let id = create(&first, "s", written).await;
+    drop(first);
+    let second = open(&dir).await;
+    assert_eq!(
+        recall(&second, "s", "written", 1).await.episodes[0]
+            .episode
+            .id,
+        id
+    );
+}

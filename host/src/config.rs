@@ -105,6 +105,24 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.interface() == interface)
     }
 
+    /// The WIT world (of `wit/host.wit`) a component serving this role is built for,
+    /// given every interface it exports: one store component serving both store roles is a
+    /// `combined-store`.
+    pub fn world(self, exports: &[&str]) -> &'static str {
+        let both_stores = [Role::VectorStore, Role::GraphStore]
+            .iter()
+            .all(|r| exports.contains(&r.interface()));
+        match self {
+            Role::VectorStore | Role::GraphStore if both_stores => "ww:memory/combined-store@0.1.0",
+            Role::VectorStore => "ww:memory/vector-store-adapter@0.1.0",
+            Role::GraphStore => "ww:memory/graph-store-adapter@0.1.0",
+            Role::Embedder => "ww:memory/embedder-provider@0.1.0",
+            Role::Episodic => "ww:memory/episodic-service@0.1.0",
+            Role::Semantic => "ww:memory/semantic-service@0.1.0",
+            Role::Procedural => "ww:memory/procedural-service@0.1.0",
+        }
+    }
+
     /// The role's name in the configuration file.
     pub fn key(self) -> &'static str {
         match self {

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
-use ww_host::config::FileConfig;
+use ww_host::config::{FileConfig, Role};
 use ww_host::gateway::http::{self, HttpOptions};
 use ww_host::gateway::{Gateway, tools};
 use ww_host::memory::Memory;
@@ -71,7 +71,9 @@ enum Command {
         #[arg(long)]
         traceparent: Option<String>,
     },
-    /// List the loaded components: file, imports (and where they are routed), exports.
+    /// What is loaded for each role (component, WIT world, file), then every component's
+    /// imports (and where they are routed) and exports. Uses the same configuration as
+    /// `serve`.
     Plugins,
     /// Call one exported function, as one traced request, and print its result.
     ///
@@ -127,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
     let file = match (&cli.config, &command) {
         (Some(path), _) => Some(FileConfig::load(path)?),
-        (None, Command::Call { .. } | Command::Serve(_)) => Some(FileConfig {
+        (None, Command::Call { .. } | Command::Serve(_) | Command::Plugins) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
             ..FileConfig::default()
         }),
@@ -221,6 +223,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
         Command::Plugins => {
+            println!(
+                "{:<13} {:<18} {:<36} file",
+                "role", "component", "WIT world"
+            );
+            for role in Role::ALL {
+                let Some(component) = host.exporter(role.interface()) else {
+                    println!("{:<13} (none)", role.key());
+                    continue;
+                };
+                let exports: Vec<&str> = host.exporters_of(component.name()).collect();
+                println!(
+                    "{:<13} {:<18} {:<36} {}",
+                    role.key(),
+                    component.name(),
+                    role.world(&exports),
+                    component.path().display()
+                );
+            }
+            println!();
             for (component, shape) in host.components() {
                 println!("{}  ({})", component.name(), component.path().display());
                 for (interface, functions) in &shape.imports {

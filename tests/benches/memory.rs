@@ -10,60 +10,16 @@
 //! `consolidate_now deep` over those episodes. Before that, `semantic_recall` and
 //! `spread_activation` on a graph of 10k entities and 50k relations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ww_host::memory::{CreateEpisode, Memory, Outcome, RecallEpisodes, format_time, now_ms};
+use ww_host::memory::{Memory, RecallEpisodes};
 use ww_host::plugins::Request;
+use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile};
 use ww_tests::otlp::OtlpReceiver;
 
 const SESSION: &str = "bench";
 const RECALLS: usize = 300;
-
-/// A small deterministic generator (xorshift), so every run stores the same text.
-struct Words(u64);
-
-impl Words {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A pronounceable word from a vocabulary of about 3,000, frequent ones more often.
-    fn word(&mut self) -> String {
-        const ONSETS: [&str; 12] = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t"];
-        const VOWELS: [&str; 5] = ["a", "e", "i", "o", "u"];
-        const CODAS: [&str; 5] = ["", "n", "r", "st", "ck"];
-        let rank = (self.next() % 3000) * (self.next() % 3000) / 3000; // skewed to low ranks
-        let mut n = rank as usize;
-        let mut word = String::new();
-        for _ in 0..2 {
-            word.push_str(ONSETS[n % 12]);
-            n /= 12;
-            word.push_str(VOWELS[n % 5]);
-            n /= 5;
-        }
-        word.push_str(CODAS[n % 5]);
-        word
-    }
-
-    fn sentence(&mut self, words: usize) -> String {
-        (0..words)
-            .map(|_| self.word())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -75,43 +31,6 @@ fn rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn bench_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/ww-bench")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-async fn fill(memory: &Memory, n: usize, words: &mut Words) -> Duration {
-    let outcomes = [
-        Outcome::Success,
-        Outcome::Failure,
-        Outcome::Neutral,
-        Outcome::Partial,
-    ];
-    let start = Instant::now();
-    let now = now_ms();
-    for i in 0..n {
-        let episode = CreateEpisode {
-            content: words.sentence(12),
-            outcome: Some(outcomes[i % 4]),
-            valence: Some((i % 11) as f64 / 10.0),
-            // Spread over the last 60 days, so recency varies.
-            timestamp: Some(format_time(now - (words.next() % (60 * 86_400_000)) as i64)),
-            ..Default::default()
-        };
-        memory
-            .create_episode(Request::new("bench.create"), SESSION, episode)
-            .await
-            .expect("create_episode");
-        if (i + 1) % 10_000 == 0 {
-            eprintln!("  {} episodes stored ({:.0?})", i + 1, start.elapsed());
-        }
-    }
-    start.elapsed()
 }
 
 async fn recall_once(memory: &Memory, query: String) -> Duration {
@@ -143,14 +62,6 @@ async fn recall_latencies(memory: &Memory, words: &mut Words) -> Vec<Duration> {
     }
     latencies.sort();
     latencies
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
 }
 
 /// Recall p50 with tracing off and on, alternating calls so both see the same machine.
@@ -364,7 +275,7 @@ async fn main() {
         let mut words = Words(0x5eed_0000 + n as u64);
         let memory = ww_tests::memory(&dir, ww_tests::telemetry(&[])).await;
         eprintln!("filling a store with {n} episodes ...");
-        let filled = fill(&memory, n, &mut words).await;
+        let filled = fill(&memory, SESSION, n, &mut words).await;
         println!(
             "create_episode x {n}: {:.0} episodes/s ({} each on average)",
             n as f64 / filled.as_secs_f64(),

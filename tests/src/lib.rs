@@ -1,6 +1,7 @@
 //! Test support: where the built components are, hosts built from them, and real OTLP
 //! receivers.
 
+pub mod bench;
 pub mod otlp;
 
 use std::path::PathBuf;

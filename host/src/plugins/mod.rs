@@ -142,6 +142,20 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// Another process (or host) holds the data directory.
+    #[error(
+        "the data directory {path} of component {component} is in use{holder}: one server \
+         per data directory (give this one another WW_DATA_DIR, or call the running server \
+         over HTTP)"
+    )]
+    DataDirInUse {
+        /// The component.
+        component: String,
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it, as far as is known (` by process N`).
+        holder: String,
+    },
     /// Two components with one name.
     #[error("two components are named {0}")]
     DuplicateName(String),
@@ -278,6 +292,8 @@ pub struct ComponentHost {
     components: Vec<(Arc<PluginComponent>, ComponentShape)>,
     exporters: HashMap<String, Arc<PluginComponent>>,
     _ticker: engine::EpochTicker,
+    /// Exclusive locks on the components' data directories, held while the host lives.
+    _data_locks: Vec<std::fs::File>,
 }
 
 impl ComponentHost {
@@ -348,6 +364,7 @@ impl ComponentHost {
         let order = dependency_order(&compiled, &exporter_of)?;
         let mut loaded: HashMap<String, Arc<PluginComponent>> = HashMap::new();
         let mut components = Vec::new();
+        let mut data_locks: HashMap<PathBuf, std::fs::File> = HashMap::new();
         for name in order {
             let Some((spec, component, shape)) = compiled.remove(&name) else {
                 continue;
@@ -382,6 +399,10 @@ impl ComponentHost {
                     path: dir.clone(),
                     reason: e.to_string(),
                 })?;
+                // One host per directory: components of this host may share it.
+                if !data_locks.contains_key(dir) {
+                    data_locks.insert(dir.clone(), lock_data_dir(&name, dir)?);
+                }
             }
             let plugin = Arc::new(PluginComponent::new(
                 caller,
@@ -404,6 +425,7 @@ impl ComponentHost {
             components,
             exporters,
             _ticker: ticker,
+            _data_locks: data_locks.into_values().collect(),
         })
     }
 
@@ -576,6 +598,48 @@ impl Drop for RequestCall<'_> {
         if let Some(scope) = self.scope.take() {
             scope.finish();
         }
+    }
+}
+
+/// Takes the exclusive lock of data directory `dir` (its `.ww-lock` file, which names the
+/// holding process): two hosts appending to one store's log would each lose the other's
+/// writes.
+fn lock_data_dir(component: &str, dir: &Path) -> Result<std::fs::File, LoadError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let failed = |e: std::io::Error| LoadError::DataDir {
+        component: component.to_owned(),
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(".ww-lock"))
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(failed)?;
+            file.rewind().map_err(failed)?;
+            writeln!(file, "{}", std::process::id()).map_err(failed)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            Err(LoadError::DataDirInUse {
+                component: component.to_owned(),
+                path: dir.to_owned(),
+                holder: if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by process {holder}")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
     }
 }
 

@@ -1,0 +1,202 @@
+//! `make bench`, the gateway: end-to-end tool latency as an MCP client sees it, through
+//! the real `ww-memory` binary (release) over stdio (a child process's pipes) and over
+//! streamable HTTP (loopback), for `get_session_id` (the gateway's floor: no component
+//! call) and `recall_episodes` over 10k episodes, with tracing off and on (OTLP over gRPC
+//! to a receiver in this process). Off and on are two servers on copies of one store,
+//! called alternately, so both see the same machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Value, json};
+use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile};
+use ww_tests::otlp::OtlpReceiver;
+
+const EPISODES: usize = 10_000;
+const SESSION: &str = "bench";
+
+fn binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/ww-memory");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build`",
+        path.display()
+    );
+    path
+}
+
+/// A server process and an MCP client connected to it.
+struct Server {
+    client: RunningService<RoleClient, ()>,
+    http: Option<tokio::process::Child>,
+}
+
+fn command(dir: &Path, traced: Option<&str>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .env("WW_PLUGIN_DIR", ww_tests::component_dir())
+        .env("WW_CACHE_DIR", ww_tests::cache_dir())
+        .env("WW_DATA_DIR", dir)
+        .env("WW_SESSION_ID", SESSION)
+        .env("WW_LOG", "warn")
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(endpoint) = traced {
+        command
+            .env("WW_OTEL_ENABLED", "true")
+            .env("WW_OTEL_ENDPOINT", endpoint)
+            .env("WW_OTEL_PROTOCOL", "grpc");
+    }
+    command
+}
+
+impl Server {
+    async fn stdio(dir: &Path, traced: Option<&str>) -> Self {
+        let mut command = command(dir, traced);
+        command.arg("serve");
+        let transport = TokioChildProcess::new(command).expect("spawn ww-memory");
+        let client = ().serve(transport).await.expect("handshake");
+        Self { client, http: None }
+    }
+
+    async fn http(dir: &Path, traced: Option<&str>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = command(dir, traced);
+        command
+            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = command.spawn().expect("spawn ww-memory");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(started.elapsed() < Duration::from_secs(120), "no server");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(format!("http://127.0.0.1:{port}/mcp"));
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let client = ().serve(transport).await.expect("handshake");
+        Self {
+            client,
+            http: Some(child),
+        }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> Duration {
+        let Value::Object(args) = args else {
+            unreachable!("arguments are objects")
+        };
+        let start = Instant::now();
+        let result = self
+            .client
+            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .expect("call");
+        let elapsed = start.elapsed();
+        assert_eq!(result.is_error, Some(false), "{tool}: {result:?}");
+        elapsed
+    }
+
+    async fn stop(self) {
+        let _ = self.client.cancel().await;
+        if let Some(mut child) = self.http {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// `calls` calls of `tool` on each server, alternating; p50 and p99 of each.
+async fn compare(
+    off: &Server,
+    on: &Server,
+    tool: &str,
+    calls: usize,
+    args: &mut impl FnMut() -> Value,
+) -> [(Duration, Duration); 2] {
+    for _ in 0..20 {
+        off.call(tool, args()).await;
+        on.call(tool, args()).await;
+    }
+    let (mut a, mut b) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for i in 0..calls {
+        let query = args();
+        // Which server goes first alternates too.
+        if i % 2 == 0 {
+            a.push(off.call(tool, query.clone()).await);
+            b.push(on.call(tool, query).await);
+        } else {
+            b.push(on.call(tool, query.clone()).await);
+            a.push(off.call(tool, query).await);
+        }
+    }
+    a.sort();
+    b.sort();
+    [a, b].map(|l| (percentile(&l, 0.5), percentile(&l, 0.99)))
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var("WW_BENCH").is_ok_and(|parts| !parts.split(',').any(|p| p == "gateway")) {
+        return;
+    }
+    let store = bench_dir("gateway-store");
+    let mut words = Words(0x6a7e_3a1);
+    {
+        let memory = ww_tests::memory(&store, ww_tests::telemetry(&[])).await;
+        eprintln!("filling a store with {EPISODES} episodes ...");
+        fill(&memory, SESSION, EPISODES, &mut words).await;
+    }
+    let receiver = OtlpReceiver::grpc().await;
+    let endpoint = receiver.endpoint();
+    for transport in ["stdio", "http"] {
+        let (off_dir, on_dir) = (bench_dir("gateway-off"), bench_dir("gateway-on"));
+        copy_dir(&store, &off_dir);
+        copy_dir(&store, &on_dir);
+        let (off, on) = match transport {
+            "stdio" => (
+                Server::stdio(&off_dir, None).await,
+                Server::stdio(&on_dir, Some(&endpoint)).await,
+            ),
+            _ => (
+                Server::http(&off_dir, None).await,
+                Server::http(&on_dir, Some(&endpoint)).await,
+            ),
+        };
+        let cases: [(&str, usize, Box<dyn FnMut() -> Value>); 2] = [
+            ("get_session_id", 2000, Box::new(|| json!({}))),
+            (
+                "recall_episodes",
+                300,
+                Box::new(|| json!({"query": words.sentence(4), "limit": 10})),
+            ),
+        ];
+        for (tool, calls, mut args) in cases {
+            let [(off50, off99), (on50, on99)] = compare(&off, &on, tool, calls, &mut args).await;
+            println!(
+                "{transport:5} {tool} x {calls}: tracing off p50 {} p99 {}; on p50 {} p99 {}; \
+                 p50 {:+.1} %",
+                ms(off50),
+                ms(off99),
+                ms(on50),
+                ms(on99),
+                (on50.as_secs_f64() / off50.as_secs_f64() - 1.0) * 100.0
+            );
+        }
+        off.stop().await;
+        on.stop().await;
+    }
+    let spans = receiver.spans().len();
+    println!("spans received by the OTLP receiver: {spans}");
+}

@@ -1,0 +1,71 @@
+"""The `ww-memory` command line as a newcomer uses it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import BIN, PLUGINS, server_env
+
+
+def run(tmp_path: Path, *args: str, session: str = "cli") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), *args],
+        env=server_env(tmp_path / "data", session),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_plugins_names_the_component_world_and_file_of_every_role(tmp_path: Path) -> None:
+    out = run(tmp_path, "plugins")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:7]}
+    expected = {
+        "embedder": ("embedder-provider", "embedder_hash.wasm"),
+        "vector-store": ("combined-store", "store_embedded.wasm"),
+        "graph-store": ("combined-store", "store_embedded.wasm"),
+        "episodic": ("episodic-service", "service_episodic.wasm"),
+        "semantic": ("semantic-service", "service_semantic.wasm"),
+        "procedural": ("procedural-service", "service_procedural.wasm"),
+    }
+    assert set(rows) == set(expected)
+    for role, (world, file) in expected.items():
+        _, _, wit_world, path = rows[role]
+        assert wit_world == f"ww:memory/{world}@0.1.0", role
+        assert Path(path) == PLUGINS / file, role
+
+
+def test_call_prints_the_result_and_fails_on_a_tool_error(tmp_path: Path) -> None:
+    created = run(tmp_path, "call", "create_episode", '{"content": "from the command line"}')
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    assert body["session"] == "cli"
+    recalled = run(tmp_path, "call", "recall_episodes", '{"query": "command line"}')
+    assert json.loads(recalled.stdout)["episodes"][0]["episode"]["id"] == body["id"]
+    failed = run(tmp_path, "call", "mark_important", '{"episode_id": "missing"}')
+    assert failed.returncode != 0
+    assert json.loads(failed.stdout)["code"] == "NOT_FOUND"
+    not_json = run(tmp_path, "call", "create_episode", "{oops")
+    assert not_json.returncode != 0 and "not valid JSON" in not_json.stderr
+
+
+def test_help_explains_the_commands(tmp_path: Path) -> None:
+    out = run(tmp_path, "--help")
+    assert out.returncode == 0
+    for word in ["serve", "call", "plugins", "--session", "--config"]:
+        assert word in out.stdout, word
+    serve = run(tmp_path, "serve", "--help")
+    assert "--http" in serve.stdout and "WW_AUTH_TOKEN" in serve.stdout
+
+
+def test_a_session_is_generated_and_said_when_none_is_given(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "data", "unused")
+    del env["WW_SESSION_ID"]
+    out = subprocess.run(
+        [str(BIN), "call", "get_session_id"], env=env, capture_output=True, text=True, timeout=300
+    )
+    session = json.loads(out.stdout)["session_id"]
+    assert f"session {session}" in out.stderr

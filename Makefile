@@ -76,9 +76,10 @@ $(PY_VENV)/.installed: tests/python/requirements.txt
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-bench: plugins
+bench: build
 	$(CARGO) bench -p ww-host --bench tracing
 	$(CARGO) bench -p ww-tests --bench memory
+	$(CARGO) bench -p ww-tests --bench gateway
 
 clean:
 	$(CARGO) clean

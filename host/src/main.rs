@@ -380,7 +380,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WW_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,rmcp=warn")
             }),
         )
         .init();

@@ -144,8 +144,8 @@ async fn graph_bench(entities: usize, relations: usize) {
     let start = Instant::now();
     let mut made = 0;
     while made < relations {
-        let a = (words.next() % entities as u64) as usize;
-        let b = ((words.next() % entities as u64) * (words.next() % entities as u64)
+        let a = (words.next_u64() % entities as u64) as usize;
+        let b = ((words.next_u64() % entities as u64) * (words.next_u64() % entities as u64)
             / entities as u64) as usize;
         if a == b {
             continue;
@@ -157,7 +157,7 @@ async fn graph_bench(entities: usize, relations: usize) {
                     source_id: ids[a].clone(),
                     target_id: ids[b].clone(),
                     relation_type: kinds[made % kinds.len()],
-                    weight: Some(0.05 + (words.next() % 95) as f64 / 100.0),
+                    weight: Some(0.05 + (words.next_u64() % 95) as f64 / 100.0),
                 },
             )
             .await

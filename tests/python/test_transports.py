@@ -66,7 +66,7 @@ class RawStdio:
         self.process.wait()
 
 
-@pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18", "2025-11-25"])
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
 def test_stdio_speaks_every_handshake_version_and_survives_invalid_json(
     version: str, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ pub struct Words(pub u64);
 
 impl Words {
     /// The next raw value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -24,7 +24,7 @@ impl Words {
         const ONSETS: [&str; 12] = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t"];
         const VOWELS: [&str; 5] = ["a", "e", "i", "o", "u"];
         const CODAS: [&str; 5] = ["", "n", "r", "st", "ck"];
-        let rank = (self.next() % 3000) * (self.next() % 3000) / 3000; // skewed to low ranks
+        let rank = (self.next_u64() % 3000) * (self.next_u64() % 3000) / 3000; // skewed to low ranks
         let mut n = rank as usize;
         let mut word = String::new();
         for _ in 0..2 {
@@ -82,7 +82,9 @@ pub async fn fill(memory: &Memory, session: &str, n: usize, words: &mut Words) -
             outcome: Some(outcomes[i % 4]),
             valence: Some((i % 11) as f64 / 10.0),
             // Spread over the last 60 days, so recency varies.
-            timestamp: Some(format_time(now - (words.next() % (60 * 86_400_000)) as i64)),
+            timestamp: Some(format_time(
+                now - (words.next_u64() % (60 * 86_400_000)) as i64,
+            )),
             ..Default::default()
         };
         memory

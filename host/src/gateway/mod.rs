@@ -21,6 +21,9 @@ use crate::memory::Memory;
 use crate::plugins::Request;
 use crate::tracing_capability::IncomingContext;
 
+/// How long a result waits for the progress notifications before it to be sent.
+const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One MCP connection's server: the memory API, bound to one session.
 #[derive(Clone)]
 pub struct Gateway {
@@ -192,9 +195,15 @@ impl ServerHandler for Gateway {
             args,
         )
         .await;
-        if let Some(forwarding) = forwarding {
-            // The request, and with it the sender, is gone: this ends once all is sent.
-            let _ = forwarding.await;
+        if let Some(mut forwarding) = forwarding {
+            // The request, and with it the sender, is gone: this ends once all is sent,
+            // unless the client stopped reading; then the result does not wait for it.
+            if tokio::time::timeout(PROGRESS_DRAIN, &mut forwarding)
+                .await
+                .is_err()
+            {
+                forwarding.abort();
+            }
         }
         Ok(match result {
             Ok(value) => CallToolResult::structured(value),

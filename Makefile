@@ -10,7 +10,7 @@ PYTHON ?= python3
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
-.PHONY: help target plugins build run test test-python fmt fmt-check clippy bench clean
+.PHONY: help target plugins build run test test-python py-venv fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -57,18 +57,20 @@ clippy: plugins
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --release --all-targets -- -D warnings
 
-test: fmt-check clippy plugins
+# The Python SDK's tests run inside `cargo test` (host/tests/python_sdk.rs), against the
+# binary that run builds: one build of everything.
+test: fmt-check clippy plugins py-venv
 	$(CARGO) test --workspace
 	# Guest crates whose tests need no component run natively: the SDK's documented
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic.
 	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
 	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath
-	$(MAKE) test-python
 
-# The official MCP Python SDK against the real binary, over stdio and HTTP.
-test-python: plugins $(PY_VENV)/.installed
-	$(CARGO) build -p ww-host --bin ww-memory
-	WW_MEMORY_BIN=$(CURDIR)/target/debug/ww-memory $(PY_VENV)/bin/python -m pytest -q tests/python
+# Only the official MCP Python SDK against the real binary, over stdio and HTTP.
+test-python: plugins py-venv
+	$(CARGO) test -p ww-host --test python_sdk -- --nocapture
+
+py-venv: $(PY_VENV)/.installed
 
 # A virtual environment with the pinned test requirements, made again when they change.
 $(PY_VENV)/.installed: tests/python/requirements.txt

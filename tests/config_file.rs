@@ -203,3 +203,23 @@ async fn roles_and_extra_components_load_and_a_data_directory_is_created() {
     );
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+#[test]
+fn the_shipped_embedded_configuration_is_exactly_the_default() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/embedded.toml");
+    let shipped = FileConfig::load(&path).expect("config/embedded.toml parses");
+    assert_eq!(
+        shipped.component_specs(),
+        FileConfig::default().component_specs()
+    );
+    // A store role named without a directory keeps its data in the file's.
+    let moved = FileConfig {
+        data_dir: Some(PathBuf::from("/srv/memory")),
+        ..shipped
+    };
+    for spec in moved.component_specs() {
+        let store = spec.roles.iter().any(|r| r.is_store());
+        let expected = store.then(|| PathBuf::from("/srv/memory"));
+        assert_eq!(spec.data_dir, expected, "{}", spec.name);
+    }
+}

@@ -155,7 +155,7 @@ impl Role {
     }
 
     /// Whether the role keeps data (and so gets a data directory by default).
-    fn is_store(self) -> bool {
+    pub fn is_store(self) -> bool {
         matches!(self, Role::VectorStore | Role::GraphStore)
     }
 }
@@ -194,7 +194,8 @@ pub struct RoleConfig {
     pub component: PathBuf,
     /// The component's name in spans and logs (default: the role's key).
     pub name: Option<String>,
-    /// A directory the component may read and write, seen by it as `/data`.
+    /// A directory the component may read and write, seen by it as `/data` (stores:
+    /// default the file's `data_dir`).
     pub data_dir: Option<PathBuf>,
     /// Limits for this component, over the global ones.
     #[serde(default)]
@@ -265,24 +266,29 @@ impl FileConfig {
             memory_bytes: STORE_MEMORY_MB << 20,
             ..CallLimits::default()
         });
+        // A store keeps its data in the file's `data_dir` unless its role names another.
+        let store_dir = || {
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+        };
         let mut specs: Vec<ComponentSpec> = Vec::new();
         for role in Role::ALL {
-            let chosen = match self.roles.get(&role) {
+            let mut chosen = match self.roles.get(&role) {
                 Some(config) => config.clone(),
                 None => match role.default_component() {
                     Some(file) => RoleConfig {
                         component: PathBuf::from(file),
                         name: None,
-                        data_dir: role.is_store().then(|| {
-                            self.data_dir
-                                .clone()
-                                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
-                        }),
+                        data_dir: None,
                         limits: LimitsConfig::default(),
                     },
                     None => continue,
                 },
             };
+            if role.is_store() && chosen.data_dir.is_none() {
+                chosen.data_dir = Some(store_dir());
+            }
             let path = plugin_dir.join(&chosen.component);
             if let Some(existing) = specs.iter_mut().find(|s| s.path == path) {
                 existing.roles.push(role);

@@ -137,6 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let (components, file_cache_dir) = match file {
         Some(mut file) => {
+            // A file without `plugin_dir` finds components where the flag or
+            // WW_PLUGIN_DIR says.
+            file.plugin_dir
+                .get_or_insert_with(|| cli.plugins_dir.clone());
             if let Some(dir) = std::env::var_os("WW_DATA_DIR") {
                 file.data_dir = Some(PathBuf::from(dir));
             }

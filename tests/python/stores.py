@@ -93,18 +93,56 @@ class FalkorDB:
         os.kill(self.process.pid, signal.SIGCONT)
 
 
-def neo4j_graph_config(path: Path, bolt_url: str, **settings: str) -> Path:
+def neo4j_graph_config(path: Path, bolt_url: str) -> Path:
     """A configuration with the graph role on the Neo4j adapter (the rest default)."""
-    extra = "".join(f', {k} = "{v}"' for k, v in settings.items())
-    path.write_text(
-        f"""[roles.graph-store]
+    return remote_config(path, bolt_url=bolt_url)
+
+
+def remote_config(
+    path: Path,
+    *,
+    bolt_url: str | None = None,
+    qdrant_url: str | None = None,
+    qdrant_key_env: str | None = None,
+) -> Path:
+    """A configuration with the graph role on the Neo4j adapter and/or the vector role on
+    the Qdrant adapter; the other roles keep their defaults."""
+    text = ""
+    if bolt_url:
+        text += f"""[roles.graph-store]
 component = "store_neo4j.wasm"
 name = "neo4j"
 endpoint = "{bolt_url}"
-settings = {{ database = "ww"{extra} }}
+settings = {{ database = "ww" }}
+
 """
-    )
+    if qdrant_url:
+        secrets = f"secrets = {{ api_key = \"{qdrant_key_env}\" }}\n" if qdrant_key_env else ""
+        text += f"""[roles.vector-store]
+component = "store_qdrant.wasm"
+name = "qdrant"
+endpoint = "{qdrant_url}"
+{secrets}
+"""
+    path.write_text(text)
     return path
+
+
+def reset_live_qdrant(url: str, api_key: str | None) -> None:
+    """Delete the collections the services use from a live Qdrant (a fresh store)."""
+    import urllib.error
+    import urllib.request
+
+    for name in ("ww_episodes", "ww_entities", "ww_procedures"):
+        request = urllib.request.Request(f"{url.rstrip('/')}/collections/{name}", method="DELETE")
+        if api_key:
+            request.add_header("api-key", api_key)
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
 
 
 class EmbeddingServer:

@@ -24,6 +24,8 @@ pub struct Statement<'q> {
     params: Value,
     /// The leading clause, for `db.operation.name`.
     operation: &'static str,
+    /// A refusal is an answer, not a failure (feature probes).
+    probe: bool,
 }
 
 impl<'q> Statement<'q> {
@@ -36,6 +38,7 @@ impl<'q> Statement<'q> {
             query,
             params,
             operation,
+            probe: false,
         }
     }
 
@@ -179,9 +182,14 @@ impl Client {
         if self.schema_ready {
             return Ok(());
         }
-        let constraint =
-            "CREATE CONSTRAINT ww_node_id IF NOT EXISTS FOR (n:WwNode) REQUIRE n.id IS UNIQUE";
-        if let Err(error) = self.execute(&Statement::new(constraint, Value::Map(Vec::new()))) {
+        let constraint = Statement {
+            probe: true,
+            ..Statement::new(
+                "CREATE CONSTRAINT ww_node_id IF NOT EXISTS FOR (n:WwNode) REQUIRE n.id IS UNIQUE",
+                Value::Map(Vec::new()),
+            )
+        };
+        if let Err(error) = self.execute(&constraint) {
             if !matches!(error, BoltError::Server { .. }) {
                 return Err(self.fail(error));
             }
@@ -253,7 +261,11 @@ impl Client {
             Ok(rows) => span.set_attribute("db.response.returned_rows", rows.rows.len() as i64),
             Err(BoltError::Server { code, message }) => {
                 span.set_attribute("db.response.status_code", code.clone());
-                span.record_error("neo4j.server_error", message.clone());
+                if statement.probe {
+                    span.add_event("refused", vec![ww_guest::kv("message", message.clone())]);
+                } else {
+                    span.record_error("neo4j.server_error", message.clone());
+                }
             }
             Err(error) => span.record_error("neo4j.connection_error", error.to_string()),
         }

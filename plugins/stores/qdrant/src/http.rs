@@ -1,0 +1,276 @@
+//! The adapter's Qdrant client: one base URL, JSON in and out, the `result` of every
+//! answer or the error Qdrant gave.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ww_guest::settings;
+
+use crate::SCROLL_PAGE;
+use crate::bindings::exports::ww::memory::vector_store::StoredPoint;
+use crate::bindings::ww::memory::types::Error;
+use crate::convert;
+
+pub struct Qdrant {
+    base: String,
+    api_key: Option<String>,
+    connect_timeout: Duration,
+    /// Collections known to exist with the right dimension.
+    ensured: HashSet<String>,
+}
+
+thread_local! {
+    static CLIENT: RefCell<Option<Qdrant>> = const { RefCell::new(None) };
+}
+
+fn storage(message: impl std::fmt::Display) -> Error {
+    Error::Storage(message.to_string())
+}
+
+/// Run `f` with the client (made from the settings on first use).
+pub fn with<T>(f: impl FnOnce(&mut Qdrant) -> Result<T, Error>) -> Result<T, Error> {
+    CLIENT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            let base = settings::endpoint().ok_or_else(|| {
+                storage("no endpoint configured (endpoint = \"http://host:6333\")")
+            })?;
+            let timeout = settings::parsed::<u64>("timeout_ms")
+                .map_err(storage)?
+                .unwrap_or(3000);
+            *slot = Some(Qdrant {
+                base: base.trim_end_matches('/').to_owned(),
+                api_key: settings::setting("api_key").filter(|k| !k.is_empty()),
+                connect_timeout: Duration::from_millis(timeout),
+                ensured: HashSet::new(),
+            });
+        }
+        f(slot.as_mut().expect("set above"))
+    })
+}
+
+impl Qdrant {
+    /// `method path` with an optional JSON body; the answer's `result`.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        self.send(method, path, body).and_then(|(status, answer)| {
+            if (200..300).contains(&status) {
+                Ok(answer.get("result").cloned().unwrap_or(Value::Null))
+            } else {
+                Err(self.refusal(method, path, status, &answer))
+            }
+        })
+    }
+
+    fn refusal(&self, method: &str, path: &str, status: u16, answer: &Value) -> Error {
+        let detail = answer
+            .pointer("/status/error")
+            .and_then(Value::as_str)
+            .unwrap_or("no detail");
+        storage(format!("Qdrant refused {method} {path}: {status} {detail}"))
+    }
+
+    /// The status and JSON answer (Null when empty).
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), Error> {
+        let url = format!("{}{path}", self.base);
+        let client = waki::Client::new();
+        let mut request = match method {
+            "GET" => client.get(&url),
+            "PUT" => client.put(&url),
+            "DELETE" => client.delete(&url),
+            _ => client.post(&url),
+        }
+        .connect_timeout(self.connect_timeout);
+        if let Some(key) = &self.api_key {
+            request = request.header("api-key", key);
+        }
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(&body).map_err(storage)?;
+            request = request
+                .header("content-type", "application/json")
+                .header("content-length", bytes.len().to_string())
+                .body(bytes);
+        }
+        let response = request
+            .send()
+            .map_err(|e| storage(format!("cannot reach Qdrant at {}: {e}", self.base)))?;
+        let status = response.status_code();
+        let bytes = response
+            .body()
+            .map_err(|e| storage(format!("Qdrant at {}: reading the answer: {e}", self.base)))?;
+        let answer = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                storage(format!(
+                    "Qdrant's answer to {method} {path} is not JSON: {e}"
+                ))
+            })?
+        };
+        Ok((status, answer))
+    }
+
+    /// Create the collection (cosine, `dimension`) and its session index unless it exists;
+    /// an existing one of another dimension is an error.
+    pub fn ensure(&mut self, collection: &str, dimension: u32) -> Result<(), Error> {
+        if self.ensured.contains(collection) {
+            return Ok(());
+        }
+        let path = format!("/collections/{collection}");
+        let (status, answer) = self.send("GET", &path, None)?;
+        match status {
+            200 => {
+                let size = answer
+                    .pointer("/result/config/params/vectors/size")
+                    .and_then(Value::as_u64);
+                if size != Some(u64::from(dimension)) {
+                    return Err(storage(format!(
+                        "collection {collection} has vectors of size {}, the embedder makes {dimension}",
+                        size.map_or("unknown".to_owned(), |s| s.to_string())
+                    )));
+                }
+            }
+            404 => {
+                self.call(
+                    "PUT",
+                    &path,
+                    Some(json!({ "vectors": { "size": dimension, "distance": "Cosine" } })),
+                )?;
+                self.call(
+                    "PUT",
+                    &format!("{path}/index?wait=true"),
+                    Some(json!({ "field_name": "session", "field_schema": "keyword" })),
+                )?;
+            }
+            other => return Err(self.refusal("GET", &path, other, &answer)),
+        }
+        self.ensured.insert(collection.to_owned());
+        Ok(())
+    }
+
+    /// A nearest-neighbour query: the hits, best first.
+    pub fn query(&self, collection: &str, body: Value) -> Result<Value, Error> {
+        let answer = self.call(
+            "POST",
+            &format!("/collections/{collection}/points/query"),
+            Some(body),
+        )?;
+        answer
+            .get("points")
+            .cloned()
+            .ok_or_else(|| storage("Qdrant's query answer has no points"))
+    }
+
+    /// The points with these ids that exist.
+    pub fn get(
+        &self,
+        collection: &str,
+        ids: &[String],
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let points: Vec<Value> = ids.iter().map(|id| convert::point_id(id)).collect();
+        let found = self.call(
+            "POST",
+            &format!("/collections/{collection}/points"),
+            Some(json!({ "ids": points, "with_payload": true, "with_vector": with_vectors })),
+        )?;
+        convert::stored(found.as_array().map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// One page of points passing `filter`, in id order, after `after`.
+    pub fn scroll_page(
+        &self,
+        collection: &str,
+        filter: &Value,
+        after: Option<&str>,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        let (points, _) = self.scroll_raw(collection, filter, after, limit, with_vectors)?;
+        convert::stored(&points)
+    }
+
+    /// Every point passing `filter`, page by page.
+    pub fn scroll_all(
+        &self,
+        collection: &str,
+        filter: &Value,
+        mut each: impl FnMut(&[Value]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut offset: Option<Value> = None;
+        loop {
+            let mut body = json!({ "filter": filter, "limit": SCROLL_PAGE, "with_payload": true, "with_vector": false });
+            if let Some(offset) = offset.take() {
+                body["offset"] = offset;
+            }
+            let page = self.call(
+                "POST",
+                &format!("/collections/{collection}/points/scroll"),
+                Some(body),
+            )?;
+            let points = page
+                .get("points")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            each(&points)?;
+            match page.get("next_page_offset") {
+                Some(next) if !next.is_null() => offset = Some(next.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn scroll_raw(
+        &self,
+        collection: &str,
+        filter: &Value,
+        after: Option<&str>,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<(Vec<Value>, Option<Value>), Error> {
+        // Qdrant's offset is inclusive: ask for one more and drop `after` itself.
+        let mut body = json!({
+            "filter": filter,
+            "limit": limit + u32::from(after.is_some()),
+            "with_payload": true,
+            "with_vector": with_vectors,
+        });
+        if let Some(after) = after {
+            body["offset"] = convert::point_id(after);
+        }
+        let page = self.call(
+            "POST",
+            &format!("/collections/{collection}/points/scroll"),
+            Some(body),
+        )?;
+        let mut points = page
+            .get("points")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(after) = after {
+            let first_is_after =
+                points.first().and_then(|p| p.get("id")) == Some(&convert::point_id(after));
+            if first_is_after {
+                points.remove(0);
+            }
+        }
+        points.truncate(limit as usize);
+        Ok((points, page.get("next_page_offset").cloned()))
+    }
+
+    /// `http://host:port: N collections`.
+    pub fn describe(&mut self) -> Result<String, Error> {
+        let collections = self.call("GET", "/collections", None)?;
+        let n = collections
+            .get("collections")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        Ok(format!("{}: {n} collections", self.base))
+    }
+}

@@ -1,0 +1,292 @@
+//! The Qdrant adapter: the vector role over Qdrant's REST API (wasi:http).
+//!
+//! Collections `ww_episodes`, `ww_entities`, `ww_procedures` are created on first use
+//! with the embedder's dimension and cosine distance, with a keyword payload index on
+//! `session`. Point ids are the services' UUIDs; any other id is mapped to a UUID derived
+//! from it, the original kept in the payload (`ww_id`). Writes wait for Qdrant to apply
+//! them (`wait=true`), so an acknowledged write is durable there.
+//!
+//! Search is the Query API's nearest-neighbour query (`POST .../points/query`; the older
+//! `.../points/search` is gone from Qdrant's current OpenAPI description). Rescoring
+//! (`search` with a `rescore` formula) is done here over a candidate set: the
+//! `RESCORE_CANDIDATES` most similar points when similarity counts, every point passing
+//! the filter when it does not (e.g. "the latest episode of a session").
+//!
+//! Settings (`[roles.vector-store]`): `endpoint = "http://host:6333"`, the secret
+//! `api_key` (sent as `api-key`), `timeout_ms` (connect, default 3000).
+
+mod convert;
+mod http;
+
+use serde_json::{Value, json};
+
+use crate::http::Qdrant;
+
+mod bindings {
+    wit_bindgen::generate!({
+        world: "vector-store-adapter",
+        path: "../../../wit",
+        with: { "ww:memory/tracing@0.1.0": ww_guest::bindings::ww::memory::tracing },
+        generate_all,
+    });
+}
+
+use bindings::exports::ww::memory::vector_store::{
+    Collection, Guest, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint, SearchRequest,
+    StoredPoint,
+};
+use bindings::ww::memory::types::{Error, Filter, StoreHealth, ValidationError};
+
+/// Most hits or points one call returns.
+const MAX_LIMIT: u32 = 10_000;
+/// Points per upsert request.
+const UPSERT_BATCH: usize = 256;
+/// Candidates rescored when similarity is part of the formula.
+const RESCORE_CANDIDATES: u32 = 512;
+/// Points per page when every point passing a filter is read.
+const SCROLL_PAGE: u32 = 1024;
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::Validation(ValidationError {
+        field: Some(field.to_owned()),
+        message: message.into(),
+    })
+}
+
+fn check_limit(limit: u32) -> Result<(), Error> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn name(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Episodes => "ww_episodes",
+        Collection::Entities => "ww_entities",
+        Collection::Procedures => "ww_procedures",
+    }
+}
+
+/// The value of `term` for a point's payload.
+fn term_value(term: &ScoreTerm, payload: &serde_json::Map<String, Value>) -> f64 {
+    let number = |field: &str| payload.get(field).and_then(Value::as_f64);
+    match term {
+        ScoreTerm::Linear((field, weight)) => weight * number(field).unwrap_or(0.0),
+        ScoreTerm::ExpDecay(decay) => match number(&decay.field) {
+            Some(x) if decay.scale > 0.0 => {
+                decay.weight * (-(x - decay.origin).abs() / decay.scale).exp()
+            }
+            _ => 0.0,
+        },
+    }
+}
+
+fn check_rescore(formula: &Rescore) -> Result<(), Error> {
+    let finite = |x: f64| x.is_finite();
+    let ok = finite(formula.similarity_weight)
+        && formula.terms.iter().all(|term| match term {
+            ScoreTerm::Linear((_, w)) => finite(*w),
+            ScoreTerm::ExpDecay(d) => finite(d.origin) && finite(d.weight) && d.scale > 0.0,
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "rescore",
+            "weights must be finite and scales positive",
+        ))
+    }
+}
+
+struct QdrantStore;
+
+impl Guest for QdrantStore {
+    fn ensure_collection(collection: Collection, dimension: u32) -> Result<(), Error> {
+        if dimension == 0 {
+            return Err(invalid("dimension", "must be positive"));
+        }
+        http::with(|q| q.ensure(name(collection), dimension))
+    }
+
+    fn upsert(collection: Collection, points: Vec<Point>) -> Result<(), Error> {
+        let mut body = Vec::with_capacity(points.len());
+        for point in &points {
+            if point.vector.iter().any(|x| !x.is_finite()) {
+                return Err(invalid("vector", "must be finite numbers"));
+            }
+            body.push(json!({
+                "id": convert::point_id(&point.id),
+                "vector": point.vector,
+                "payload": convert::payload(&point.id, &point.payload)?,
+            }));
+        }
+        let collection = name(collection);
+        http::with(|q| {
+            for batch in body.chunks(UPSERT_BATCH) {
+                q.call(
+                    "PUT",
+                    &format!("/collections/{collection}/points?wait=true"),
+                    Some(json!({ "points": batch })),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn search(request: SearchRequest) -> Result<Vec<ScoredPoint>, Error> {
+        check_limit(request.limit)?;
+        let collection = name(request.collection);
+        let filter = convert::filter(&request.filter)?;
+        let wanted = request.limit as usize + request.offset as usize;
+        let Some(formula) = request.rescore else {
+            let body = json!({
+                "query": request.vector,
+                "filter": filter,
+                "limit": request.limit,
+                "offset": request.offset,
+                "with_payload": true,
+            });
+            let hits = http::with(|q| q.query(collection, body.clone()))?;
+            return convert::scored(&hits, |_, similarity| f64::from(similarity));
+        };
+        check_rescore(&formula)?;
+        let score = |payload: &serde_json::Map<String, Value>, similarity: f32| {
+            formula.similarity_weight * f64::from(similarity.max(0.0))
+                + formula
+                    .terms
+                    .iter()
+                    .map(|t| term_value(t, payload))
+                    .sum::<f64>()
+        };
+        let mut hits = if formula.similarity_weight > 0.0 {
+            let candidates = RESCORE_CANDIDATES.max(wanted as u32).min(MAX_LIMIT);
+            let body = json!({
+                "query": request.vector,
+                "filter": filter,
+                "limit": candidates,
+                "with_payload": true,
+            });
+            let hits = http::with(|q| q.query(collection, body.clone()))?;
+            convert::scored(&hits, score)?
+        } else {
+            // Similarity does not count: every point passing the filter is a candidate.
+            let mut all = Vec::new();
+            http::with(|q| {
+                q.scroll_all(collection, &filter, |page| {
+                    all.extend(convert::scored_unranked(page, score)?);
+                    Ok(())
+                })
+            })?;
+            all
+        };
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        Ok(hits
+            .into_iter()
+            .skip(request.offset as usize)
+            .take(request.limit as usize)
+            .collect())
+    }
+
+    fn get(
+        collection: Collection,
+        ids: Vec<String>,
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        let collection = name(collection);
+        let found = http::with(|q| q.get(collection, &ids, with_vectors))?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.iter().find(|p| &p.id == id).cloned())
+            .collect())
+    }
+
+    fn delete(collection: Collection, ids: Vec<String>) -> Result<u32, Error> {
+        let collection = name(collection);
+        http::with(|q| {
+            let existing = q.get(collection, &ids, false)?;
+            if existing.is_empty() {
+                return Ok(0);
+            }
+            let points: Vec<Value> = existing.iter().map(|p| convert::point_id(&p.id)).collect();
+            q.call(
+                "POST",
+                &format!("/collections/{collection}/points/delete?wait=true"),
+                Some(json!({ "points": points })),
+            )?;
+            Ok(existing.len() as u32)
+        })
+    }
+
+    fn update_payload(collection: Collection, updates: Vec<PayloadUpdate>) -> Result<(), Error> {
+        let collection = name(collection);
+        let mut operations = Vec::with_capacity(updates.len());
+        for update in &updates {
+            operations.push(json!({ "set_payload": {
+                "payload": convert::payload_fields(&update.fields)?,
+                "points": [convert::point_id(&update.id)],
+            }}));
+        }
+        let ids: Vec<String> = updates.iter().map(|u| u.id.clone()).collect();
+        http::with(|q| {
+            let existing = q.get(collection, &ids, false)?;
+            if let Some(missing) = ids.iter().find(|id| !existing.iter().any(|p| &p.id == *id)) {
+                return Err(Error::NotFound(format!(
+                    "no point {missing} in {collection}"
+                )));
+            }
+            q.call(
+                "POST",
+                &format!("/collections/{collection}/points/batch?wait=true"),
+                Some(json!({ "operations": operations })),
+            )
+            .map(drop)
+        })
+    }
+
+    fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
+        let collection = name(collection);
+        let body = json!({ "filter": convert::filter(&filter)?, "exact": true });
+        let result = http::with(|q| {
+            q.call(
+                "POST",
+                &format!("/collections/{collection}/points/count"),
+                Some(body.clone()),
+            )
+        })?;
+        result
+            .get("count")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::Storage("Qdrant's count answer has no count".into()))
+    }
+
+    fn scroll(
+        collection: Collection,
+        filter: Filter,
+        after: Option<String>,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<Vec<StoredPoint>, Error> {
+        check_limit(limit)?;
+        let collection = name(collection);
+        let filter = convert::filter(&filter)?;
+        http::with(|q| q.scroll_page(collection, &filter, after.as_deref(), limit, with_vectors))
+    }
+
+    fn health() -> StoreHealth {
+        let status = http::with(Qdrant::describe);
+        StoreHealth {
+            backend: "qdrant".to_owned(),
+            healthy: status.is_ok(),
+            detail: match status {
+                Ok(detail) | Err(Error::Storage(detail)) => detail,
+                Err(other) => format!("{other:?}"),
+            },
+        }
+    }
+}
+
+bindings::export!(QdrantStore with_types_in bindings);

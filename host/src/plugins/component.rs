@@ -311,6 +311,11 @@ impl PluginComponent {
         &self.name
     }
 
+    /// The one address it may reach, if any.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.access.endpoint.as_deref()
+    }
+
     /// The file it was loaded from.
     pub fn path(&self) -> &std::path::Path {
         &self.path

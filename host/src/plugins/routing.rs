@@ -30,6 +30,11 @@ pub fn route_interface(
         ];
         let role = Role::of_interface(interface);
         attributes.extend(role_attributes(role, target.name(), function));
+        // A remote adapter: where the calls go.
+        if let Some(endpoint) = target.endpoint() {
+            attributes.push(KeyValue::new("server.address", endpoint.host.clone()));
+            attributes.push(KeyValue::new("server.port", i64::from(endpoint.port)));
+        }
         let route = Arc::new(Route {
             span_name: format!("{}.{function}", target.name()),
             role,

@@ -1,0 +1,137 @@
+//! The host's network policy (SPEC 5): a component may reach its configured endpoint and
+//! nothing else, by TCP (wasi:sockets) or HTTP (wasi:http); without an endpoint, nothing.
+//! Real listeners on loopback; the worker fixture tries to reach them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmtime::component::Val;
+use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, LoadError, Request};
+use ww_tests::{cache_dir, component, telemetry};
+
+const WORKER: &str = "ww:memory/fixture-worker@0.1.0";
+
+/// A loopback HTTP server answering 204 to anything, counting the connections it accepted.
+async fn listener() -> (String, Arc<AtomicUsize>) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                if let Ok(n) = stream.read(&mut buffer).await
+                    && n > 0
+                {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+async fn worker(endpoint: Option<String>) -> Result<ComponentHost, LoadError> {
+    let config = HostConfig {
+        components: vec![ComponentSpec {
+            endpoint,
+            ..component("fixture_worker.wasm")
+        }],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    ComponentHost::load(config, telemetry(&[])).await
+}
+
+async fn call(host: &ComponentHost, function: &str, argument: &str) -> Result<Val, String> {
+    let out = host
+        .invoke(
+            Request::new("test.network"),
+            WORKER,
+            function,
+            &[Val::String(argument.to_owned())],
+        )
+        .await
+        .expect("call");
+    match out.into_iter().next() {
+        Some(Val::Result(Ok(value))) => Ok(value.map_or(Val::Bool(true), |v| *v)),
+        Some(Val::Result(Err(Some(reason)))) => match *reason {
+            Val::String(reason) => Err(reason),
+            other => Err(format!("{other:?}")),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tcp_reaches_the_endpoint_and_nothing_else() {
+    let (allowed, allowed_seen) = listener().await;
+    let (other, other_seen) = listener().await;
+    let host = worker(Some(format!("bolt://{allowed}"))).await.unwrap();
+
+    call(&host, "tcp-connect", &allowed).await.unwrap();
+    assert_eq!(
+        allowed_seen.load(Ordering::SeqCst),
+        2,
+        "the start-up check and the component"
+    );
+    let refused = call(&host, "tcp-connect", &other).await.unwrap_err();
+    assert!(refused.to_lowercase().contains("denied"), "{refused}");
+    assert_eq!(other_seen.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn http_reaches_the_endpoint_and_nothing_else() {
+    let (allowed, _) = listener().await;
+    let (other, other_seen) = listener().await;
+    let host = worker(Some(format!("http://{allowed}"))).await.unwrap();
+
+    let status = call(&host, "http-get", &format!("http://{allowed}/x")).await;
+    assert!(matches!(status, Ok(Val::U16(204))), "{status:?}");
+    for url in [
+        format!("http://{other}/x"),
+        format!("http://localhost:{}/x", allowed.rsplit(':').next().unwrap()),
+    ] {
+        let refused = call(&host, "http-get", &url).await.unwrap_err();
+        assert!(
+            refused.to_lowercase().contains("denied"),
+            "{url}: {refused}"
+        );
+    }
+    // Nor by TCP to another port.
+    assert!(call(&host, "tcp-connect", &other).await.is_err());
+    assert_eq!(other_seen.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn without_an_endpoint_there_is_no_network() {
+    let (address, seen) = listener().await;
+    let host = worker(None).await.unwrap();
+    assert!(call(&host, "tcp-connect", &address).await.is_err());
+    assert!(
+        call(&host, "http-get", &format!("http://{address}/"))
+            .await
+            .is_err()
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_does_not_answer_is_a_start_up_error() {
+    let closed = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().to_string()
+    };
+    let error = worker(Some(format!("bolt://{closed}")))
+        .await
+        .err()
+        .unwrap();
+    let message = error.to_string();
+    assert!(message.contains("cannot reach its endpoint"), "{message}");
+    assert!(message.contains(&closed), "{message}");
+}

@@ -87,10 +87,11 @@ $(PY_VENV)/.installed: tests/python/requirements.txt
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-bench: build
+bench: build py-venv
 	$(CARGO) bench -p ww-host --bench tracing
 	$(CARGO) bench -p ww-tests --bench memory
 	$(CARGO) bench -p ww-tests --bench gateway
+	$(CARGO) bench -p ww-tests --bench stores
 
 clean:
 	$(CARGO) clean

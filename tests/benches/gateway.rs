@@ -8,13 +8,16 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ww_tests::bench::{Server, Words, bench_dir, copy_dir, fill, ms, percentile, traced_env};
+use ww_tests::bench::{
+    Server, Words, alternate, bench_dir, copy_dir, fill, ms, percentile, traced_env,
+};
 use ww_tests::otlp::OtlpReceiver;
 
 const EPISODES: usize = 10_000;
 const SESSION: &str = "bench";
 
-/// `calls` calls of `tool` on each server, alternating; p50 and p99 of each.
+/// `calls` calls of `tool` on each server, alternating, after 20 of each to warm up; p50
+/// and p99 of each.
 async fn compare(
     off: &Server,
     on: &Server,
@@ -22,24 +25,7 @@ async fn compare(
     calls: usize,
     args: &mut impl FnMut() -> Value,
 ) -> [(Duration, Duration); 2] {
-    for _ in 0..20 {
-        off.call(tool, args()).await;
-        on.call(tool, args()).await;
-    }
-    let (mut a, mut b) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    for i in 0..calls {
-        let query = args();
-        // Which server goes first alternates too.
-        if i % 2 == 0 {
-            a.push(off.call(tool, query.clone()).await);
-            b.push(on.call(tool, query).await);
-        } else {
-            b.push(on.call(tool, query.clone()).await);
-            a.push(off.call(tool, query).await);
-        }
-    }
-    a.sort();
-    b.sort();
+    let (a, b) = alternate(off, on, tool, 20, calls, args).await;
     [a, b].map(|l| (percentile(&l, 0.5), percentile(&l, 0.99)))
 }
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use ww_tests::bench::{Server, Words, bench_dir, ms, percentile, traced_env};
+use ww_tests::bench::{Server, Words, alternate, bench_dir, ms, percentile, traced_env};
 use ww_tests::otlp::OtlpReceiver;
 
 const EPISODES: usize = 2_000;
@@ -96,9 +96,8 @@ fn neo4j_config(dir: &Path, bolt: u16) -> Vec<(String, String)> {
     vec![("WW_CONFIG".to_owned(), path.display().to_string())]
 }
 
-fn row(what: &str, mut a: Vec<Duration>, mut b: Vec<Duration>, labels: [&str; 2]) {
-    a.sort();
-    b.sort();
+/// One line: p50 and p99 of each side (latencies sorted).
+fn row(what: &str, a: Vec<Duration>, b: Vec<Duration>, labels: [&str; 2]) {
     let (a50, a99, b50, b99) = (
         percentile(&a, 0.5),
         percentile(&a, 0.99),
@@ -133,30 +132,25 @@ async fn main() {
         &neo4j_config(&neo4j_dir, falkordb.bolt),
     )
     .await;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
     eprintln!("creating {EPISODES} episodes on each ...");
-    for i in 0..EPISODES {
-        let episode = json!({"content": words.sentence(12), "outcome": "success"});
-        if i % 2 == 0 {
-            a.push(embedded.call("create_episode", episode.clone()).await);
-            b.push(neo4j.call("create_episode", episode).await);
-        } else {
-            b.push(neo4j.call("create_episode", episode.clone()).await);
-            a.push(embedded.call("create_episode", episode).await);
-        }
-    }
+    let mut episode = || json!({"content": words.sentence(12), "outcome": "success"});
+    let (a, b) = alternate(
+        &embedded,
+        &neo4j,
+        "create_episode",
+        0,
+        EPISODES,
+        &mut episode,
+    )
+    .await;
     row(
         "create_episode",
         a,
         b,
         ["embedded", "neo4j graph on FalkorDB"],
     );
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..RECALLS {
-        let query = json!({"query": words.sentence(4), "limit": 10});
-        a.push(embedded.call("recall_episodes", query.clone()).await);
-        b.push(neo4j.call("recall_episodes", query).await);
-    }
+    let mut query = || json!({"query": words.sentence(4), "limit": 10});
+    let (a, b) = alternate(&embedded, &neo4j, "recall_episodes", 0, RECALLS, &mut query).await;
     row(
         &format!("recall_episodes over {EPISODES}"),
         a,
@@ -174,17 +168,8 @@ async fn main() {
     on_env.extend(traced_env(&receiver.endpoint()));
     let off = Server::stdio(&off_dir, "off", &neo4j_config(&off_dir, falkordb.bolt)).await;
     let on = Server::stdio(&on_dir, "on", &on_env).await;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for i in 0..TRACED_CALLS {
-        let episode = json!({"content": words.sentence(12)});
-        if i % 2 == 0 {
-            a.push(off.call("create_episode", episode.clone()).await);
-            b.push(on.call("create_episode", episode).await);
-        } else {
-            b.push(on.call("create_episode", episode.clone()).await);
-            a.push(off.call("create_episode", episode).await);
-        }
-    }
+    let mut episode = || json!({"content": words.sentence(12)});
+    let (a, b) = alternate(&off, &on, "create_episode", 0, TRACED_CALLS, &mut episode).await;
     row(
         "create_episode on the neo4j graph",
         a,

@@ -228,3 +228,33 @@ impl Server {
         }
     }
 }
+
+/// `calls` calls of `tool` on each of two servers with the same arguments, alternating
+/// which goes first, after `warmup` calls of each; the latencies of each, sorted.
+pub async fn alternate(
+    a: &Server,
+    b: &Server,
+    tool: &str,
+    warmup: usize,
+    calls: usize,
+    args: &mut impl FnMut() -> Value,
+) -> (Vec<Duration>, Vec<Duration>) {
+    for _ in 0..warmup {
+        a.call(tool, args()).await;
+        b.call(tool, args()).await;
+    }
+    let (mut on_a, mut on_b) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for i in 0..calls {
+        let arguments = args();
+        if i % 2 == 0 {
+            on_a.push(a.call(tool, arguments.clone()).await);
+            on_b.push(b.call(tool, arguments).await);
+        } else {
+            on_b.push(b.call(tool, arguments.clone()).await);
+            on_a.push(a.call(tool, arguments).await);
+        }
+    }
+    on_a.sort();
+    on_b.sort();
+    (on_a, on_b)
+}

@@ -181,6 +181,42 @@ impl Qdrant {
         convert::stored(found.as_array().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// One scroll request: the page's points (from `offset`, inclusive) and the offset
+    /// of the next page, if any.
+    fn scroll(
+        &self,
+        collection: &str,
+        filter: &Value,
+        offset: Option<Value>,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<(Vec<Value>, Option<Value>), Error> {
+        let mut body = json!({
+            "filter": filter,
+            "limit": limit,
+            "with_payload": true,
+            "with_vector": with_vectors,
+        });
+        if let Some(offset) = offset {
+            body["offset"] = offset;
+        }
+        let page = self.call(
+            "POST",
+            &format!("/collections/{collection}/points/scroll"),
+            Some(body),
+        )?;
+        let points = page
+            .get("points")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let next = page
+            .get("next_page_offset")
+            .filter(|n| !n.is_null())
+            .cloned();
+        Ok((points, next))
+    }
+
     /// One page of points passing `filter`, in id order, after `after`.
     pub fn scroll_page(
         &self,
@@ -190,7 +226,20 @@ impl Qdrant {
         limit: u32,
         with_vectors: bool,
     ) -> Result<Vec<StoredPoint>, Error> {
-        let (points, _) = self.scroll_raw(collection, filter, after, limit, with_vectors)?;
+        // Qdrant's offset is inclusive: ask for one more and drop `after` itself.
+        let offset = after.map(convert::point_id);
+        let extra = u32::from(after.is_some());
+        let (mut points, _) = self.scroll(
+            collection,
+            filter,
+            offset.clone(),
+            limit + extra,
+            with_vectors,
+        )?;
+        if offset.is_some() && points.first().and_then(|p| p.get("id")) == offset.as_ref() {
+            points.remove(0);
+        }
+        points.truncate(limit as usize);
         convert::stored(&points)
     }
 
@@ -201,67 +250,15 @@ impl Qdrant {
         filter: &Value,
         mut each: impl FnMut(&[Value]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut offset: Option<Value> = None;
+        let mut offset = None;
         loop {
-            let mut body = json!({ "filter": filter, "limit": SCROLL_PAGE, "with_payload": true, "with_vector": false });
-            if let Some(offset) = offset.take() {
-                body["offset"] = offset;
-            }
-            let page = self.call(
-                "POST",
-                &format!("/collections/{collection}/points/scroll"),
-                Some(body),
-            )?;
-            let points = page
-                .get("points")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let (points, next) = self.scroll(collection, filter, offset, SCROLL_PAGE, false)?;
             each(&points)?;
-            match page.get("next_page_offset") {
-                Some(next) if !next.is_null() => offset = Some(next.clone()),
-                _ => return Ok(()),
+            match next {
+                Some(next) => offset = Some(next),
+                None => return Ok(()),
             }
         }
-    }
-
-    fn scroll_raw(
-        &self,
-        collection: &str,
-        filter: &Value,
-        after: Option<&str>,
-        limit: u32,
-        with_vectors: bool,
-    ) -> Result<(Vec<Value>, Option<Value>), Error> {
-        // Qdrant's offset is inclusive: ask for one more and drop `after` itself.
-        let mut body = json!({
-            "filter": filter,
-            "limit": limit + u32::from(after.is_some()),
-            "with_payload": true,
-            "with_vector": with_vectors,
-        });
-        if let Some(after) = after {
-            body["offset"] = convert::point_id(after);
-        }
-        let page = self.call(
-            "POST",
-            &format!("/collections/{collection}/points/scroll"),
-            Some(body),
-        )?;
-        let mut points = page
-            .get("points")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if let Some(after) = after {
-            let first_is_after =
-                points.first().and_then(|p| p.get("id")) == Some(&convert::point_id(after));
-            if first_is_after {
-                points.remove(0);
-            }
-        }
-        points.truncate(limit as usize);
-        Ok((points, page.get("next_page_offset").cloned()))
     }
 
     /// `http://host:port: N collections`.

@@ -660,9 +660,6 @@ impl Drop for RequestCall<'_> {
     }
 }
 
-/// Takes the exclusive lock of data directory `dir` (its `.ww-lock` file, which names the
-/// holding process): two hosts appending to one store's log would each lose the other's
-/// writes.
 /// A component's endpoint (parsed, and reachable now) and its settings environment.
 async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError> {
     let mut env = Vec::new();
@@ -713,6 +710,9 @@ pub fn setting_variable(name: &str) -> String {
     var
 }
 
+/// Takes the exclusive lock of data directory `dir` (its `.ww-lock` file, which names the
+/// holding process): two hosts appending to one store's log would each lose the other's
+/// writes.
 fn lock_data_dir(component: &str, dir: &Path) -> Result<std::fs::File, LoadError> {
     use std::io::{Read as _, Seek as _, Write as _};
     let failed = |e: std::io::Error| LoadError::DataDir {

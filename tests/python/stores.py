@@ -205,3 +205,136 @@ class EmbeddingServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _unpack(data: bytes, at: int) -> tuple[object, int]:
+    """One PackStream value from `data` at `at`: the value and where the next begins."""
+    import struct
+
+    m = data[at]
+    at += 1
+    if m < 0x80:
+        return m, at
+    if m >= 0xF0:
+        return m - 0x100, at
+    if 0x80 <= m <= 0x8F or m in (0xD0, 0xD1, 0xD2):
+        if m <= 0x8F:
+            n = m & 0x0F
+        else:
+            size = {0xD0: 1, 0xD1: 2, 0xD2: 4}[m]
+            n = int.from_bytes(data[at : at + size], "big")
+            at += size
+        return data[at : at + n].decode(), at + n
+    if 0x90 <= m <= 0x9F or m in (0xD4, 0xD5, 0xD6):
+        if m <= 0x9F:
+            n = m & 0x0F
+        else:
+            size = {0xD4: 1, 0xD5: 2, 0xD6: 4}[m]
+            n = int.from_bytes(data[at : at + size], "big")
+            at += size
+        items = []
+        for _ in range(n):
+            item, at = _unpack(data, at)
+            items.append(item)
+        return items, at
+    if 0xA0 <= m <= 0xAF or m in (0xD8, 0xD9, 0xDA):
+        if m <= 0xAF:
+            n = m & 0x0F
+        else:
+            size = {0xD8: 1, 0xD9: 2, 0xDA: 4}[m]
+            n = int.from_bytes(data[at : at + size], "big")
+            at += size
+        entries = {}
+        for _ in range(n):
+            key, at = _unpack(data, at)
+            entries[key], at = _unpack(data, at)
+        return entries, at
+    if 0xB0 <= m <= 0xBF:
+        tag = data[at]
+        at += 1
+        fields = []
+        for _ in range(m & 0x0F):
+            field, at = _unpack(data, at)
+            fields.append(field)
+        return (tag, fields), at
+    fixed = {0xC0: None, 0xC2: False, 0xC3: True}
+    if m in fixed:
+        return fixed[m], at
+    if m == 0xC1:
+        return struct.unpack(">d", data[at : at + 8])[0], at + 8
+    if m in (0xC8, 0xC9, 0xCA, 0xCB):
+        size = {0xC8: 1, 0xC9: 2, 0xCA: 4, 0xCB: 8}[m]
+        return int.from_bytes(data[at : at + size], "big", signed=True), at + size
+    raise ValueError(f"marker {m:#x}")
+
+
+class BoltRecorder:
+    """A TCP proxy in front of a Bolt server that records every RUN a client sends
+    (query, parameters, extra: database and transaction metadata)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import threading
+
+        self.upstream_port = upstream_port
+        self.runs: list[tuple[str, dict, dict]] = []
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", free_port()))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def bolt_url(self) -> str:
+        return f"bolt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        buffer = b""
+        handshaken = not from_client
+        message = b""
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if not from_client:
+                    continue
+                buffer += data
+                if not handshaken:
+                    if len(buffer) < 20:
+                        continue
+                    buffer, handshaken = buffer[20:], True
+                while len(buffer) >= 2:
+                    size = int.from_bytes(buffer[:2], "big")
+                    if len(buffer) < 2 + size:
+                        break
+                    chunk, buffer = buffer[2 : 2 + size], buffer[2 + size :]
+                    if size == 0:
+                        if message:
+                            (tag, fields), _ = _unpack(message, 0)
+                            if tag == 0x10:
+                                self.runs.append((fields[0], fields[1], fields[2]))
+                        message = b""
+                    else:
+                        message += chunk
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.listener.close()

@@ -20,7 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::engine::EPOCH_TICK;
 use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
+use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx, w3c};
 
 /// The future of one call into a component's store.
 type CallFuture<'a, T> =
@@ -78,8 +78,11 @@ impl WasiView for ComponentState {
 
 impl WasiHttpView for ComponentState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        // An outgoing request is parented under the component's innermost open span.
-        self.http_hooks.parent = self.tracing.scope_mut().current().cloned();
+        // An outgoing request is parented under the component's innermost open span,
+        // and carries the request's baggage.
+        let scope = self.tracing.scope_mut();
+        self.http_hooks.parent = scope.current().cloned();
+        self.http_hooks.baggage = w3c::format_baggage(scope.baggage_entries());
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

@@ -152,6 +152,8 @@ pub struct HttpHooks {
     /// The innermost open span of the current request, set before each `wasi:http`
     /// call reaches these hooks.
     pub parent: Option<SpanContext>,
+    /// The request's W3C baggage header, likewise (none when it has no baggage).
+    pub baggage: Option<String>,
 }
 
 impl HttpHooks {
@@ -161,6 +163,7 @@ impl HttpHooks {
             endpoint,
             telemetry,
             parent: None,
+            baggage: None,
         }
     }
 }
@@ -253,6 +256,13 @@ impl WasiHttpHooks for HttpHooks {
             {
                 headers.insert("tracestate", value);
             }
+        }
+        // The request's baggage travels with it; what the component wrote there itself
+        // is replaced (baggage is set through the tracing interface, within its limits).
+        let headers = request.headers_mut();
+        headers.remove("baggage");
+        if let Some(value) = self.baggage.as_deref().and_then(|b| b.parse().ok()) {
+            headers.insert("baggage", value);
         }
         Box::new(async move {
             use http_body_util::BodyExt;

@@ -68,10 +68,42 @@ pub fn parse_baggage(header: &str) -> Vec<(String, String)> {
     entries
 }
 
+/// A W3C `baggage` header for `entries` (values percent-encoded), `None` when empty.
+pub fn format_baggage(entries: &[(String, String)]) -> Option<String> {
+    if entries.is_empty() {
+        return None;
+    }
+    let cx = Context::new().with_baggage(
+        entries
+            .iter()
+            .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())),
+    );
+    let mut carrier = HashMap::with_capacity(1);
+    BaggagePropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("baggage")
+}
+
 /// A baggage key must be an HTTP token (RFC 9110 `tchar`s).
 pub fn is_baggage_key(key: &str) -> bool {
     !key.is_empty()
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baggage_formats_and_parses_back() {
+        let entries = vec![
+            ("note".to_owned(), "a b,c=d;é".to_owned()),
+            ("tenant".to_owned(), "acme".to_owned()),
+        ];
+        let header = format_baggage(&entries).unwrap();
+        assert!(!header.contains(' '), "{header}");
+        assert_eq!(parse_baggage(&header), entries);
+        assert_eq!(format_baggage(&[]), None);
+    }
 }

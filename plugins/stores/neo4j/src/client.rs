@@ -252,6 +252,12 @@ impl Client {
         if !context.tracestate.is_empty() {
             metadata.push(("tracestate".to_owned(), Value::from(context.tracestate)));
         }
+        // The request's baggage as a map, next to the trace context.
+        let baggage = ww_guest::baggage::all();
+        if !baggage.is_empty() {
+            let entries = baggage.into_iter().map(|(k, v)| (k, Value::from(v)));
+            metadata.push(("baggage".to_owned(), Value::Map(entries.collect())));
+        }
         let extra = map([
             ("db", Value::from(self.database.as_str())),
             ("tx_metadata", Value::Map(metadata)),

@@ -10,8 +10,9 @@
 //!
 //! One connection is kept open and reused; a broken one is replaced and the statement
 //! retried once (every statement here is idempotent). Each statement is a CLIENT span
-//! `neo4j.query` with the database attributes, and its `traceparent` travels in the
-//! transaction metadata, so the server's query log can be joined to the trace.
+//! `neo4j.query` with the database attributes; its `traceparent`, and the request's
+//! baggage as a map, travel in the transaction metadata, so the server's query log can be
+//! joined to the trace.
 //!
 //! Settings (`[roles.graph-store]`): `endpoint = "bolt://host:7687"`, `database`
 //! (default `neo4j`), `user` with the secret `password` (no auth without them),

@@ -63,9 +63,9 @@ test: fmt-check clippy plugins py-venv
 	$(CARGO) test --workspace
 	# Guest crates whose tests need no component run natively: the SDK's documented
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic, the
-	# Bolt client (PackStream, escaping).
+	# Bolt client (PackStream, escaping), the HTTP client's URL handling.
 	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
-	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-bolt
+	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-bolt -p ww-http
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
 test-python: plugins py-venv

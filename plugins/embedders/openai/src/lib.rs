@@ -80,23 +80,19 @@ fn normalised(mut vector: Vec<f32>) -> Vec<f32> {
 fn request(config: &Config, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
     let body = serde_json::json!({ "model": config.model, "input": texts });
     let body = serde_json::to_vec(&body).map_err(|e| Error::Embedding(e.to_string()))?;
-    // A length rather than chunked encoding: some servers and proxies want one.
-    let mut builder = waki::Client::new()
-        .post(&config.url)
-        .header("content-type", "application/json")
-        .header("content-length", body.len().to_string())
-        .body(body)
-        .connect_timeout(std::time::Duration::from_secs(3));
+    let mut headers = vec![("content-type", "application/json".to_owned())];
     if let Some(key) = &config.api_key {
-        builder = builder.header("authorization", format!("Bearer {key}"));
+        headers.push(("authorization", format!("Bearer {key}")));
     }
-    let response = builder
-        .send()
-        .map_err(|e| Error::Embedding(format!("{}: {e}", config.url)))?;
-    let status = response.status_code();
-    let bytes = response
-        .body()
-        .map_err(|e| Error::Embedding(format!("{}: reading the answer: {e}", config.url)))?;
+    let response = ww_http::send(ww_http::Request {
+        method: "POST",
+        url: &config.url,
+        headers,
+        body: Some(body),
+        connect_timeout: Some(std::time::Duration::from_secs(3)),
+    })
+    .map_err(|e| Error::Embedding(format!("{}: {e}", config.url)))?;
+    let (status, bytes) = (response.status, response.body);
     if !(200..300).contains(&status) {
         let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(ErrorBody {

@@ -74,31 +74,26 @@ impl Qdrant {
     /// The status and JSON answer (Null when empty).
     fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), Error> {
         let url = format!("{}{path}", self.base);
-        let client = waki::Client::new();
-        let mut request = match method {
-            "GET" => client.get(&url),
-            "PUT" => client.put(&url),
-            "DELETE" => client.delete(&url),
-            _ => client.post(&url),
-        }
-        .connect_timeout(self.connect_timeout);
+        let mut headers = Vec::new();
         if let Some(key) = &self.api_key {
-            request = request.header("api-key", key);
+            headers.push(("api-key", key.clone()));
         }
-        if let Some(body) = body {
-            let bytes = serde_json::to_vec(&body).map_err(storage)?;
-            request = request
-                .header("content-type", "application/json")
-                .header("content-length", bytes.len().to_string())
-                .body(bytes);
-        }
-        let response = request
-            .send()
-            .map_err(|e| storage(format!("cannot reach Qdrant at {}: {e}", self.base)))?;
-        let status = response.status_code();
-        let bytes = response
-            .body()
-            .map_err(|e| storage(format!("Qdrant at {}: reading the answer: {e}", self.base)))?;
+        let body = match body {
+            Some(body) => {
+                headers.push(("content-type", "application/json".to_owned()));
+                Some(serde_json::to_vec(&body).map_err(storage)?)
+            }
+            None => None,
+        };
+        let response = ww_http::send(ww_http::Request {
+            method,
+            url: &url,
+            headers,
+            body,
+            connect_timeout: Some(self.connect_timeout),
+        })
+        .map_err(|e| storage(format!("cannot reach Qdrant at {}: {e}", self.base)))?;
+        let (status, bytes) = (response.status, response.body);
         let answer = if bytes.is_empty() {
             Value::Null
         } else {

@@ -1,4 +1,5 @@
-//! The Qdrant adapter: the vector role over Qdrant's REST API (wasi:http).
+//! The Qdrant adapter: the vector role over Qdrant's REST API (wasi:http, through
+//! `ww-http`).
 //!
 //! Collections `ww_episodes`, `ww_entities`, `ww_procedures` are created on first use
 //! with the embedder's dimension and cosine distance, with a keyword payload index on

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stores import FalkorDB
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("WW_MEMORY_BIN", ROOT / "target/debug/ww-memory"))
@@ -109,3 +110,14 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def falkordb(tmp_path: Path) -> Iterator[FalkorDB]:
+    """A FalkorDB of the test's own on loopback (Bolt port `falkordb.bolt_port`)."""
+    server = FalkorDB(tmp_path / "falkordb")
+    server.start()
+    yield server
+    if server.process:
+        server.resume()
+    server.stop()

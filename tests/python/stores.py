@@ -217,33 +217,29 @@ def _unpack(data: bytes, at: int) -> tuple[object, int]:
         return m, at
     if m >= 0xF0:
         return m - 0x100, at
-    if 0x80 <= m <= 0x8F or m in (0xD0, 0xD1, 0xD2):
-        if m <= 0x8F:
-            n = m & 0x0F
-        else:
-            size = {0xD0: 1, 0xD1: 2, 0xD2: 4}[m]
-            n = int.from_bytes(data[at : at + size], "big")
-            at += size
-        return data[at : at + n].decode(), at + n
-    if 0x90 <= m <= 0x9F or m in (0xD4, 0xD5, 0xD6):
-        if m <= 0x9F:
-            n = m & 0x0F
-        else:
-            size = {0xD4: 1, 0xD5: 2, 0xD6: 4}[m]
-            n = int.from_bytes(data[at : at + size], "big")
-            at += size
+
+    def length(tiny: int, sized: int) -> tuple[int, int] | None:
+        """The length of a string/list/map whose tiny markers start at `tiny` and sized
+        ones (8, 16, 32 bits) at `sized`, and where its content starts."""
+        if tiny <= m <= tiny + 0x0F:
+            return m & 0x0F, at
+        if sized <= m <= sized + 2:
+            size = 1 << (m - sized)
+            return int.from_bytes(data[at : at + size], "big"), at + size
+        return None
+
+    if found := length(0x80, 0xD0):
+        n, start = found
+        return data[start : start + n].decode(), start + n
+    if found := length(0x90, 0xD4):
+        n, at = found
         items = []
         for _ in range(n):
             item, at = _unpack(data, at)
             items.append(item)
         return items, at
-    if 0xA0 <= m <= 0xAF or m in (0xD8, 0xD9, 0xDA):
-        if m <= 0xAF:
-            n = m & 0x0F
-        else:
-            size = {0xD8: 1, 0xD9: 2, 0xDA: 4}[m]
-            n = int.from_bytes(data[at : at + size], "big")
-            at += size
+    if found := length(0xA0, 0xD8):
+        n, at = found
         entries = {}
         for _ in range(n):
             key, at = _unpack(data, at)

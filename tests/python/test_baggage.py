@@ -4,7 +4,6 @@ FalkorDB) and in the headers of every HTTP request to Qdrant (the stand-in)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,6 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
-@pytest.fixture
-def falkordb(tmp_path: Path) -> Iterator[FalkorDB]:
-    server = FalkorDB(tmp_path / "falkordb")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_trace_context_and_baggage_reach_bolt_and_http(falkordb: FalkorDB, tmp_path: Path) -> None:

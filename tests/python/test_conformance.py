@@ -18,7 +18,7 @@ from mcp import StdioServerParameters
 from mcp.client import Client
 from scenario import check_stored_verbatim, run_scenario
 from qdrant_standin import QdrantStandIn
-from stores import FalkorDB, remote_config, reset_live_qdrant
+from stores import remote_config, reset_live_qdrant
 
 pytestmark = pytest.mark.anyio
 
@@ -26,13 +26,6 @@ STORES = ["embedded", "neo4j", "qdrant", "qdrant-neo4j", "qdrant-live"]
 LIVE_QDRANT = os.environ.get("QDRANT_URL")
 
 
-@pytest.fixture
-def falkordb(tmp_path: Path) -> Iterator[FalkorDB]:
-    server = FalkorDB(tmp_path / "falkordb")
-    server.start()
-    yield server
-    server.resume() if server.process else None
-    server.stop()
 
 
 @pytest.fixture

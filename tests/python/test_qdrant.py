@@ -28,12 +28,6 @@ def qdrant() -> Iterator[QdrantStandIn]:
     server.stop()
 
 
-@pytest.fixture
-def falkordb(tmp_path: Path) -> Iterator[FalkorDB]:
-    server = FalkorDB(tmp_path / "falkordb")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_the_stand_in_refuses_what_qdrant_would_refuse(qdrant: QdrantStandIn) -> None:

@@ -6,7 +6,6 @@ accepts connections and never answers)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from stores import FalkorDB, neo4j_graph_config
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def falkordb(tmp_path: Path) -> Iterator[FalkorDB]:
-    server = FalkorDB(tmp_path / "falkordb")
-    server.start()
-    yield server
-    if server.process:
-        server.resume()
-    server.stop()
 
 
 async def entity(client: Client, name: str) -> dict:

@@ -75,7 +75,11 @@ class FalkorDB:
             stdout=log,
             stderr=log,
         )
-        wait_for_port(self.bolt_port)
+        try:
+            wait_for_port(self.bolt_port)
+        except RuntimeError:
+            self.stop()  # a server that did not come up must not outlive the test
+            raise
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -118,7 +118,8 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let telemetry_config = TelemetryConfig::from_env()?;
-    tracing::info!("{}", telemetry_config.describe());
+    let telemetry_summary = telemetry_config.describe();
+    tracing::info!("{telemetry_summary}");
     let telemetry =
         Telemetry::builder(telemetry_config).build(&tokio::runtime::Handle::current())?;
 
@@ -264,6 +265,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("  export {interface}  [{}]", functions.join(", "));
                 }
             }
+            println!();
+            println!("telemetry: {telemetry_summary}");
             ExitCode::SUCCESS
         }
         Command::Invoke {

@@ -9,10 +9,12 @@ from pathlib import Path
 from conftest import BIN, PLUGINS, ROOT, server_env
 
 
-def run(tmp_path: Path, *args: str, session: str = "cli") -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, session: str = "cli", **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN), *args],
-        env=server_env(tmp_path / "data", session),
+        env=server_env(tmp_path / "data", session, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -81,3 +83,24 @@ def test_the_shipped_embedded_configuration_is_the_default_spelled_out(tmp_path:
     assert (tmp_path / "data" / ".ww-lock").exists()
     recalled = run(tmp_path, "call", "recall_episodes", '{"query": "configured"}')
     assert json.loads(recalled.stdout)["count"] == 1
+
+
+def test_plugins_shows_a_remote_adapters_endpoint_and_the_telemetry(tmp_path: Path) -> None:
+    from stores import EmbeddingServer
+
+    server = EmbeddingServer(dimension=8)
+    try:
+        config = tmp_path / "openai.toml"
+        config.write_text(
+            f'[roles.embedder]\ncomponent = "embedder_openai.wasm"\nname = "openai"\n'
+            f'endpoint = "{server.url}"\nsettings = {{ model = "m", dimension = 8 }}\n'
+        )
+        out = run(tmp_path, "--config", str(config), "plugins", WW_OTEL_CONSOLE="true")
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].split()[:2] == ["embedder", "openai"]
+    at = lines.index(next(l for l in lines if l.startswith("openai  (")))
+    assert lines[at + 1] == f"  network {server.url}  (nothing else)"
+    assert lines[-1].startswith("telemetry: tracing to the console")

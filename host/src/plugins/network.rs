@@ -234,7 +234,16 @@ impl WasiHttpHooks for HttpHooks {
                             ),
                         ),
                         KeyValue::new("server.address", uri.host().unwrap_or("").to_owned()),
-                        KeyValue::new("server.port", i64::from(uri.port_u16().unwrap_or(80))),
+                        KeyValue::new(
+                            "server.port",
+                            i64::from(uri.port_u16().unwrap_or(
+                                if uri.scheme_str() == Some("https") {
+                                    443
+                                } else {
+                                    80
+                                },
+                            )),
+                        ),
                     ]),
                 &parent,
             )

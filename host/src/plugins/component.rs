@@ -20,7 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::engine::EPOCH_TICK;
 use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx, w3c};
+use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 
 /// The future of one call into a component's store.
 type CallFuture<'a, T> =
@@ -79,10 +79,16 @@ impl WasiView for ComponentState {
 impl WasiHttpView for ComponentState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         // An outgoing request is parented under the component's innermost open span,
-        // and carries the request's baggage.
+        // and carries the request's baggage. This runs for every wasi:http call (each
+        // header, each body write): copy only what changed since the last one.
         let scope = self.tracing.scope_mut();
-        self.http_hooks.parent = scope.current().cloned();
-        self.http_hooks.baggage = w3c::format_baggage(scope.baggage_entries());
+        let hooks = &mut self.http_hooks;
+        if hooks.parent.as_ref() != scope.current() {
+            hooks.parent = scope.current().cloned();
+        }
+        if hooks.baggage != scope.baggage_entries() {
+            hooks.baggage = scope.baggage_entries().to_vec();
+        }
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

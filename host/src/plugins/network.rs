@@ -152,8 +152,8 @@ pub struct HttpHooks {
     /// The innermost open span of the current request, set before each `wasi:http`
     /// call reaches these hooks.
     pub parent: Option<SpanContext>,
-    /// The request's W3C baggage header, likewise (none when it has no baggage).
-    pub baggage: Option<String>,
+    /// The request's baggage entries, likewise.
+    pub baggage: Vec<(String, String)>,
 }
 
 impl HttpHooks {
@@ -163,7 +163,7 @@ impl HttpHooks {
             endpoint,
             telemetry,
             parent: None,
-            baggage: None,
+            baggage: Vec::new(),
         }
     }
 }
@@ -270,7 +270,7 @@ impl WasiHttpHooks for HttpHooks {
         // is replaced (baggage is set through the tracing interface, within its limits).
         let headers = request.headers_mut();
         headers.remove("baggage");
-        if let Some(value) = self.baggage.as_deref().and_then(|b| b.parse().ok()) {
+        if let Some(value) = w3c::format_baggage(&self.baggage).and_then(|b| b.parse().ok()) {
             headers.insert("baggage", value);
         }
         Box::new(async move {

@@ -479,13 +479,14 @@ impl Guest for Neo4jStore {
             Direction::Incoming => format!("(a)<-[r{types}]-(b:WwNode)"),
             Direction::Both => format!("(a)-[r{types}]-(b:WwNode)"),
         };
+        // One statement: no row at all when the node does not exist, one row of nulls
+        // when it has no neighbours (OPTIONAL MATCH).
         let query = format!(
-            "MATCH (a:WwNode {{id: $id}}) MATCH {pattern} \
+            "MATCH (a:WwNode {{id: $id}}) OPTIONAL MATCH {pattern} \
              RETURN startNode(r).id, type(r), r, endNode(r).id, b \
              ORDER BY b.id, type(r) LIMIT $limit"
         );
         client::with(|c| {
-            exists(c, &id)?;
             let rows = c.run(Statement::read(
                 &query,
                 packstream::map([
@@ -493,8 +494,12 @@ impl Guest for Neo4jStore {
                     ("limit", Value::Int(i64::from(limit))),
                 ]),
             ))?;
+            if rows.rows.is_empty() {
+                return Err(Error::NotFound(format!("no node {id}")));
+            }
             rows.rows
                 .iter()
+                .filter(|row| row.get(2).is_some_and(|r| *r != Value::Null))
                 .map(|row| match row.as_slice() {
                     [s, t, r, e, b] => Ok(Neighbor {
                         edge: edge_of(s, t, r, e)?,
@@ -507,14 +512,22 @@ impl Guest for Neo4jStore {
     }
 
     fn degree(id: String, relations: Vec<RelationType>) -> Result<u32, Error> {
+        // Grouped by the node: no row when it does not exist.
         let query = format!(
-            "MATCH (a:WwNode {{id: $id}})-[r{}]-() RETURN count(r)",
+            "MATCH (a:WwNode {{id: $id}}) OPTIONAL MATCH (a)-[r{}]-() RETURN a.id, count(r)",
             relation_pattern(&relations)
         );
         client::with(|c| {
-            exists(c, &id)?;
             let rows = c.run(Statement::read(&query, id_param(&id)))?;
-            Ok(u32::try_from(single_count(&rows)).unwrap_or(u32::MAX))
+            match rows
+                .rows
+                .first()
+                .and_then(|row| row.get(1))
+                .and_then(Value::as_int)
+            {
+                Some(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => Err(Error::NotFound(format!("no node {id}"))),
+            }
         })
     }
 

@@ -290,3 +290,51 @@ fn dotenv_fills_in_and_the_environment_wins() {
     assert!(message.contains(".env"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tail_sampling_is_off_until_asked_and_its_settings_are_checked() {
+    assert_eq!(config(&[]).unwrap().tail, None);
+    let c = config(&[
+        ("WW_OTEL_CONSOLE", "true"),
+        ("WW_OTEL_TAIL_SAMPLING", "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.tail, Some(ww_host::telemetry::TailConfig::default()));
+    assert!(
+        c.describe()
+            .contains("then tail(errors, >= 250 ms, ratio 0.1"),
+        "{}",
+        c.describe()
+    );
+
+    let c = config(&[
+        ("WW_OTEL_TAIL_SAMPLING", "true"),
+        ("WW_OTEL_TAIL_RATIO", "0.01"),
+        ("WW_OTEL_TAIL_LATENCY_MS", "40"),
+        ("WW_OTEL_TAIL_MAX_TRACES", "100"),
+        ("WW_OTEL_TAIL_MAX_SPANS", "1000"),
+    ])
+    .unwrap();
+    let tail = c.tail.unwrap();
+    assert_eq!(tail.ratio, 0.01);
+    assert_eq!(tail.latency, Duration::from_millis(40));
+    assert_eq!((tail.max_traces, tail.max_spans), (100, 1000));
+
+    // A setting without the switch is a mistake worth saying, not one silently ignored.
+    let message = error_naming(&[("WW_OTEL_TAIL_RATIO", "0.5")], "WW_OTEL_TAIL_RATIO");
+    assert!(message.contains("WW_OTEL_TAIL_SAMPLING=true"), "{message}");
+    let on = ("WW_OTEL_TAIL_SAMPLING", "true");
+    error_naming(&[on, ("WW_OTEL_TAIL_RATIO", "2")], "WW_OTEL_TAIL_RATIO");
+    error_naming(
+        &[on, ("WW_OTEL_TAIL_MAX_SPANS", "0")],
+        "WW_OTEL_TAIL_MAX_SPANS",
+    );
+    error_naming(
+        &[on, ("WW_OTEL_TAIL_LATENCY_MS", "soon")],
+        "WW_OTEL_TAIL_LATENCY_MS",
+    );
+    error_naming(
+        &[("WW_OTEL_TAIL_SAMPLING", "maybe")],
+        "WW_OTEL_TAIL_SAMPLING",
+    );
+}

@@ -164,6 +164,10 @@ pub struct TracingStatus {
     /// Guest input repaired or refused, by kind (detailed only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest_limits: Vec<(String, u64)>,
+    /// Tail sampling, when on: traces kept (by reason), dropped and evicted, spans
+    /// evicted, spans buffered now and at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_sampling: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// One component's counters (detailed only).
@@ -390,6 +394,9 @@ impl Memory {
             sampler: stats.sampler,
             spans_exported: stats.spans_exported,
             spans_dropped: stats.spans_dropped,
+            tail_sampling: stats
+                .tail
+                .map(|counts| counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
             guest_limits: if detailed {
                 stats
                     .guest_limits

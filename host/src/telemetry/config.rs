@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
+use super::tail::TailConfig;
+
 /// Default OTLP endpoint (gRPC).
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 /// Default `service.name`.
@@ -143,6 +145,8 @@ pub struct TelemetryConfig {
     pub sampler: SamplerConfig,
     /// Batching.
     pub batch: BatchConfig,
+    /// Tail sampling, when `WW_OTEL_TAIL_SAMPLING` is on.
+    pub tail: Option<TailConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -154,6 +158,7 @@ impl Default for TelemetryConfig {
             resource_attributes: Vec::new(),
             sampler: SamplerConfig::ParentBasedAlwaysOn,
             batch: BatchConfig::default(),
+            tail: None,
         }
     }
 }
@@ -296,6 +301,45 @@ fn parse_ratio(var: Option<(&str, &str)>) -> Result<f64, ConfigError> {
     }
 }
 
+/// The tail sampling variables; setting one of them without `WW_OTEL_TAIL_SAMPLING=true`
+/// is an error rather than a setting silently ignored.
+fn parse_tail(vars: &Vars) -> Result<Option<TailConfig>, ConfigError> {
+    const SETTINGS: [&str; 4] = [
+        "WW_OTEL_TAIL_RATIO",
+        "WW_OTEL_TAIL_LATENCY_MS",
+        "WW_OTEL_TAIL_MAX_TRACES",
+        "WW_OTEL_TAIL_MAX_SPANS",
+    ];
+    let enabled = match vars.first(&["WW_OTEL_TAIL_SAMPLING"]) {
+        Some((var, value)) => parse_bool(var, value)?,
+        None => false,
+    };
+    if !enabled {
+        return match SETTINGS.iter().find_map(|name| vars.first(&[name])) {
+            Some((var, value)) => Err(invalid(
+                var,
+                value,
+                "tail sampling is off: set WW_OTEL_TAIL_SAMPLING=true to use it",
+            )),
+            None => Ok(None),
+        };
+    }
+    let mut tail = TailConfig::default();
+    if let Some((var, value)) = vars.first(&["WW_OTEL_TAIL_RATIO"]) {
+        tail.ratio = parse_ratio(Some((var, value)))?;
+    }
+    if let Some((var, value)) = vars.first(&["WW_OTEL_TAIL_LATENCY_MS"]) {
+        tail.latency = parse_millis(var, value)?;
+    }
+    if let Some((var, value)) = vars.first(&["WW_OTEL_TAIL_MAX_TRACES"]) {
+        tail.max_traces = parse_count(var, value)?;
+    }
+    if let Some((var, value)) = vars.first(&["WW_OTEL_TAIL_MAX_SPANS"]) {
+        tail.max_spans = parse_count(var, value)?;
+    }
+    Ok(Some(tail))
+}
+
 impl TelemetryConfig {
     /// From the process environment and `./.env`.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -408,6 +452,7 @@ impl TelemetryConfig {
         if let Some((var, value)) = vars.first(&["OTEL_BSP_EXPORT_TIMEOUT"]) {
             batch.export_timeout = parse_millis(var, value)?;
         }
+        config.tail = parse_tail(vars)?;
         Ok(config)
     }
 
@@ -429,11 +474,14 @@ impl TelemetryConfig {
             return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)"
                 .to_owned();
         }
+        let mut sampler = self.sampler.to_string();
+        if let Some(tail) = &self.tail {
+            sampler = format!("{sampler} then {tail}");
+        }
         format!(
-            "tracing to {} as service {:?}, sampler {}",
+            "tracing to {} as service {:?}, sampler {sampler}",
             sinks.join(" and "),
             self.service_name,
-            self.sampler
         )
     }
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod console;
+pub mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ pub use config::{
     BatchConfig, ConfigError, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig, Vars,
 };
 pub use console::{ConsoleSink, ConsoleTreeExporter};
+pub use tail::{TailConfig, TailCounters, TailSampler};
 
 /// The instrumentation scope of every span the host creates.
 pub const INSTRUMENTATION_SCOPE: &str = "ww-memory";
@@ -80,6 +82,8 @@ pub struct TelemetryStats {
     pub spans_dropped: u64,
     /// Guest-input repairs, by kind.
     pub guest_limits: Vec<(&'static str, u64)>,
+    /// Tail sampling decisions and buffer, when it is on.
+    pub tail: Option<Vec<(&'static str, u64)>>,
 }
 
 /// The host's telemetry: one tracer provider, its pipelines and counters.
@@ -89,6 +93,7 @@ pub struct Telemetry {
     recording: bool,
     sampler: String,
     pipelines: Vec<Pipeline>,
+    tail: Option<Arc<TailCounters>>,
     next_handle: AtomicU64,
     /// Guest-input limit counters.
     pub guest_limits: GuestLimitCounters,
@@ -237,10 +242,23 @@ impl TelemetryBuilder {
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler)
             .with_resource(resource.build());
-        let mut pipelines = Vec::new();
-        for (processor, pipeline) in processors {
-            builder = builder.with_span_processor(processor);
-            pipelines.push(pipeline);
+        let (processors, pipelines): (Vec<_>, Vec<_>) = processors.into_iter().unzip();
+        let mut tail = None;
+        match &config.tail {
+            Some(tail_config) if recording => {
+                let counters = Arc::new(TailCounters::default());
+                tail = Some(counters.clone());
+                builder = builder.with_span_processor(TailSampler::new(
+                    tail_config.clone(),
+                    counters,
+                    processors,
+                ));
+            }
+            _ => {
+                for processor in processors {
+                    builder = builder.with_span_processor(processor);
+                }
+            }
         }
         let provider = builder.build();
         let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
@@ -248,12 +266,13 @@ impl TelemetryBuilder {
             provider,
             tracer,
             recording,
-            sampler: if recording {
-                config.sampler.to_string()
-            } else {
-                "always_off (tracing disabled)".to_owned()
+            sampler: match &config.tail {
+                Some(tail_config) if recording => format!("{} then {tail_config}", config.sampler),
+                _ if recording => config.sampler.to_string(),
+                _ => "always_off (tracing disabled)".to_owned(),
             },
             pipelines,
+            tail,
             // 0 means "innermost span" in the WIT interface; handles start at 1.
             next_handle: AtomicU64::new(1),
             guest_limits: GuestLimitCounters::default(),
@@ -321,6 +340,7 @@ impl Telemetry {
                 ("unclosed_spans", load(&g.unclosed_spans)),
                 ("refused_baggage", load(&g.refused_baggage)),
             ],
+            tail: self.tail.as_deref().map(tail::snapshot),
         }
     }
 

@@ -10,6 +10,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -239,7 +245,33 @@ pub type ExportRequest = (String, Vec<(String, String)>);
 struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
     requests: Mutex<Vec<ExportRequest>>,
+    metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     arrived: Notify,
+}
+
+/// One metric as received (cumulative: the latest export holds everything).
+pub type ReceivedMetric = opentelemetry_proto::tonic::metrics::v1::Metric;
+
+impl Received {
+    fn push_metrics(&self, request: ExportMetricsServiceRequest) {
+        if let Ok(mut all) = self.metrics.lock() {
+            all.push(request);
+        }
+        self.arrived.notify_waiters();
+    }
+}
+
+struct GrpcMetrics(Arc<Received>);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetrics {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.push_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
 }
 
 impl Received {
@@ -293,10 +325,12 @@ impl OtlpReceiver {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Received::default());
         let service = TraceServiceServer::new(GrpcTraces(received.clone()));
+        let metrics = MetricsServiceServer::new(GrpcMetrics(received.clone()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
                 .serve_with_incoming(incoming)
                 .await;
         });
@@ -334,6 +368,23 @@ impl OtlpReceiver {
                                     })
                                     .collect();
                                 let body = request.into_body().collect().await?.to_bytes();
+                                if path == "/v1/metrics" {
+                                    let response = match ExportMetricsServiceRequest::decode(body) {
+                                        Ok(export) => {
+                                            received.push_metrics(export);
+                                            hyper::Response::builder()
+                                                .header("content-type", "application/x-protobuf")
+                                                .body(Full::new(Bytes::from(
+                                                    ExportMetricsServiceResponse::default()
+                                                        .encode_to_vec(),
+                                                )))
+                                        }
+                                        Err(_) => hyper::Response::builder()
+                                            .status(400)
+                                            .body(Full::new(Bytes::new())),
+                                    };
+                                    return Ok::<_, hyper::Error>(response.expect("response"));
+                                }
                                 let response = match ExportTraceServiceRequest::decode(body) {
                                     Ok(export) if path == "/v1/traces" => {
                                         received.push(convert_request(export), &path, headers);
@@ -390,6 +441,33 @@ impl OtlpReceiver {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Every metrics export request received, in order.
+    pub fn metric_exports(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.received
+            .metrics
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// The metrics of the latest export (cumulative, so it holds every count), with the
+    /// instrumentation scope each came in.
+    pub fn latest_metrics(&self) -> Vec<(String, ReceivedMetric)> {
+        let exports = self.metric_exports();
+        let Some(latest) = exports.last() else {
+            return Vec::new();
+        };
+        latest
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| {
+                let scope = s.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                s.metrics.iter().map(move |m| (scope.clone(), m.clone()))
+            })
+            .collect()
     }
 
     /// Wait until `done` holds for the received spans (or `timeout` passes), and return

@@ -115,6 +115,7 @@ impl ServerHandler for Gateway {
             }
         }
         let mut call = Request::new(format!("mcp.{name}"))
+            .for_tool(name.clone())
             .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))
             .with_attribute(KeyValue::new("gen_ai.tool.name", name.clone()))
             .with_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"))

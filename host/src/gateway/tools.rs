@@ -89,8 +89,9 @@ pub fn find(name: &str) -> Option<&'static ToolSpec> {
     TOOLS.iter().find(|t| t.name == name)
 }
 
-fn json<T: Serialize>(value: T) -> Result<Value, MemoryError> {
-    serde_json::to_value(value).map_err(|e| MemoryError::invalid("result", e.to_string()))
+fn json<T: Serialize>(value: T) -> Result<Value, Failure> {
+    serde_json::to_value(value)
+        .map_err(|e| Failure::Served(MemoryError::invalid("result", e.to_string())))
 }
 
 /// Who is calling: the session the connection is bound to and, over MCP, the protocol
@@ -111,34 +112,69 @@ pub async fn call(
     name: &str,
     args: Value,
 ) -> Result<Value, MemoryError> {
+    match dispatch(memory, request.clone(), caller, name, args).await {
+        Ok(value) => Ok(value),
+        Err(Failure::Served(error)) => Err(error),
+        // Refused before any component ran: the call still gets its (failed) span and
+        // its place in the metrics.
+        Err(Failure::Refused(error)) => {
+            memory.reject(request, &error);
+            Err(error)
+        }
+    }
+}
+
+/// How a call failed: refused with its arguments, or served and failed.
+enum Failure {
+    Refused(MemoryError),
+    Served(MemoryError),
+}
+
+impl From<MemoryError> for Failure {
+    fn from(error: MemoryError) -> Self {
+        Failure::Served(error)
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(args: Value) -> Result<T, Failure> {
+    arguments(args).map_err(Failure::Refused)
+}
+
+async fn dispatch(
+    memory: &Memory,
+    request: Request,
+    caller: Caller<'_>,
+    name: &str,
+    args: Value,
+) -> Result<Value, Failure> {
     let (m, r, session) = (memory, request, caller.session);
     match name {
-        "create_episode" => json(m.create_episode(r, session, arguments(args)?).await?),
-        "recall_episodes" => json(m.recall_episodes(r, session, arguments(args)?).await?),
-        "query_at_time" => json(m.query_at_time(r, session, arguments(args)?).await?),
-        "mark_important" => json(m.mark_important(r, session, arguments(args)?).await?),
-        "create_entity" => json(m.create_entity(r, session, arguments(args)?).await?),
-        "create_relation" => json(m.create_relation(r, arguments(args)?).await?),
-        "semantic_recall" => json(m.semantic_recall(r, arguments(args)?).await?),
-        "spread_activation" => json(m.spread_activation(r, arguments(args)?).await?),
-        "supersede_fact" => json(m.supersede_fact(r, session, arguments(args)?).await?),
-        "create_skill" => json(m.create_skill(r, session, arguments(args)?).await?),
-        "recall_skill" => json(m.recall_skill(r, arguments(args)?).await?),
-        "execute_skill" => json(m.execute_skill(r, arguments(args)?).await?),
-        "deprecate_skill" => json(m.deprecate_skill(r, arguments(args)?).await?),
-        "consolidate_now" => json(m.consolidate_now(r, arguments(args)?).await?),
-        "get_provenance" => json(m.get_provenance(r, arguments(args)?).await?),
+        "create_episode" => json(m.create_episode(r, session, parse(args)?).await?),
+        "recall_episodes" => json(m.recall_episodes(r, session, parse(args)?).await?),
+        "query_at_time" => json(m.query_at_time(r, session, parse(args)?).await?),
+        "mark_important" => json(m.mark_important(r, session, parse(args)?).await?),
+        "create_entity" => json(m.create_entity(r, session, parse(args)?).await?),
+        "create_relation" => json(m.create_relation(r, parse(args)?).await?),
+        "semantic_recall" => json(m.semantic_recall(r, parse(args)?).await?),
+        "spread_activation" => json(m.spread_activation(r, parse(args)?).await?),
+        "supersede_fact" => json(m.supersede_fact(r, session, parse(args)?).await?),
+        "create_skill" => json(m.create_skill(r, session, parse(args)?).await?),
+        "recall_skill" => json(m.recall_skill(r, parse(args)?).await?),
+        "execute_skill" => json(m.execute_skill(r, parse(args)?).await?),
+        "deprecate_skill" => json(m.deprecate_skill(r, parse(args)?).await?),
+        "consolidate_now" => json(m.consolidate_now(r, parse(args)?).await?),
+        "get_provenance" => json(m.get_provenance(r, parse(args)?).await?),
         "get_session_id" => {
-            arguments::<NoArguments>(args)?;
+            parse::<NoArguments>(args)?;
             json(m.get_session_id(r, session, caller.protocol_version))
         }
-        "memory_stats" => json(m.memory_stats(r, arguments(args)?).await?),
+        "memory_stats" => json(m.memory_stats(r, parse(args)?).await?),
         other => {
             let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
-            Err(MemoryError::invalid(
+            Err(Failure::Refused(MemoryError::invalid(
                 "tool",
                 format!("no tool {other}; the tools are: {}", names.join(", ")),
-            ))
+            )))
         }
     }
 }

@@ -235,6 +235,12 @@ impl Memory {
         MemoryError::new(code, error.to_string())
     }
 
+    /// A request refused before any component ran (bad arguments): its root span, failed.
+    pub fn reject(&self, request: Request, error: &MemoryError) {
+        let mut call = self.host.begin(request);
+        mark_failed(&mut call, error);
+    }
+
     /// Run `interface#function` with typed `params` as the request `request`, and mark
     /// its root span with the outcome.
     async fn run<P, T>(
@@ -282,6 +288,7 @@ impl Memory {
 /// A failed operation's root span: its code, and an `exception` event.
 fn mark_failed(call: &mut RequestCall<'_>, error: &MemoryError) {
     // `tool_error`: the MCP result of this request is an error result (`isError`).
+    call.set_error_code(error.code.as_str());
     call.annotate(vec![
         KeyValue::new("ww.error.code", error.code.as_str()),
         KeyValue::new("error.type", "tool_error"),

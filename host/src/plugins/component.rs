@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{SpanContext, SpanKind};
 use wasmtime::component::{
     ComponentNamedList, Func, Instance, InstancePre, Lift, Lower, ResourceTable, Val,
 };
@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::engine::EPOCH_TICK;
 use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{Attributes, Point};
 use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 
 /// The future of one call into a component's store.
@@ -279,7 +280,13 @@ pub struct PluginComponent {
     traps: AtomicU64,
     /// Linear memory of the live instance, in bytes.
     memory: Arc<AtomicU64>,
+    /// `ww.component.call.duration` points of successful calls, by function then
+    /// interface, made on first call.
+    call_points: std::sync::RwLock<CallPoints>,
 }
+
+/// Points by function, then interface.
+type CallPoints = HashMap<String, Vec<(String, Arc<Point>)>>;
 
 impl std::fmt::Debug for PluginComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,7 +319,61 @@ impl PluginComponent {
             instantiations: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             memory: Arc::new(AtomicU64::new(0)),
+            call_points: std::sync::RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The telemetry its calls record into.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    fn call_attributes(&self, interface: &str, function: &str) -> Attributes {
+        Attributes::new(vec![
+            ("ww.component".into(), self.name.to_string().into()),
+            ("ww.interface".into(), interface.to_owned().into()),
+            ("ww.function".into(), function.to_owned().into()),
+        ])
+    }
+
+    /// Record one call's duration (`error_type` when it failed) under `context`.
+    fn record_call(
+        &self,
+        interface: &str,
+        function: &str,
+        seconds: f64,
+        error_type: Option<&'static str>,
+        context: Option<&SpanContext>,
+    ) {
+        let Some(metrics) = self.telemetry.metrics() else {
+            return;
+        };
+        let instrument = &metrics.host.component_duration;
+        if let Some(kind) = error_type {
+            let attributes = self
+                .call_attributes(interface, function)
+                .with("error.type", kind);
+            instrument.record(seconds, &attributes, context);
+            return;
+        }
+        let known = self
+            .call_points
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+            .and_then(|by_interface| by_interface.iter().find(|(i, _)| i == interface))
+            .map(|(_, point)| point.clone());
+        let point = known.unwrap_or_else(|| {
+            let point = instrument.point(&self.call_attributes(interface, function));
+            self.call_points
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(function.to_owned())
+                .or_default()
+                .push((interface.to_owned(), point.clone()));
+            point
+        });
+        point.record(seconds, context);
     }
 
     /// The configured name.
@@ -624,10 +685,15 @@ impl PluginComponent {
             Ok(func) => func,
             Err(e) => return (scope, Err(e), false),
         };
+        let context = scope.current().cloned();
+        let started = std::time::Instant::now();
         let detached = live.store.data_mut().tracing.enter(scope);
         live.store.set_epoch_deadline(self.ticks(deadline));
         let outcome = invoke(&mut live.store, func, std::marker::PhantomData).await;
         let mut scope = live.store.data_mut().tracing.leave(detached);
+        let seconds = started.elapsed().as_secs_f64();
+        let error_type = outcome.as_ref().err().map(|_| "trap");
+        self.record_call(interface, function, seconds, error_type, context.as_ref());
         match outcome {
             Ok(value) => (scope, Ok(value), false),
             Err(error) => {

@@ -287,6 +287,9 @@ pub struct Request {
     pub baggage: Option<String>,
     /// Where the components' progress reports go.
     pub progress: Option<ProgressSink>,
+    /// The MCP tool served, when this is a tool call: its duration is then recorded as
+    /// `mcp.server.operation.duration`.
+    pub tool: Option<String>,
 }
 
 impl std::fmt::Debug for Request {
@@ -309,7 +312,14 @@ impl Request {
             parent: None,
             baggage: None,
             progress: None,
+            tool: None,
         }
+    }
+
+    /// Measure this request as a call of MCP tool `name`.
+    pub fn for_tool(mut self, name: impl Into<String>) -> Self {
+        self.tool = Some(name.into());
+        self
     }
 
     /// Send the components' progress reports to `sink`.
@@ -479,6 +489,9 @@ impl ComponentHost {
             .into_iter()
             .filter_map(|(interface, name)| loaded.get(&name).map(|c| (interface, c.clone())))
             .collect();
+        if let Some(metrics) = telemetry.metrics() {
+            observe_components(metrics, &components);
+        }
         Ok(Self {
             telemetry,
             components,
@@ -557,6 +570,9 @@ impl ComponentHost {
             host: self,
             scope: Some(scope),
             root,
+            started: std::time::Instant::now(),
+            tool: request.tool,
+            error: None,
         }
     }
 }
@@ -566,6 +582,10 @@ pub struct RequestCall<'h> {
     host: &'h ComponentHost,
     scope: Option<RequestScope>,
     root: u64,
+    started: std::time::Instant,
+    tool: Option<String>,
+    /// The failure's code, for the tool-duration metric.
+    error: Option<&'static str>,
 }
 
 impl RequestCall<'_> {
@@ -643,6 +663,11 @@ impl RequestCall<'_> {
         }
     }
 
+    /// Say how the request failed (a low-cardinality code), for its metrics.
+    pub fn set_error_code(&mut self, code: &'static str) {
+        self.error = Some(code);
+    }
+
     /// Mark the root span failed, with an `exception` event.
     pub fn fail(&mut self, exception: crate::tracing_capability::Exception) {
         if let Some(scope) = &mut self.scope {
@@ -654,10 +679,63 @@ impl RequestCall<'_> {
 impl Drop for RequestCall<'_> {
     fn drop(&mut self) {
         // Ends what guests left open, innermost first, then the root.
-        if let Some(scope) = self.scope.take() {
-            scope.finish();
+        let Some(scope) = self.scope.take() else {
+            return;
+        };
+        let root = scope.span_context(self.root).cloned();
+        scope.finish();
+        // Recorded once the root has ended, so tail sampling has decided its trace.
+        if let (Some(tool), Some(metrics)) = (self.tool.take(), self.host.telemetry.metrics()) {
+            let mut pairs = vec![
+                ("mcp.method.name".into(), "tools/call".into()),
+                ("gen_ai.tool.name".into(), tool.into()),
+            ];
+            if let Some(code) = self.error {
+                // `tool_error`: the result is an error result (`isError`), as on the span.
+                pairs.push(("error.type".into(), "tool_error".into()));
+                pairs.push(("ww.error.code".into(), code.into()));
+            }
+            let attributes = crate::telemetry::metrics::Attributes::new(pairs);
+            let seconds = self.started.elapsed().as_secs_f64();
+            metrics
+                .host
+                .tool_duration
+                .record(seconds, &attributes, root.as_ref());
         }
     }
+}
+
+/// Each component's instantiations and traps as metrics (read at each collection, for as
+/// long as the components live).
+fn observe_components(
+    metrics: &crate::telemetry::Metrics,
+    components: &[(Arc<PluginComponent>, ComponentShape)],
+) {
+    use crate::telemetry::metrics::{AttrValue, Attributes, Observation};
+    let components: Vec<std::sync::Weak<PluginComponent>> =
+        components.iter().map(|(c, _)| Arc::downgrade(c)).collect();
+    metrics.observe(Box::new(move |out: &mut Vec<Observation>| {
+        for component in components.iter().filter_map(std::sync::Weak::upgrade) {
+            let attributes = Attributes::new(vec![(
+                "ww.component".into(),
+                AttrValue::from(component.name().to_owned()),
+            )]);
+            out.push(Observation {
+                name: "ww.component.instantiations",
+                unit: "{instance}",
+                description: "Instances created: the first, and one after each trap",
+                attributes: attributes.clone(),
+                value: component.instantiations(),
+            });
+            out.push(Observation {
+                name: "ww.component.traps",
+                unit: "{trap}",
+                description: "Calls that trapped",
+                attributes,
+                value: component.traps(),
+            });
+        }
+    }));
 }
 
 /// A component's endpoint (parsed, and reachable now) and its settings environment.

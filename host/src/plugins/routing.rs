@@ -10,6 +10,7 @@ use wasmtime::component::{Linker, Val};
 
 use super::component::{ComponentState, PluginComponent};
 use crate::config::Role;
+use crate::telemetry::metrics::{Attributes, Point};
 use crate::tracing_capability::{Outcome, RequestScope};
 
 /// Route every function of `interface`, imported by `caller`, to `target`'s export of it.
@@ -35,9 +36,29 @@ pub fn route_interface(
             attributes.push(KeyValue::new("server.address", endpoint.host.clone()));
             attributes.push(KeyValue::new("server.port", i64::from(endpoint.port)));
         }
+        // Store operations are measured from the caller's side, like the boundary span.
+        let store_metric = match (role, target.telemetry().metrics()) {
+            (Some(Role::VectorStore | Role::GraphStore), Some(metrics)) => {
+                let mut pairs = vec![
+                    ("db.system.name".into(), target.name().to_owned().into()),
+                    ("db.operation.name".into(), function.clone().into()),
+                ];
+                if let Some(endpoint) = target.endpoint() {
+                    pairs.push(("server.address".into(), endpoint.host.clone().into()));
+                    pairs.push(("server.port".into(), i64::from(endpoint.port).into()));
+                }
+                let attributes = Attributes::new(pairs);
+                Some(StoreMetric {
+                    ok: metrics.host.store_duration.point(&attributes),
+                    attributes,
+                })
+            }
+            _ => None,
+        };
         let route = Arc::new(Route {
             span_name: format!("{}.{function}", target.name()),
             role,
+            store_metric,
             attributes,
             interface: interface.to_owned(),
             function: function.clone(),
@@ -56,6 +77,7 @@ pub fn route_interface(
                 } else {
                     Vec::new()
                 };
+                let started = std::time::Instant::now();
                 let boundary = scope.start(
                     None,
                     Cow::Owned(route.span_name.clone()),
@@ -63,12 +85,26 @@ pub fn route_interface(
                     attributes,
                     None,
                 );
+                let context = scope.current().cloned();
                 let placeholder = RequestScope::new(scope.telemetry().clone(), None, None);
                 let scope = tracing.leave(placeholder);
                 let (mut scope, outcome) = route
                     .target
                     .call(scope, &route.interface, &route.function, params)
                     .await;
+                if let Some(metric) = &route.store_metric {
+                    let seconds = started.elapsed().as_secs_f64();
+                    match error_type(&outcome) {
+                        None => metric.ok.record(seconds, context.as_ref()),
+                        Some(kind) => {
+                            if let Some(metrics) = route.target.telemetry().metrics() {
+                                let attributes = metric.attributes.with("error.type", kind);
+                                let instrument = &metrics.host.store_duration;
+                                instrument.record(seconds, &attributes, context.as_ref());
+                            }
+                        }
+                    }
+                }
                 let result = match outcome {
                     Ok(values) if values.len() == results.len() => {
                         results.clone_from_slice(&values);
@@ -171,9 +207,32 @@ fn call_attributes(role: Option<Role>, params: &[Val], attributes: &mut Vec<KeyV
     }
 }
 
+/// A failed call's `error.type`: the WIT error's case (`storage`, `not-found`, ...) when
+/// the callee returned one, `trap` when it trapped.
+fn error_type<E>(outcome: &Result<Vec<Val>, E>) -> Option<String> {
+    match outcome {
+        Err(_) => Some("trap".to_owned()),
+        Ok(values) => match values.as_slice() {
+            [Val::Result(Err(payload))] => Some(match payload.as_deref() {
+                Some(Val::Variant(case, _)) => case.clone(),
+                _ => "error".to_owned(),
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// The store-operation duration of one route: its attribute set's point, kept for the
+/// calls that succeed, and the set, for the ones that fail.
+struct StoreMetric {
+    ok: Arc<Point>,
+    attributes: Attributes,
+}
+
 struct Route {
     span_name: String,
     role: Option<Role>,
+    store_metric: Option<StoreMetric>,
     attributes: Vec<KeyValue>,
     interface: String,
     function: String,

@@ -130,6 +130,20 @@ pub struct OtlpConfig {
     pub headers: Vec<(String, String)>,
 }
 
+/// Where and how often metrics are exported (with the traces' protocol and headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// For gRPC the collector's base URL; for HTTP the full `/v1/metrics` URL.
+    pub endpoint: String,
+    /// Between two exports (`OTEL_METRIC_EXPORT_INTERVAL`).
+    pub interval: Duration,
+    /// Bound on one export (`OTEL_METRIC_EXPORT_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+/// Default metric export interval (the OTel default).
+pub const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_millis(60_000);
+
 /// The whole telemetry configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
@@ -147,6 +161,8 @@ pub struct TelemetryConfig {
     pub batch: BatchConfig,
     /// Tail sampling, when `WW_OTEL_TAIL_SAMPLING` is on.
     pub tail: Option<TailConfig>,
+    /// Metrics export: with OTLP, unless `WW_OTEL_METRICS=false`.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -159,6 +175,7 @@ impl Default for TelemetryConfig {
             sampler: SamplerConfig::ParentBasedAlwaysOn,
             batch: BatchConfig::default(),
             tail: None,
+            metrics: None,
         }
     }
 }
@@ -299,6 +316,55 @@ fn parse_ratio(var: Option<(&str, &str)>) -> Result<f64, ConfigError> {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(invalid(var, value, "expected a ratio between 0 and 1")),
     }
+}
+
+/// Metrics go where the traces go: the same gRPC base URL, or `/v1/metrics` next to the
+/// HTTP `/v1/traces`; `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` overrides.
+fn parse_metrics(
+    vars: &Vars,
+    otlp: Option<&OtlpConfig>,
+) -> Result<Option<MetricsConfig>, ConfigError> {
+    let enabled = match vars.first(&["WW_OTEL_METRICS"]) {
+        Some((var, value)) => parse_bool(var, value)?,
+        None => true,
+    };
+    let mut interval = DEFAULT_METRIC_INTERVAL;
+    if let Some((var, value)) = vars.first(&["OTEL_METRIC_EXPORT_INTERVAL"]) {
+        interval = parse_millis(var, value)?;
+        if interval.is_zero() {
+            return Err(invalid(
+                var,
+                value,
+                "expected a positive number of milliseconds",
+            ));
+        }
+    }
+    let mut timeout = DEFAULT_EXPORT_TIMEOUT;
+    if let Some((var, value)) = vars.first(&["OTEL_METRIC_EXPORT_TIMEOUT"]) {
+        timeout = parse_millis(var, value)?;
+    }
+    let own = match vars.first(&["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]) {
+        Some((var, value)) => {
+            parse_endpoint(var, value)?;
+            Some(value.trim_end_matches('/').to_owned())
+        }
+        None => None,
+    };
+    let Some(otlp) = otlp.filter(|_| enabled) else {
+        return Ok(None);
+    };
+    let endpoint = own.unwrap_or_else(|| match otlp.protocol {
+        Protocol::Grpc => otlp.endpoint.clone(),
+        Protocol::HttpProtobuf => match otlp.endpoint.strip_suffix("/v1/traces") {
+            Some(base) => format!("{base}/v1/metrics"),
+            None => format!("{}/v1/metrics", otlp.endpoint),
+        },
+    });
+    Ok(Some(MetricsConfig {
+        endpoint,
+        interval,
+        timeout,
+    }))
 }
 
 /// The tail sampling variables; setting one of them without `WW_OTEL_TAIL_SAMPLING=true`
@@ -453,6 +519,7 @@ impl TelemetryConfig {
             batch.export_timeout = parse_millis(var, value)?;
         }
         config.tail = parse_tail(vars)?;
+        config.metrics = parse_metrics(vars, config.otlp.as_ref())?;
         Ok(config)
     }
 
@@ -469,6 +536,13 @@ impl TelemetryConfig {
         }
         if self.console {
             sinks.push("the console (stderr)".to_owned());
+        }
+        if let Some(metrics) = &self.metrics {
+            sinks[0].push_str(&format!(
+                " (metrics to {} every {} s)",
+                metrics.endpoint,
+                metrics.interval.as_secs_f64()
+            ));
         }
         if sinks.is_empty() {
             return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)"

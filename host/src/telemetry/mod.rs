@@ -5,6 +5,8 @@
 pub mod batch;
 pub mod config;
 pub mod console;
+pub mod metrics;
+pub mod metrics_export;
 pub mod tail;
 
 use std::sync::Arc;
@@ -19,10 +21,13 @@ use tokio::runtime::Handle;
 
 pub use batch::{ExportCounters, Pipeline};
 pub use config::{
-    BatchConfig, ConfigError, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig, Vars,
+    BatchConfig, ConfigError, MetricsConfig, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig,
+    Vars,
 };
 pub use console::{ConsoleSink, ConsoleTreeExporter};
-pub use tail::{TailConfig, TailCounters, TailSampler};
+pub use metrics::Metrics;
+pub use metrics_export::MetricsPipeline;
+pub use tail::{KeptTraces, TailConfig, TailCounters, TailSampler};
 
 /// The instrumentation scope of every span the host creates.
 pub const INSTRUMENTATION_SCOPE: &str = "ww-memory";
@@ -84,6 +89,8 @@ pub struct TelemetryStats {
     pub guest_limits: Vec<(&'static str, u64)>,
     /// Tail sampling decisions and buffer, when it is on.
     pub tail: Option<Vec<(&'static str, u64)>>,
+    /// Where metrics go, and how many exports succeeded and failed, when they are on.
+    pub metrics: Option<(String, u64, u64)>,
 }
 
 /// The host's telemetry: one tracer provider, its pipelines and counters.
@@ -94,6 +101,8 @@ pub struct Telemetry {
     sampler: String,
     pipelines: Vec<Pipeline>,
     tail: Option<Arc<TailCounters>>,
+    metrics: Option<Arc<Metrics>>,
+    metrics_pipeline: Option<MetricsPipeline>,
     next_handle: AtomicU64,
     /// Guest-input limit counters.
     pub guest_limits: GuestLimitCounters,
@@ -244,6 +253,7 @@ impl TelemetryBuilder {
             .with_resource(resource.build());
         let (processors, pipelines): (Vec<_>, Vec<_>) = processors.into_iter().unzip();
         let mut tail = None;
+        let kept = KeptTraces::default();
         match &config.tail {
             Some(tail_config) if recording => {
                 let counters = Arc::new(TailCounters::default());
@@ -251,6 +261,7 @@ impl TelemetryBuilder {
                 builder = builder.with_span_processor(TailSampler::new(
                     tail_config.clone(),
                     counters,
+                    kept.clone(),
                     processors,
                 ));
             }
@@ -262,6 +273,34 @@ impl TelemetryBuilder {
         }
         let provider = builder.build();
         let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
+
+        let (mut metrics, mut metrics_pipeline) = (None, None);
+        if let (Some(metrics_config), Some(otlp)) = (&config.metrics, &config.otlp) {
+            let instruments = Arc::new(Metrics::new());
+            // An exemplar links to a trace only if that trace is exported.
+            let keep: metrics_export::ExemplarFilter = match tail {
+                Some(_) => Arc::new(move |id: &[u8; 16]| {
+                    kept.contains(opentelemetry::trace::TraceId::from_bytes(*id))
+                }),
+                None => Arc::new(|_: &[u8; 16]| true),
+            };
+            let pipeline = metrics_export::spawn(
+                instruments.clone(),
+                metrics_config,
+                otlp.protocol,
+                &otlp.headers,
+                metrics_export::resource(&config.service_name, &config.resource_attributes),
+                keep,
+                runtime,
+            )
+            .map_err(|reason| TelemetryError::Exporter {
+                endpoint: metrics_config.endpoint.clone(),
+                reason,
+            })?;
+            observe_pipeline(&instruments, &pipelines, tail.clone());
+            metrics = Some(instruments);
+            metrics_pipeline = Some(pipeline);
+        }
         Ok(Arc::new(Telemetry {
             provider,
             tracer,
@@ -273,11 +312,70 @@ impl TelemetryBuilder {
             },
             pipelines,
             tail,
+            metrics,
+            metrics_pipeline,
             // 0 means "innermost span" in the WIT interface; handles start at 1.
             next_handle: AtomicU64::new(1),
             guest_limits: GuestLimitCounters::default(),
         }))
     }
+}
+
+/// The trace pipeline's own counts as metrics: spans exported and dropped per exporter,
+/// and tail sampling's decisions.
+fn observe_pipeline(metrics: &Metrics, pipelines: &[Pipeline], tail: Option<Arc<TailCounters>>) {
+    use metrics::{AttrValue, Attributes, Observation};
+    let pipelines: Vec<(String, Arc<ExportCounters>)> = pipelines
+        .iter()
+        .map(|p| (p.description.clone(), p.counters.clone()))
+        .collect();
+    metrics.observe(Box::new(move |out: &mut Vec<Observation>| {
+        for (exporter, counters) in &pipelines {
+            let attributes = Attributes::new(vec![(
+                "ww.exporter".into(),
+                AttrValue::from(exporter.clone()),
+            )]);
+            for (name, description, counter) in [
+                (
+                    "ww.telemetry.spans.exported",
+                    "Spans the exporter accepted",
+                    &counters.exported,
+                ),
+                (
+                    "ww.telemetry.spans.dropped",
+                    "Spans lost: queue full, or their export failed",
+                    &counters.dropped,
+                ),
+            ] {
+                out.push(Observation {
+                    name,
+                    unit: "{span}",
+                    description,
+                    attributes: attributes.clone(),
+                    value: counter.load(Ordering::Relaxed),
+                });
+            }
+        }
+        if let Some(tail) = &tail {
+            for (decision, value) in tail::snapshot(tail) {
+                if decision.starts_with("kept")
+                    || decision == "dropped"
+                    || decision == "evicted_traces"
+                {
+                    out.push(Observation {
+                        name: "ww.telemetry.tail.traces",
+                        unit: "{trace}",
+                        description: "Traces tail sampling decided on, by decision",
+                        attributes: Attributes::new(vec![(
+                            "ww.tail.decision".into(),
+                            AttrValue::from(decision),
+                        )]),
+                        value,
+                    });
+                }
+            }
+        }
+    }));
 }
 
 impl Telemetry {
@@ -303,6 +401,11 @@ impl Telemetry {
     /// Whether any exporter is configured.
     pub fn is_recording(&self) -> bool {
         self.recording
+    }
+
+    /// The instruments, when metrics are exported.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The pipelines, one per exporter.
@@ -341,6 +444,13 @@ impl Telemetry {
                 ("refused_baggage", load(&g.refused_baggage)),
             ],
             tail: self.tail.as_deref().map(tail::snapshot),
+            metrics: self.metrics_pipeline.as_ref().map(|p| {
+                (
+                    p.description.clone(),
+                    p.counters.exports.load(Ordering::Relaxed),
+                    p.counters.failed_exports.load(Ordering::Relaxed),
+                )
+            }),
         }
     }
 
@@ -349,11 +459,17 @@ impl Telemetry {
         for pipeline in &self.pipelines {
             pipeline.flush().await;
         }
+        if let Some(pipeline) = &self.metrics_pipeline {
+            pipeline.flush().await;
+        }
     }
 
     /// Flush and stop every pipeline; logs what was dropped over the run.
     pub async fn shutdown(&self) {
         for pipeline in &self.pipelines {
+            pipeline.shutdown().await;
+        }
+        if let Some(pipeline) = &self.metrics_pipeline {
             pipeline.shutdown().await;
         }
         let stats = self.stats();

@@ -14,10 +14,10 @@
 //! sampler (the Collector's `tailsamplingprocessor` is a separate Go process), and one in
 //! the host sees every span without a network hop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -49,6 +49,36 @@ pub const DEFAULT_MAX_TRACES: usize = 4096;
 pub const DEFAULT_MAX_SPANS: usize = 65_536;
 /// Decisions remembered for spans that end after their root.
 const REMEMBERED_DECISIONS: usize = 4096;
+/// Kept traces remembered for exemplars (which must point at a trace that was exported).
+const REMEMBERED_KEPT: usize = 16_384;
+
+/// The most recently kept traces, for linking metric exemplars only to traces that left.
+#[derive(Debug, Clone, Default)]
+pub struct KeptTraces(Arc<Mutex<(HashSet<TraceId>, VecDeque<TraceId>)>>);
+
+impl KeptTraces {
+    /// Whether the trace was kept (recently enough to be remembered).
+    pub fn contains(&self, trace_id: TraceId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(&trace_id)
+    }
+
+    fn insert(&self, trace_id: TraceId) {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, order) = &mut *guard;
+        if set.insert(trace_id) {
+            order.push_back(trace_id);
+        }
+        while order.len() > REMEMBERED_KEPT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+}
 
 impl Default for TailConfig {
     fn default() -> Self {
@@ -140,7 +170,8 @@ pub struct TailSampler<P> {
     /// Trace ids at or below this (their low 64 bits) are in the ratio.
     ratio_bound: u64,
     state: Mutex<State>,
-    counters: std::sync::Arc<TailCounters>,
+    counters: Arc<TailCounters>,
+    kept: KeptTraces,
     next: Vec<P>,
 }
 
@@ -158,7 +189,12 @@ fn is_local_root(parent: SpanId, parent_is_remote: bool) -> bool {
 
 impl<P: SpanProcessor> TailSampler<P> {
     /// A sampler in front of `next`, counting into `counters`.
-    pub fn new(config: TailConfig, counters: std::sync::Arc<TailCounters>, next: Vec<P>) -> Self {
+    pub fn new(
+        config: TailConfig,
+        counters: Arc<TailCounters>,
+        kept: KeptTraces,
+        next: Vec<P>,
+    ) -> Self {
         // The same rule as the SDK's TraceIdRatioBased, so a ratio means the same trace
         // ids either way.
         let ratio_bound = if config.ratio >= 1.0 {
@@ -171,6 +207,7 @@ impl<P: SpanProcessor> TailSampler<P> {
             ratio_bound,
             state: Mutex::new(State::default()),
             counters,
+            kept,
             next,
         }
     }
@@ -338,6 +375,7 @@ impl<P: SpanProcessor> SpanProcessor for TailSampler<P> {
         self.publish(state);
         drop(guard);
         if kept {
+            self.kept.insert(trace_id);
             self.forward(trace.spans);
         }
     }

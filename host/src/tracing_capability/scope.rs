@@ -154,6 +154,14 @@ impl RequestScope {
         }
     }
 
+    /// The context of the open span `handle`.
+    pub fn span_context(&self, handle: u64) -> Option<&SpanContext> {
+        self.open
+            .iter()
+            .find(|s| s.handle == handle)
+            .map(|s| &s.context)
+    }
+
     /// The context of the innermost open span, else the remote parent.
     pub fn current(&self) -> Option<&SpanContext> {
         self.open

@@ -1,0 +1,256 @@
+//! Periodic OTLP export of [`Metrics`](super::metrics::Metrics), over gRPC or HTTP/protobuf
+//! like the traces, on the host's Tokio runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::INSTRUMENTATION_SCOPE;
+use super::config::{MetricsConfig, Protocol};
+use super::metrics::Metrics;
+
+/// Whether an exemplar's trace may be linked (tail sampling kept it).
+pub type ExemplarFilter = Arc<dyn Fn(&[u8; 16]) -> bool + Send + Sync>;
+
+/// What the metrics exporter has done so far.
+#[derive(Debug, Default)]
+pub struct MetricsCounters {
+    /// Export requests the backend accepted.
+    pub exports: AtomicU64,
+    /// Export requests that failed or timed out.
+    pub failed_exports: AtomicU64,
+}
+
+enum Control {
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The handle through which the host flushes and reads the metrics export.
+#[derive(Debug, Clone)]
+pub struct MetricsPipeline {
+    /// Where metrics go, every how often.
+    pub description: String,
+    /// Its counters.
+    pub counters: Arc<MetricsCounters>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl MetricsPipeline {
+    /// Export now; returns once the backend answered.
+    pub async fn flush(&self) {
+        self.request(Control::Flush).await;
+    }
+
+    /// Export a last time and stop.
+    pub async fn shutdown(&self) {
+        self.request(Control::Shutdown).await;
+    }
+
+    async fn request(&self, make: fn(oneshot::Sender<()>) -> Control) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(make(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+enum Transport {
+    Grpc {
+        client: Box<MetricsServiceClient<tonic::transport::Channel>>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl Transport {
+    async fn send(&mut self, request: ExportMetricsServiceRequest) -> Result<(), String> {
+        match self {
+            Transport::Grpc { client, metadata } => {
+                let mut request = tonic::Request::new(request);
+                *request.metadata_mut() = metadata.clone();
+                client
+                    .export(request)
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.to_string())
+            }
+            Transport::Http {
+                client,
+                url,
+                headers,
+            } => {
+                let mut builder = client
+                    .post(url.as_str())
+                    .header("content-type", "application/x-protobuf")
+                    .body(request.encode_to_vec());
+                for (key, value) in headers.iter() {
+                    builder = builder.header(key.as_str(), value.as_str());
+                }
+                let response = builder.send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", response.status()))
+                }
+            }
+        }
+    }
+}
+
+/// The OTLP resource of the metrics: the same service as the traces.
+pub fn resource(service_name: &str, attributes: &[(String, String)]) -> Resource {
+    let attribute = |key: &str, value: &str| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    };
+    let mut all = vec![attribute("service.name", service_name)];
+    all.extend(attributes.iter().map(|(k, v)| attribute(k, v)));
+    Resource {
+        attributes: all,
+        ..Default::default()
+    }
+}
+
+/// Start exporting `metrics` every `config.interval` on `runtime`.
+pub fn spawn(
+    metrics: Arc<Metrics>,
+    config: &MetricsConfig,
+    protocol: Protocol,
+    headers: &[(String, String)],
+    resource: Resource,
+    keep: ExemplarFilter,
+    runtime: &Handle,
+) -> Result<MetricsPipeline, String> {
+    let _entered = runtime.enter();
+    let transport = match protocol {
+        Protocol::Grpc => {
+            let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                .map_err(|e| e.to_string())?
+                .timeout(config.timeout)
+                .connect_lazy();
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (key, value) in headers {
+                let key =
+                    tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                        .map_err(|e| e.to_string())?;
+                let value = tonic::metadata::MetadataValue::try_from(value.as_str())
+                    .map_err(|e| e.to_string())?;
+                metadata.insert(key, value);
+            }
+            Transport::Grpc {
+                client: Box::new(MetricsServiceClient::new(channel)),
+                metadata,
+            }
+        }
+        Protocol::HttpProtobuf => Transport::Http {
+            client: reqwest::Client::builder()
+                .timeout(config.timeout)
+                .build()
+                .map_err(|e| e.to_string())?,
+            url: config.endpoint.clone(),
+            headers: headers.to_vec(),
+        },
+    };
+    let (control, requests) = mpsc::unbounded_channel();
+    let counters = Arc::new(MetricsCounters::default());
+    let pipeline = MetricsPipeline {
+        description: format!(
+            "OTLP {protocol} {} every {} ms",
+            config.endpoint,
+            config.interval.as_millis()
+        ),
+        counters: counters.clone(),
+        control,
+    };
+    let worker = Worker {
+        metrics,
+        transport,
+        resource,
+        keep,
+        counters,
+        interval: config.interval,
+        timeout: config.timeout,
+        description: pipeline.description.clone(),
+        warned: false,
+    };
+    runtime.spawn(worker.run(requests));
+    Ok(pipeline)
+}
+
+struct Worker {
+    metrics: Arc<Metrics>,
+    transport: Transport,
+    resource: Resource,
+    keep: ExemplarFilter,
+    counters: Arc<MetricsCounters>,
+    interval: Duration,
+    timeout: Duration,
+    description: String,
+    warned: bool,
+}
+
+impl Worker {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Control>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: nothing is recorded yet.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Control::Flush(ack)) => {
+                        self.export().await;
+                        let _ = ack.send(());
+                    }
+                    Some(Control::Shutdown(ack)) => {
+                        self.export().await;
+                        let _ = ack.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = ticker.tick() => self.export().await,
+            }
+        }
+    }
+
+    async fn export(&mut self) {
+        let request =
+            self.metrics
+                .collect(self.resource.clone(), INSTRUMENTATION_SCOPE, &*self.keep);
+        match tokio::time::timeout(self.timeout, self.transport.send(request)).await {
+            Ok(Ok(())) => {
+                self.counters.exports.fetch_add(1, Ordering::Relaxed);
+                self.warned = false;
+            }
+            outcome => {
+                self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                // Once per run of failures: the next export retries with every count.
+                if !self.warned {
+                    let reason = match outcome {
+                        Ok(Err(e)) => e,
+                        _ => format!("no answer within {:?}", self.timeout),
+                    };
+                    tracing::warn!("metrics export to {} failed: {reason}", self.description);
+                    self.warned = true;
+                }
+            }
+        }
+    }
+}

@@ -370,3 +370,87 @@ async fn metrics_can_be_turned_off_while_traces_flow() {
     assert!(receiver.metric_exports().is_empty());
     assert!(telemetry.stats().metrics.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_records_its_own_metrics_in_its_scope_with_exemplars() {
+    let receiver = OtlpReceiver::grpc().await;
+    let telemetry = metrics_telemetry(&receiver, "grpc", &[]);
+    let host = ww_tests::fixture_host(telemetry.clone()).await;
+    for (input, mode) in [("ab", "succeed"), ("abcd", "succeed"), ("abc", "fail")] {
+        let request = ww_host::plugins::Request::new("test.guest_metrics");
+        ww_tests::run(&host, request, input, mode)
+            .await
+            .expect("no trap")
+            .ok();
+    }
+    telemetry.flush().await;
+    let spans = receiver.wait_for(WAIT, |s| s.len() >= 10).await;
+    let by_id: HashMap<(String, String), &ReceivedSpan> = spans
+        .iter()
+        .map(|s| ((s.trace_id.clone(), s.span_id.clone()), s))
+        .collect();
+    let metrics = receiver.latest_metrics();
+    let of_worker: Vec<(String, ReceivedMetric)> = metrics
+        .iter()
+        .filter(|(scope, _)| scope == "fixture-worker")
+        .cloned()
+        .collect();
+    assert_eq!(
+        names(&of_worker),
+        ["fixture.work.calls", "fixture.input.length"]
+    );
+
+    let calls = metric(&of_worker, "fixture.work.calls");
+    assert_eq!(calls.unit, "{call}");
+    let Some(metric::Data::Sum(sum)) = &calls.data else {
+        panic!("a counter is a sum: {calls:?}")
+    };
+    assert!(sum.is_monotonic);
+    let count = |mode: &str| {
+        sum.data_points
+            .iter()
+            .find(|p| attr_str(&p.attributes, "fixture.mode") == Some(mode))
+            .map(|p| p.value)
+    };
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
+    assert_eq!(count("succeed"), Some(Some(Number::AsDouble(2.0))));
+    assert_eq!(count("fail"), Some(Some(Number::AsDouble(1.0))));
+    for point in &sum.data_points {
+        for exemplar in &point.exemplars {
+            let span = by_id[&(hex(&exemplar.trace_id), hex(&exemplar.span_id))];
+            assert_eq!(
+                span.name, "worker.process",
+                "the span open when it was recorded"
+            );
+        }
+    }
+
+    let lengths = metric(&of_worker, "fixture.input.length");
+    assert_eq!(lengths.unit, "By");
+    let points = histogram(lengths);
+    assert_eq!(points.len(), 1);
+    assert_eq!((points[0].count, points[0].sum), (3, Some(9.0)));
+    assert_eq!((points[0].min, points[0].max), (Some(2.0), Some(4.0)));
+    // Buckets (1, 2] and (2, 5]: one exemplar each, the last measurement in it.
+    assert_eq!(&points[0].bucket_counts[..5], &[0, 0, 1, 2, 0]);
+    assert_eq!(check_exemplars_named(&points[0], &by_id), 2);
+    // The host's own instruments are not in the component's scope.
+    assert!(
+        metrics
+            .iter()
+            .any(|(scope, m)| scope == "ww-memory" && m.name == "ww.component.call.duration")
+    );
+}
+
+/// Exemplars naming `worker.process` spans that arrived.
+fn check_exemplars_named(
+    point: &HistogramDataPoint,
+    spans: &HashMap<(String, String), &ReceivedSpan>,
+) -> usize {
+    for exemplar in &point.exemplars {
+        let span = spans[&(hex(&exemplar.trace_id), hex(&exemplar.span_id))];
+        assert_eq!(span.name, "worker.process");
+        assert!(exemplar_value(exemplar) >= 2.0);
+    }
+    point.exemplars.len()
+}

@@ -135,3 +135,105 @@ async fn an_endpoint_that_does_not_answer_is_a_start_up_error() {
     assert!(message.contains("cannot reach its endpoint"), "{message}");
     assert!(message.contains(&closed), "{message}");
 }
+
+/// A loopback HTTP server answering 204, keeping each request's head.
+async fn recording_listener() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 8192];
+                if let Ok(n) = stream.read(&mut buffer).await
+                    && n > 0
+                {
+                    let head = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    kept.lock().unwrap().push(head);
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (address, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component_and_the_wire() {
+    let (address, heads) = recording_listener().await;
+    let config = HostConfig {
+        components: vec![
+            component("fixture_caller.wasm"),
+            ComponentSpec {
+                endpoint: Some(format!("http://{address}")),
+                ..component("fixture_worker.wasm")
+            },
+        ],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    let host = ComponentHost::load(config, telemetry(&[]))
+        .await
+        .expect("load");
+    // As the gateway passes on `params._meta.baggage`.
+    let request = Request::new("test.baggage").with_baggage("tenant=acme,user.id=u%2042");
+    let out = host
+        .invoke(
+            request,
+            ww_tests::DRIVER,
+            "relay-baggage",
+            &[
+                Val::String("caller.step".to_owned()),
+                Val::String("relay 1".to_owned()),
+                Val::String(format!("http://{address}/probe")),
+            ],
+        )
+        .await
+        .expect("call");
+    let Some(Val::Result(Ok(Some(seen)))) = out.into_iter().next() else {
+        panic!("the relay failed")
+    };
+    let Val::List(entries) = *seen else {
+        panic!("{seen:?}")
+    };
+    let entries: Vec<(String, String)> = entries
+        .into_iter()
+        .map(|entry| match entry {
+            Val::Tuple(pair) => match pair.as_slice() {
+                [Val::String(k), Val::String(v)] => (k.clone(), v.clone()),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // The deepest component sees the caller's entries and the one a component added.
+    assert_eq!(
+        entries,
+        [
+            ("tenant".to_owned(), "acme".to_owned()),
+            ("user.id".to_owned(), "u 42".to_owned()),
+            ("caller.step".to_owned(), "relay 1".to_owned()),
+        ]
+    );
+    // And the request it sent carries them all, W3C-encoded.
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let baggage = heads[0]
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("baggage")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a baggage header");
+    let mut members: Vec<&str> = baggage.split(',').collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        ["caller.step=relay%201", "tenant=acme", "user.id=u%2042"]
+    );
+}

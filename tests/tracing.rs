@@ -367,7 +367,7 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
     };
     // (case, its return value, counter, expected increase)
     let open_budget = (MAX_OPEN_SPANS_PER_REQUEST - 1) as u64; // the root is open too
-    let cases: [(&str, u32, &str, u64); 11] = [
+    let cases: [(&str, u32, &str, u64); 12] = [
         ("giant-name", 1, "truncated", 1),
         ("giant-value", 1, "truncated", 1),
         // 5000 at start, 5000 more later, the span keeps 128.
@@ -390,6 +390,9 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
         ),
         ("bad-remote-parent", 1, "invalid_parents", 1),
         ("bad-baggage", 3, "refused_baggage", 3),
+        // Bad name twice, negative step, NaN, kind changed, unit too long; then 70 new
+        // counters where 63 fit beside `hostile.kind` under the limit of 64.
+        ("bad-metrics", 77, "refused_measurements", 6 + 7),
     ];
     for (case, returns, counter, increase) in cases {
         let before = limit(&telemetry, counter);

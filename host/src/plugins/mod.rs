@@ -23,9 +23,14 @@ pub use component::{CallError, CallLimits, ComponentState, PluginComponent, Trap
 
 /// Interfaces the host itself implements; every other import must be routed to a
 /// component that exports it.
-const HOST_PROVIDED: [&str; 3] = ["wasi:", "ww:memory/tracing@", "ww:memory/progress@"];
+const HOST_PROVIDED: [&str; 4] = [
+    "wasi:",
+    "ww:memory/tracing@",
+    "ww:memory/metrics@",
+    "ww:memory/progress@",
+];
 
-/// Whether the host itself implements `interface` (WASI, tracing).
+/// Whether the host itself implements `interface` (WASI, tracing, metrics, progress).
 pub fn host_provided(interface: &str) -> bool {
     HOST_PROVIDED.iter().any(|p| interface.starts_with(p))
 }

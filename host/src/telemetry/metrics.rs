@@ -15,9 +15,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use opentelemetry::trace::{SpanContext, TraceId};
+use opentelemetry::trace::SpanContext;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue as ProtoKeyValue, any_value,
@@ -35,7 +35,13 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Bucket bounds for guest histograms (unitless: the guest says what it measures).
+/// [`DURATION_BUCKETS`] for a guest measuring in milliseconds.
+pub const MILLISECOND_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
+    1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Bucket bounds for other guest histograms (the guest says what it measures).
 pub const GUEST_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
@@ -638,14 +644,4 @@ impl Metrics {
             }],
         }
     }
-}
-
-/// A trace id as the exemplar filter sees it.
-pub fn trace_bytes(trace_id: TraceId) -> [u8; 16] {
-    trace_id.to_bytes()
-}
-
-/// How long a component call took, in the seconds the duration instruments use.
-pub fn seconds(elapsed: Duration) -> f64 {
-    elapsed.as_secs_f64()
 }

@@ -70,6 +70,8 @@ pub struct GuestLimitCounters {
     pub unclosed_spans: AtomicU64,
     /// Baggage entries refused.
     pub refused_baggage: AtomicU64,
+    /// Metric measurements refused (bad name, unit, kind or value; too many instruments).
+    pub refused_measurements: AtomicU64,
 }
 
 /// A snapshot for `memory_stats` and logs.
@@ -442,6 +444,7 @@ impl Telemetry {
                 ("invalid_parents", load(&g.invalid_parents)),
                 ("unclosed_spans", load(&g.unclosed_spans)),
                 ("refused_baggage", load(&g.refused_baggage)),
+                ("refused_measurements", load(&g.refused_measurements)),
             ],
             tail: self.tail.as_deref().map(tail::snapshot),
             metrics: self.metrics_pipeline.as_ref().map(|p| {

@@ -28,6 +28,11 @@ pub const MAX_BAGGAGE_ENTRIES: usize = 64;
 /// Baggage size per request, in bytes (W3C limit).
 pub const MAX_BAGGAGE_BYTES: usize = 8192;
 
+/// Attributes per metric measurement (each distinct set is a series to keep).
+pub const MAX_ATTRIBUTES_PER_MEASUREMENT: usize = 16;
+/// A metric attribute's string value, in bytes.
+pub const MAX_METRIC_STRING_BYTES: usize = 256;
+
 /// Cut `s` to at most `max` bytes on a character boundary. Returns whether it was cut.
 pub fn truncate(s: &mut String, max: usize) -> bool {
     if s.len() <= max {

@@ -2,6 +2,7 @@
 //! OpenTelemetry SDK spans in the current request's [`RequestScope`].
 
 pub mod limits;
+mod metrics;
 pub mod scope;
 pub mod w3c;
 
@@ -261,12 +262,13 @@ impl crate::bindings::ww::memory::progress::Host for TracingCtx {
     }
 }
 
-/// Link the tracing and progress interfaces for stores whose data exposes a
+/// Link the tracing, metrics and progress interfaces for stores whose data exposes a
 /// [`TracingCtx`].
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut TracingCtx,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)?;
+    crate::bindings::ww::memory::metrics::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)?;
     crate::bindings::ww::memory::progress::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
 }

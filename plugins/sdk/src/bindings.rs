@@ -14,7 +14,10 @@ pub mod fixture_worker {
     wit_bindgen::generate!({
         world: "fixture-worker-component",
         path: "../../wit",
-        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+        },
         pub_export_macro: true,
         export_macro_name: "export_fixture_worker",
         default_bindings_module: "ww_guest::bindings::fixture_worker",
@@ -26,7 +29,10 @@ pub mod fixture_caller {
     wit_bindgen::generate!({
         world: "fixture-caller-component",
         path: "../../wit",
-        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+        },
         pub_export_macro: true,
         export_macro_name: "export_fixture_caller",
         default_bindings_module: "ww_guest::bindings::fixture_caller",
@@ -38,7 +44,10 @@ pub mod embedder_provider {
     wit_bindgen::generate!({
         world: "embedder-provider",
         path: "../../wit",
-        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+        },
         pub_export_macro: true,
         export_macro_name: "export_embedder",
         default_bindings_module: "ww_guest::bindings::embedder_provider",
@@ -51,7 +60,10 @@ pub mod combined_store {
     wit_bindgen::generate!({
         world: "combined-store",
         path: "../../wit",
-        with: { "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing },
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+        },
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         pub_export_macro: true,
         export_macro_name: "export_combined_store",
@@ -67,6 +79,7 @@ pub mod episodic_service {
         path: "../../wit",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
             "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
         },
         pub_export_macro: true,
@@ -83,6 +96,7 @@ pub mod semantic_service {
         path: "../../wit",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
             "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
             "ww:memory/types@0.1.0": crate::bindings::episodic_service::ww::memory::types,
             "ww:memory/vector-store@0.1.0": crate::bindings::episodic_service::ww::memory::vector_store,
@@ -102,6 +116,7 @@ pub mod procedural_service {
         path: "../../wit",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
             "ww:memory/progress@0.1.0": crate::bindings::ww::memory::progress,
             "ww:memory/types@0.1.0": crate::bindings::episodic_service::ww::memory::types,
             "ww:memory/vector-store@0.1.0": crate::bindings::episodic_service::ww::memory::vector_store,

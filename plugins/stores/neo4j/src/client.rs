@@ -149,7 +149,20 @@ impl Client {
             }
             let mut last = None;
             for _ in 0..CONNECT_ATTEMPTS {
-                match Connection::open(&self.options) {
+                let opened = Connection::open(&self.options);
+                // Connections opened, by outcome: churn here is a server restarting or a
+                // network dropping idle connections.
+                let outcome = if opened.is_ok() { "opened" } else { "failed" };
+                ww_guest::metrics::counter_add(
+                    "ww.neo4j.connections",
+                    "{connection}",
+                    1.0,
+                    &[
+                        ww_guest::kv("ww.outcome", outcome),
+                        ww_guest::kv("server.address", self.options.host.clone()),
+                    ],
+                );
+                match opened {
                     Ok(connection) => {
                         self.connection = Some(connection);
                         break;

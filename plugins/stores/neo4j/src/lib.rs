@@ -27,7 +27,10 @@ mod bindings {
     wit_bindgen::generate!({
         world: "graph-store-adapter",
         path: "../../../wit",
-        with: { "ww:memory/tracing@0.1.0": ww_guest::bindings::ww::memory::tracing },
+        with: {
+            "ww:memory/tracing@0.1.0": ww_guest::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": ww_guest::bindings::ww::memory::metrics,
+        },
         generate_all,
     });
 }

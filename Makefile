@@ -92,6 +92,7 @@ bench: build py-venv
 	$(CARGO) bench -p ww-tests --bench memory
 	$(CARGO) bench -p ww-tests --bench gateway
 	$(CARGO) bench -p ww-tests --bench stores
+	$(CARGO) bench -p ww-tests --bench telemetry
 
 clean:
 	$(CARGO) clean

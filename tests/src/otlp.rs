@@ -247,6 +247,9 @@ struct Received {
     requests: Mutex<Vec<ExportRequest>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     arrived: Notify,
+    /// Only count spans, keep nothing (benchmarks: the receiver shares the machine).
+    count_only: bool,
+    counted: std::sync::atomic::AtomicU64,
 }
 
 /// One metric as received (cumulative: the latest export holds everything).
@@ -312,6 +315,19 @@ impl TraceService for GrpcTraces {
                 tonic::metadata::KeyAndValueRef::Binary(..) => None,
             })
             .collect();
+        if self.0.count_only {
+            let spans: usize = request
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            self.0
+                .counted
+                .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
+        }
         self.0
             .push(convert_request(request.into_inner()), "grpc", headers);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
@@ -321,12 +337,34 @@ impl TraceService for GrpcTraces {
 impl OtlpReceiver {
     /// An OTLP/gRPC receiver.
     pub async fn grpc() -> Self {
+        Self::grpc_with(Received::default()).await
+    }
+
+    /// An OTLP/gRPC receiver that only counts the spans it accepts ([`Self::counted`]).
+    pub async fn grpc_counting() -> Self {
+        Self::grpc_with(Received {
+            count_only: true,
+            ..Received::default()
+        })
+        .await
+    }
+
+    /// Spans accepted by a counting receiver.
+    pub fn counted(&self) -> u64 {
+        self.received
+            .counted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn grpc_with(received: Received) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Received::default());
+        let received = Arc::new(received);
         let service = TraceServiceServer::new(GrpcTraces(received.clone()));
         let metrics = MetricsServiceServer::new(GrpcMetrics(received.clone()));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        // As collectors do: without TCP_NODELAY every answer waits ~40 ms for a delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
@@ -353,6 +391,7 @@ impl OtlpReceiver {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                let _ = stream.set_nodelay(true);
                 let received = shared.clone();
                 tokio::spawn(async move {
                     let service =

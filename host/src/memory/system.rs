@@ -168,6 +168,20 @@ pub struct TracingStatus {
     /// evicted, spans buffered now and at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail_sampling: Option<std::collections::BTreeMap<String, u64>>,
+    /// Metrics export, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsStatus>,
+}
+
+/// Where metrics go and how their exports went.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct MetricsStatus {
+    /// Where, every how often.
+    pub exporter: String,
+    /// Exports the backend accepted.
+    pub exports: u64,
+    /// Exports that failed or timed out (the next one carries the same counts: cumulative).
+    pub failed_exports: u64,
 }
 
 /// One component's counters (detailed only).
@@ -394,6 +408,13 @@ impl Memory {
             sampler: stats.sampler,
             spans_exported: stats.spans_exported,
             spans_dropped: stats.spans_dropped,
+            metrics: stats
+                .metrics
+                .map(|(exporter, exports, failed_exports)| MetricsStatus {
+                    exporter,
+                    exports,
+                    failed_exports,
+                }),
             tail_sampling: stats
                 .tail
                 .map(|counts| counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),

@@ -485,6 +485,25 @@ impl Metrics {
         }
     }
 
+    /// Whether nothing was measured yet (no export is worth sending).
+    pub fn is_empty(&self) -> bool {
+        let empty = |i: &Instrument| {
+            i.points
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        };
+        empty(&self.host.tool_duration)
+            && empty(&self.host.store_duration)
+            && empty(&self.host.component_duration)
+            && self
+                .guests
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .all(|(_, instruments)| instruments.iter().all(|i| empty(i)))
+    }
+
     /// Report counts kept elsewhere at each collection.
     pub fn observe(&self, observer: Observer) {
         self.observers

@@ -231,6 +231,11 @@ impl Worker {
     }
 
     async fn export(&mut self) {
+        // Until something is measured (a command that serves no call) there is nothing
+        // to say, and a backend that is down need not be warned about.
+        if self.metrics.is_empty() {
+            return;
+        }
         let request =
             self.metrics
                 .collect(self.resource.clone(), INSTRUMENTATION_SCOPE, &*self.keep);

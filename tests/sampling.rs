@@ -89,6 +89,49 @@ fn parent_of(index: usize) -> (String, String) {
     (trace, parent)
 }
 
+/// Calls `0..n`, eight at a time, each under the remote parent of [`parent_of`] and in
+/// the work mode `mode_of` gives; a failure is exactly a call in mode `fail`.
+async fn calls(
+    host: &Arc<ComponentHost>,
+    n: usize,
+    name: &'static str,
+    mode_of: impl Fn(usize) -> &'static str + Copy + Send + 'static,
+) {
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..n).step_by(8) {
+                let (trace, parent) = parent_of(i);
+                let request = Request::new(name).with_parent(IncomingContext::traceparent(
+                    format!("00-{trace}-{parent}-01"),
+                ));
+                let outcome = run(&host, request, "load", mode_of(i))
+                    .await
+                    .expect("no trap");
+                assert_eq!(outcome.is_err(), mode_of(i) == "fail", "call {i}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("calls");
+    }
+}
+
+/// Wait until spans of `traces` distinct traces have arrived.
+async fn arrived(receiver: &OtlpReceiver, traces: u64) -> Vec<ReceivedSpan> {
+    receiver
+        .wait_for(WAIT, |spans| {
+            spans
+                .iter()
+                .map(|s| &s.trace_id)
+                .collect::<HashSet<_>>()
+                .len() as u64
+                >= traces
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_ratio_of_the_rest() {
     let receiver = OtlpReceiver::grpc().await;
@@ -101,41 +144,14 @@ async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_ratio_of_the
         i if i % 25 == 3 => "slow",
         _ => "succeed",
     };
-    let mut tasks = Vec::new();
-    for worker in 0..8 {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (worker..1000).step_by(8) {
-                let (trace, parent) = parent_of(i);
-                let request = Request::new("test.mixed").with_parent(IncomingContext::traceparent(
-                    format!("00-{trace}-{parent}-01"),
-                ));
-                let outcome = run(&host, request, "load", mode_of(i))
-                    .await
-                    .expect("no trap");
-                assert_eq!(outcome.is_err(), mode_of(i) == "fail");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("calls");
-    }
+    calls(&host, 1000, "test.mixed", move |i| mode_of(i)).await;
     telemetry.flush().await;
 
     let counts = tail_counts(&telemetry);
     let failed: Vec<usize> = (0..1000).filter(|&i| mode_of(i) == "fail").collect();
     let slow: Vec<usize> = (0..1000).filter(|&i| mode_of(i) == "slow").collect();
     let expected_traces = counts["kept_error"] + counts["kept_slow"] + counts["kept_ratio"];
-    let spans = receiver
-        .wait_for(WAIT, |spans| {
-            spans
-                .iter()
-                .map(|s| &s.trace_id)
-                .collect::<HashSet<_>>()
-                .len() as u64
-                >= expected_traces
-        })
-        .await;
+    let spans = arrived(&receiver, expected_traces).await;
     let parents: HashSet<String> = (0..1000).map(|i| parent_of(i).1).collect();
     let traces = whole_traces(&spans, &parents);
 
@@ -202,25 +218,7 @@ async fn a_full_tail_buffer_evicts_whole_traces_and_stays_under_its_cap() {
         &[("WW_OTEL_TAIL_MAX_SPANS", "8"), ("WW_OTEL_TAIL_RATIO", "1")],
     );
     let host: Arc<ComponentHost> = Arc::new(fixture_host(telemetry.clone()).await);
-    let mut tasks = Vec::new();
-    for worker in 0..8 {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (worker..200).step_by(8) {
-                let (trace, parent) = parent_of(i);
-                let request = Request::new("test.crowded").with_parent(
-                    IncomingContext::traceparent(format!("00-{trace}-{parent}-01")),
-                );
-                run(&host, request, "x", "succeed")
-                    .await
-                    .expect("no trap")
-                    .expect("ok");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("calls");
-    }
+    calls(&host, 200, "test.crowded", |_| "succeed").await;
     telemetry.flush().await;
     let counts = tail_counts(&telemetry);
     assert!(counts["evicted_traces"] > 0, "{counts:?}");
@@ -230,16 +228,7 @@ async fn a_full_tail_buffer_evicts_whole_traces_and_stays_under_its_cap() {
         200,
         "{counts:?}"
     );
-    let spans = receiver
-        .wait_for(WAIT, |spans| {
-            spans
-                .iter()
-                .map(|s| &s.trace_id)
-                .collect::<HashSet<_>>()
-                .len() as u64
-                >= counts["kept_ratio"]
-        })
-        .await;
+    let spans = arrived(&receiver, counts["kept_ratio"]).await;
     let parents: HashSet<String> = (0..200).map(|i| parent_of(i).1).collect();
     let traces = whole_traces(&spans, &parents);
     assert_eq!(traces.len() as u64, counts["kept_ratio"]);

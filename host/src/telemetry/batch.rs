@@ -63,10 +63,19 @@ impl Pipeline {
     }
 
     async fn request(&self, make: fn(oneshot::Sender<()>) -> Control) {
-        let (tx, rx) = oneshot::channel();
-        if self.control.send(make(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        request(&self.control, make).await;
+    }
+}
+
+/// Send a worker task a request carrying an acknowledgement, and wait for it (not at all
+/// if the task is gone).
+pub(super) async fn request<C>(
+    control: &mpsc::UnboundedSender<C>,
+    make: fn(oneshot::Sender<()>) -> C,
+) {
+    let (tx, rx) = oneshot::channel();
+    if control.send(make(tx)).is_ok() {
+        let _ = rx.await;
     }
 }
 

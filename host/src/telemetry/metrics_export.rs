@@ -47,19 +47,12 @@ pub struct MetricsPipeline {
 impl MetricsPipeline {
     /// Export now; returns once the backend answered.
     pub async fn flush(&self) {
-        self.request(Control::Flush).await;
+        super::batch::request(&self.control, Control::Flush).await;
     }
 
     /// Export a last time and stop.
     pub async fn shutdown(&self) {
-        self.request(Control::Shutdown).await;
-    }
-
-    async fn request(&self, make: fn(oneshot::Sender<()>) -> Control) {
-        let (tx, rx) = oneshot::channel();
-        if self.control.send(make(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        super::batch::request(&self.control, Control::Shutdown).await;
     }
 }
 

@@ -685,7 +685,11 @@ impl PluginComponent {
             Ok(func) => func,
             Err(e) => return (scope, Err(e), false),
         };
-        let context = scope.current().cloned();
+        // The span the call runs under, for the duration's exemplar (when measured).
+        let context = self
+            .telemetry
+            .metrics()
+            .and_then(|_| scope.current().cloned());
         let started = std::time::Instant::now();
         let detached = live.store.data_mut().tracing.enter(scope);
         live.store.set_epoch_deadline(self.ticks(deadline));

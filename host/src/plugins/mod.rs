@@ -687,10 +687,15 @@ impl Drop for RequestCall<'_> {
         let Some(scope) = self.scope.take() else {
             return;
         };
-        let root = scope.span_context(self.root).cloned();
+        let metrics = self
+            .host
+            .telemetry
+            .metrics()
+            .filter(|_| self.tool.is_some());
+        let root = metrics.and_then(|_| scope.span_context(self.root).cloned());
         scope.finish();
         // Recorded once the root has ended, so tail sampling has decided its trace.
-        if let (Some(tool), Some(metrics)) = (self.tool.take(), self.host.telemetry.metrics()) {
+        if let (Some(tool), Some(metrics)) = (self.tool.take(), metrics) {
             let mut pairs = vec![
                 ("mcp.method.name".into(), "tools/call".into()),
                 ("gen_ai.tool.name".into(), tool.into()),

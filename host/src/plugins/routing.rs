@@ -85,7 +85,10 @@ pub fn route_interface(
                     attributes,
                     None,
                 );
-                let context = scope.current().cloned();
+                let context = route
+                    .store_metric
+                    .as_ref()
+                    .and_then(|_| scope.current().cloned());
                 let placeholder = RequestScope::new(scope.telemetry().clone(), None, None);
                 let scope = tracing.leave(placeholder);
                 let (mut scope, outcome) = route

@@ -417,9 +417,6 @@ pub enum GuestMetricError {
     /// The component has as many instruments as it may.
     #[error("a component may have at most {0} instruments")]
     TooMany(usize),
-    /// A counter was given a negative or non-finite value, or a histogram a non-finite one.
-    #[error("{0} is not a value this instrument accepts")]
-    Value(f64),
 }
 
 /// Instruments one component may create.

@@ -285,6 +285,9 @@ impl<P: SpanProcessor> TailSampler<P> {
 impl<P: SpanProcessor> SpanProcessor for TailSampler<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         use opentelemetry::trace::Span as _;
+        for processor in &self.next {
+            processor.on_start(span, cx);
+        }
         let context = span.span_context();
         if !context.is_sampled() {
             return;
@@ -303,9 +306,6 @@ impl<P: SpanProcessor> SpanProcessor for TailSampler<P> {
             state.age.push_back(trace_id);
             state.buffered_traces += 1;
             self.enforce_caps(state);
-        }
-        for processor in &self.next {
-            processor.on_start(span, cx);
         }
     }
 

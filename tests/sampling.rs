@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, Request};
 use ww_host::telemetry::Telemetry;
 use ww_host::tracing_capability::IncomingContext;
@@ -212,22 +213,49 @@ async fn tail_sampling_keeps_every_error_and_slow_trace_whole_and_a_ratio_of_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tail_buffer_evicts_whole_traces_and_stays_under_its_cap() {
     let receiver = OtlpReceiver::grpc().await;
-    // Room for about one request's spans: concurrent requests push each other out.
+    // Room for about one request's spans.
     let telemetry = tail_telemetry(
         &receiver,
         &[("WW_OTEL_TAIL_MAX_SPANS", "8"), ("WW_OTEL_TAIL_RATIO", "1")],
     );
     let host: Arc<ComponentHost> = Arc::new(fixture_host(telemetry.clone()).await);
-    calls(&host, 200, "test.crowded", |_| "succeed").await;
+    // Requests four at a time, each root held open until the group's last call is done:
+    // the spans the earlier ones finished wait in the buffer and are pushed out by the
+    // later ones, however the calls happen to be scheduled.
+    const GROUP: usize = 4;
+    for group in (0..200).step_by(GROUP) {
+        let mut open = Vec::new();
+        for i in group..group + GROUP {
+            let (trace, parent) = parent_of(i);
+            let mut call = host.begin(Request::new("test.crowded").with_parent(
+                IncomingContext::traceparent(format!("00-{trace}-{parent}-01")),
+            ));
+            let outcome = call
+                .invoke(
+                    DRIVER,
+                    "run",
+                    &[Val::String("load".into()), mode("succeed")],
+                )
+                .await
+                .map(string_result)
+                .expect("no trap");
+            assert!(outcome.is_ok(), "call {i}: {outcome:?}");
+            open.push(call);
+        }
+        drop(open);
+    }
     telemetry.flush().await;
     let counts = tail_counts(&telemetry);
-    assert!(counts["evicted_traces"] > 0, "{counts:?}");
+    // At least all but the last of every group pushed out; the last one kept.
+    assert!(counts["evicted_traces"] >= 150, "{counts:?}");
+    assert!(counts["kept_ratio"] >= 50, "{counts:?}");
     assert!(counts["peak_buffered_spans"] <= 8, "{counts:?}");
     assert_eq!(
         counts["kept_ratio"] + counts["evicted_traces"],
         200,
         "{counts:?}"
     );
+    assert_eq!(counts["buffered_spans"], 0, "{counts:?}");
     let spans = arrived(&receiver, counts["kept_ratio"]).await;
     let parents: HashSet<String> = (0..200).map(|i| parent_of(i).1).collect();
     let traces = whole_traces(&spans, &parents);

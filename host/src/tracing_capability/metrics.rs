@@ -71,14 +71,7 @@ impl TracingCtx {
             self.truncated(&mut key, MAX_KEY_BYTES);
             pairs.push((Cow::Owned(key), value));
         }
-        let dropped = (total - pairs.len()) as u64;
-        if dropped > 0 {
-            self.scope
-                .telemetry()
-                .guest_limits
-                .dropped_attributes
-                .fetch_add(dropped, Ordering::Relaxed);
-        }
+        self.count_dropped_attributes(total - pairs.len());
         Attributes::new(pairs)
     }
 }

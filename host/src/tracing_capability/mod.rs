@@ -61,6 +61,18 @@ impl TracingCtx {
         }
     }
 
+    /// Count attributes a guest sent that were not kept (over the limit, empty key, or a
+    /// type the place does not take).
+    fn count_dropped_attributes(&self, dropped: usize) {
+        if dropped > 0 {
+            self.scope
+                .telemetry()
+                .guest_limits
+                .dropped_attributes
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
     fn value(&self, value: wit::Value) -> Value {
         let list = |n: usize| {
             if n > MAX_LIST_LEN {
@@ -122,14 +134,7 @@ impl TracingCtx {
                 KeyValue::new(key, self.value(kv.value))
             })
             .collect();
-        let dropped = (total - converted.len()) as u64;
-        if dropped > 0 {
-            self.scope
-                .telemetry()
-                .guest_limits
-                .dropped_attributes
-                .fetch_add(dropped, Ordering::Relaxed);
-        }
+        self.count_dropped_attributes(total - converted.len());
         converted
     }
 

@@ -5,35 +5,16 @@
 use std::time::Duration;
 
 use rmcp::ServiceExt as _;
-use rmcp::model::{CallToolRequestParams, CallToolResult, RequestMetaObject};
+use rmcp::model::{CallToolRequestParams, RequestMetaObject};
 use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use ww_host::gateway::Gateway;
+use ww_tests::mcp::{arguments, call, connect_with};
 use ww_tests::otlp::{OtlpReceiver, kind};
 use ww_tests::{data_dir, memory, otlp_telemetry, telemetry};
 
 async fn connect(memory: ww_host::memory::Memory) -> RunningService<RoleClient, ()> {
-    let (server_end, client_end) = tokio::io::duplex(1 << 20);
-    let gateway = Gateway::new(memory, "mcp-session", "pipe");
-    tokio::spawn(async move {
-        let server = gateway.serve(server_end).await.expect("server handshake");
-        let _ = server.waiting().await;
-    });
-    ().serve(client_end).await.expect("client handshake")
-}
-
-fn arguments(value: Value) -> serde_json::Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => panic!("arguments must be an object"),
-    }
-}
-
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments(args)))
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    ww_tests::mcp::connect(memory, "mcp-session").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,18 +218,8 @@ impl rmcp::ClientHandler for ProgressCollector {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consolidation_sends_progress_when_the_client_asks() {
     let memory = memory(&data_dir("mcp-progress"), telemetry(&[])).await;
-    let (server_end, client_end) = tokio::io::duplex(1 << 20);
-    let gateway = Gateway::new(memory, "mcp-session", "pipe");
-    tokio::spawn(async move {
-        let server = gateway.serve(server_end).await.expect("server handshake");
-        let _ = server.waiting().await;
-    });
     let collector = ProgressCollector::default();
-    let client = collector
-        .clone()
-        .serve(client_end)
-        .await
-        .expect("client handshake");
+    let client = connect_with(memory, "mcp-session", collector.clone()).await;
     for i in 0..4 {
         let args = json!({"content": format!("the release pipeline stalled at stage {i}")});
         client

@@ -8,35 +8,17 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Exemplar, HistogramDataPoint, metric};
-use rmcp::ServiceExt as _;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
-use serde_json::{Value, json};
-use ww_host::gateway::Gateway;
+use serde_json::json;
 use ww_host::telemetry::Telemetry;
+use ww_tests::mcp::call;
 use ww_tests::otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 use ww_tests::{data_dir, memory, telemetry};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn connect(memory: ww_host::memory::Memory) -> RunningService<RoleClient, ()> {
-    let (server_end, client_end) = tokio::io::duplex(1 << 20);
-    let gateway = Gateway::new(memory, "metrics-session", "pipe");
-    tokio::spawn(async move {
-        let server = gateway.serve(server_end).await.expect("server handshake");
-        let _ = server.waiting().await;
-    });
-    ().serve(client_end).await.expect("client handshake")
-}
-
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
-    let Value::Object(args) = args else {
-        panic!("arguments must be an object")
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    ww_tests::mcp::connect(memory, "metrics-session").await
 }
 
 fn metrics_telemetry(

@@ -2,6 +2,7 @@
 //! receivers.
 
 pub mod bench;
+pub mod mcp;
 pub mod otlp;
 
 use std::path::PathBuf;

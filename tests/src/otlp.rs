@@ -255,15 +255,6 @@ struct Received {
 /// One metric as received (cumulative: the latest export holds everything).
 pub type ReceivedMetric = opentelemetry_proto::tonic::metrics::v1::Metric;
 
-impl Received {
-    fn push_metrics(&self, request: ExportMetricsServiceRequest) {
-        if let Ok(mut all) = self.metrics.lock() {
-            all.push(request);
-        }
-        self.arrived.notify_waiters();
-    }
-}
-
 struct GrpcMetrics(Arc<Received>);
 
 #[tonic::async_trait]
@@ -284,6 +275,13 @@ impl Received {
         }
         if let Ok(mut requests) = self.requests.lock() {
             requests.push((path.to_owned(), headers));
+        }
+        self.arrived.notify_waiters();
+    }
+
+    fn push_metrics(&self, request: ExportMetricsServiceRequest) {
+        if let Ok(mut all) = self.metrics.lock() {
+            all.push(request);
         }
         self.arrived.notify_waiters();
     }

@@ -257,6 +257,11 @@ async fn metrics_arrive_with_names_units_attributes_and_exemplars_of_exported_tr
         attr_str(&resource.attributes, "service.name"),
         Some("ww-metrics-test")
     );
+    // The traces' resource itself, SDK attributes included.
+    assert_eq!(
+        attr_str(&resource.attributes, "telemetry.sdk.language"),
+        Some("rust")
+    );
     assert!(telemetry.stats().metrics.expect("metrics on").1 >= 1);
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use prost::Message as _;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -103,19 +103,12 @@ impl Transport {
     }
 }
 
-/// The OTLP resource of the metrics: the same service as the traces.
-pub fn resource(service_name: &str, attributes: &[(String, String)]) -> Resource {
-    let attribute = |key: &str, value: &str| KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    };
-    let mut all = vec![attribute("service.name", service_name)];
-    all.extend(attributes.iter().map(|(k, v)| attribute(k, v)));
+/// The traces' resource (service name, resource attributes, SDK attributes) in OTLP form,
+/// so metrics and traces name the same service.
+pub fn resource(resource: &opentelemetry_sdk::Resource) -> Resource {
+    let converted = ResourceAttributesWithSchema::from(resource);
     Resource {
-        attributes: all,
+        attributes: converted.attributes.0,
         ..Default::default()
     }
 }

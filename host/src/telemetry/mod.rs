@@ -250,9 +250,10 @@ impl TelemetryBuilder {
         for (key, value) in &config.resource_attributes {
             resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
         }
+        let resource = resource.build();
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(sampler)
-            .with_resource(resource.build());
+            .with_resource(resource.clone());
         let (processors, pipelines): (Vec<_>, Vec<_>) = processors.into_iter().unzip();
         let mut tail = None;
         let kept = KeptTraces::default();
@@ -291,7 +292,7 @@ impl TelemetryBuilder {
                 metrics_config,
                 otlp.protocol,
                 &otlp.headers,
-                metrics_export::resource(&config.service_name, &config.resource_attributes),
+                metrics_export::resource(&resource),
                 keep,
                 runtime,
             )

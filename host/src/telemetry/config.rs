@@ -532,30 +532,36 @@ impl TelemetryConfig {
     pub fn describe(&self) -> String {
         let mut sinks = Vec::new();
         if let Some(otlp) = &self.otlp {
-            sinks.push(format!("OTLP {} to {}", otlp.protocol, otlp.endpoint));
+            let mut sink = format!("OTLP {} to {}", otlp.protocol, otlp.endpoint);
+            if let Some(metrics) = &self.metrics {
+                sink.push_str(&format!(
+                    " (metrics to {} every {} s)",
+                    metrics.endpoint,
+                    metrics.interval.as_secs_f64()
+                ));
+            }
+            sinks.push(sink);
         }
         if self.console {
             sinks.push("the console (stderr)".to_owned());
-        }
-        if let Some(metrics) = &self.metrics {
-            sinks[0].push_str(&format!(
-                " (metrics to {} every {} s)",
-                metrics.endpoint,
-                metrics.interval.as_secs_f64()
-            ));
         }
         if sinks.is_empty() {
             return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)"
                 .to_owned();
         }
-        let mut sampler = self.sampler.to_string();
-        if let Some(tail) = &self.tail {
-            sampler = format!("{sampler} then {tail}");
-        }
         format!(
-            "tracing to {} as service {:?}, sampler {sampler}",
+            "tracing to {} as service {:?}, sampler {}",
             sinks.join(" and "),
             self.service_name,
+            self.sampler_description()
         )
+    }
+
+    /// The head sampler, and the tail sampler after it when on.
+    pub fn sampler_description(&self) -> String {
+        match &self.tail {
+            Some(tail) => format!("{} then {tail}", self.sampler),
+            None => self.sampler.to_string(),
+        }
     }
 }

@@ -308,10 +308,10 @@ impl TelemetryBuilder {
             provider,
             tracer,
             recording,
-            sampler: match &config.tail {
-                Some(tail_config) if recording => format!("{} then {tail_config}", config.sampler),
-                _ if recording => config.sampler.to_string(),
-                _ => "always_off (tracing disabled)".to_owned(),
+            sampler: if recording {
+                config.sampler_description()
+            } else {
+                "always_off (tracing disabled)".to_owned()
             },
             pipelines,
             tail,

@@ -360,22 +360,17 @@ fn observe_pipeline(metrics: &Metrics, pipelines: &[Pipeline], tail: Option<Arc<
             }
         }
         if let Some(tail) = &tail {
-            for (decision, value) in tail::snapshot(tail) {
-                if decision.starts_with("kept")
-                    || decision == "dropped"
-                    || decision == "evicted_traces"
-                {
-                    out.push(Observation {
-                        name: "ww.telemetry.tail.traces",
-                        unit: "{trace}",
-                        description: "Traces tail sampling decided on, by decision",
-                        attributes: Attributes::new(vec![(
-                            "ww.tail.decision".into(),
-                            AttrValue::from(decision),
-                        )]),
-                        value,
-                    });
-                }
+            for (decision, value) in tail::decisions(tail) {
+                out.push(Observation {
+                    name: "ww.telemetry.tail.traces",
+                    unit: "{trace}",
+                    description: "Traces tail sampling decided on, by decision",
+                    attributes: Attributes::new(vec![(
+                        "ww.tail.decision".into(),
+                        AttrValue::from(decision),
+                    )]),
+                    value,
+                });
             }
         }
     }));

@@ -125,19 +125,29 @@ pub struct TailCounters {
     pub peak_buffered_spans: AtomicU64,
 }
 
-/// A snapshot of [`TailCounters`], in the order `memory_stats` lists them.
-pub fn snapshot(counters: &TailCounters) -> Vec<(&'static str, u64)> {
+/// The traces decided so far, by decision (each trace counted once).
+pub fn decisions(counters: &TailCounters) -> [(&'static str, u64); 5] {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    vec![
+    [
         ("kept_error", load(&counters.kept_error)),
         ("kept_slow", load(&counters.kept_slow)),
         ("kept_ratio", load(&counters.kept_ratio)),
         ("dropped", load(&counters.dropped)),
         ("evicted_traces", load(&counters.evicted_traces)),
+    ]
+}
+
+/// A snapshot of [`TailCounters`], in the order `memory_stats` lists them: the
+/// [`decisions`], then spans evicted and buffered.
+pub fn snapshot(counters: &TailCounters) -> Vec<(&'static str, u64)> {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut all = decisions(counters).to_vec();
+    all.extend([
         ("evicted_spans", load(&counters.evicted_spans)),
         ("buffered_spans", load(&counters.buffered_spans)),
         ("peak_buffered_spans", load(&counters.peak_buffered_spans)),
-    ]
+    ]);
+    all
 }
 
 #[derive(Default)]
@@ -196,12 +206,8 @@ impl<P: SpanProcessor> TailSampler<P> {
         next: Vec<P>,
     ) -> Self {
         // The same rule as the SDK's TraceIdRatioBased, so a ratio means the same trace
-        // ids either way.
-        let ratio_bound = if config.ratio >= 1.0 {
-            u64::MAX
-        } else {
-            (config.ratio.max(0.0) * (1u64 << 63) as f64) as u64
-        };
+        // ids either way (a ratio of 1 bounds at 2^63, above every 63-bit value).
+        let ratio_bound = (config.ratio.clamp(0.0, 1.0) * (1u64 << 63) as f64) as u64;
         Self {
             config,
             ratio_bound,
@@ -216,7 +222,7 @@ impl<P: SpanProcessor> TailSampler<P> {
     pub fn in_ratio(&self, trace_id: TraceId) -> bool {
         let bytes = trace_id.to_bytes();
         let low = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default()) >> 1;
-        self.ratio_bound == u64::MAX || low < self.ratio_bound
+        low < self.ratio_bound
     }
 
     fn forward(&self, spans: Vec<SpanData>) {
@@ -358,18 +364,18 @@ impl<P: SpanProcessor> SpanProcessor for TailSampler<P> {
         } else {
             state.spans -= trace.spans.len();
             state.buffered_traces -= 1;
-            let counter = if trace.error {
-                Some(&self.counters.kept_error)
+            let c = &self.counters;
+            let (kept, counter) = if trace.error {
+                (true, &c.kept_error)
             } else if trace.slow {
-                Some(&self.counters.kept_slow)
+                (true, &c.kept_slow)
             } else if self.in_ratio(trace_id) {
-                Some(&self.counters.kept_ratio)
+                (true, &c.kept_ratio)
             } else {
-                None
+                (false, &c.dropped)
             };
-            let counter = counter.unwrap_or(&self.counters.dropped);
             counter.fetch_add(1, Ordering::Relaxed);
-            !std::ptr::eq(counter, &self.counters.dropped)
+            kept
         };
         self.remember(state, trace_id, kept);
         self.publish(state);

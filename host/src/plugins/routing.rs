@@ -5,12 +5,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{SpanContext, SpanKind};
 use wasmtime::component::{Linker, Val};
 
 use super::component::{ComponentState, PluginComponent};
 use crate::config::Role;
-use crate::telemetry::metrics::{Attributes, Point};
+use crate::telemetry::metrics::{AttrValue, Attributes, Metrics, Point};
 use crate::tracing_capability::{Outcome, RequestScope};
 
 /// Route every function of `interface`, imported by `caller`, to `target`'s export of it.
@@ -36,22 +36,11 @@ pub fn route_interface(
             attributes.push(KeyValue::new("server.address", endpoint.host.clone()));
             attributes.push(KeyValue::new("server.port", i64::from(endpoint.port)));
         }
-        // Store operations are measured from the caller's side, like the boundary span.
+        // Store operations are measured from the caller's side, like the boundary span,
+        // with the span's own attributes that name the store and the operation.
         let store_metric = match (role, target.telemetry().metrics()) {
             (Some(Role::VectorStore | Role::GraphStore), Some(metrics)) => {
-                let mut pairs = vec![
-                    ("db.system.name".into(), target.name().to_owned().into()),
-                    ("db.operation.name".into(), function.clone().into()),
-                ];
-                if let Some(endpoint) = target.endpoint() {
-                    pairs.push(("server.address".into(), endpoint.host.clone().into()));
-                    pairs.push(("server.port".into(), i64::from(endpoint.port).into()));
-                }
-                let attributes = Attributes::new(pairs);
-                Some(StoreMetric {
-                    ok: metrics.host.store_duration.point(&attributes),
-                    attributes,
-                })
+                Some(StoreMetric::new(metrics.clone(), &attributes))
             }
             _ => None,
         };
@@ -97,16 +86,7 @@ pub fn route_interface(
                     .await;
                 if let Some(metric) = &route.store_metric {
                     let seconds = started.elapsed().as_secs_f64();
-                    match error_type(&outcome) {
-                        None => metric.ok.record(seconds, context.as_ref()),
-                        Some(kind) => {
-                            if let Some(metrics) = route.target.telemetry().metrics() {
-                                let attributes = metric.attributes.with("error.type", kind);
-                                let instrument = &metrics.host.store_duration;
-                                instrument.record(seconds, &attributes, context.as_ref());
-                            }
-                        }
-                    }
+                    metric.record(seconds, error_type(&outcome), context.as_ref());
                 }
                 let result = match outcome {
                     Ok(values) if values.len() == results.len() => {
@@ -228,8 +208,48 @@ fn error_type<E>(outcome: &Result<Vec<Val>, E>) -> Option<String> {
 /// The store-operation duration of one route: its attribute set's point, kept for the
 /// calls that succeed, and the set, for the ones that fail.
 struct StoreMetric {
+    metrics: Arc<Metrics>,
     ok: Arc<Point>,
     attributes: Attributes,
+}
+
+impl StoreMetric {
+    /// The span attributes a store operation's duration carries too.
+    const KEYS: [&str; 4] = [
+        "db.system.name",
+        "db.operation.name",
+        "server.address",
+        "server.port",
+    ];
+
+    fn new(metrics: Arc<Metrics>, span_attributes: &[KeyValue]) -> Self {
+        let pairs = span_attributes
+            .iter()
+            .filter(|kv| Self::KEYS.contains(&kv.key.as_str()))
+            .filter_map(|kv| {
+                let value = AttrValue::from_span_value(&kv.value)?;
+                Some((Cow::Owned(kv.key.to_string()), value))
+            })
+            .collect();
+        let attributes = Attributes::new(pairs);
+        Self {
+            ok: metrics.host.store_duration.point(&attributes),
+            metrics,
+            attributes,
+        }
+    }
+
+    /// One call's duration; a failed one with its `error.type`.
+    fn record(&self, seconds: f64, error_type: Option<String>, context: Option<&SpanContext>) {
+        match error_type {
+            None => self.ok.record(seconds, context),
+            Some(kind) => {
+                let attributes = self.attributes.with("error.type", kind);
+                let instrument = &self.metrics.host.store_duration;
+                instrument.record(seconds, &attributes, context);
+            }
+        }
+    }
 }
 
 struct Route {

@@ -81,6 +81,20 @@ impl From<i64> for AttrValue {
     }
 }
 
+impl AttrValue {
+    /// A scalar span attribute value as a metric attribute value (arrays have none).
+    pub fn from_span_value(value: &opentelemetry::Value) -> Option<Self> {
+        use opentelemetry::Value;
+        match value {
+            Value::String(s) => Some(AttrValue::Str(Cow::Owned(s.to_string()))),
+            Value::I64(i) => Some(AttrValue::Int(*i)),
+            Value::Bool(b) => Some(AttrValue::Bool(*b)),
+            Value::F64(f) => Some(AttrValue::Double(f.to_bits())),
+            _ => None,
+        }
+    }
+}
+
 /// An attribute set, sorted by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Attributes(Vec<(Cow<'static, str>, AttrValue)>);
@@ -265,6 +279,14 @@ impl Instrument {
         self.kind
     }
 
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.points
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// The point of `attributes`, made on first use (the overflow point past the limit).
     /// Callers that record often with the same set keep it.
     pub fn point(&self, attributes: &Attributes) -> Arc<Point> {
@@ -395,6 +417,16 @@ pub struct HostInstruments {
     pub component_duration: Instrument,
 }
 
+impl HostInstruments {
+    fn all(&self) -> [&Instrument; 3] {
+        [
+            &self.tool_duration,
+            &self.store_duration,
+            &self.component_duration,
+        ]
+    }
+}
+
 /// Why a guest measurement was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GuestMetricError {
@@ -484,21 +516,13 @@ impl Metrics {
 
     /// Whether nothing was measured yet (no export is worth sending).
     pub fn is_empty(&self) -> bool {
-        let empty = |i: &Instrument| {
-            i.points
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        };
-        empty(&self.host.tool_duration)
-            && empty(&self.host.store_duration)
-            && empty(&self.host.component_duration)
+        self.host.all().iter().all(|i| i.is_empty())
             && self
                 .guests
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .all(|(_, instruments)| instruments.iter().all(|i| empty(i)))
+                .all(|(_, instruments)| instruments.iter().all(|i| i.is_empty()))
     }
 
     /// Report counts kept elsewhere at each collection.
@@ -586,20 +610,13 @@ impl Metrics {
                 ..Default::default()
             })
         };
-        let mut host_metrics: Vec<Metric> = [
-            &self.host.tool_duration,
-            &self.host.store_duration,
-            &self.host.component_duration,
-        ]
-        .into_iter()
-        .filter(|i| {
-            !i.points
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        })
-        .map(|i| i.collect(start, now, keep))
-        .collect();
+        let mut host_metrics: Vec<Metric> = self
+            .host
+            .all()
+            .into_iter()
+            .filter(|i| !i.is_empty())
+            .map(|i| i.collect(start, now, keep))
+            .collect();
 
         let mut observed = Vec::new();
         for observer in self

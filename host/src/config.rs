@@ -12,7 +12,9 @@
 //! data_dir = "./data"      # the default store's directory (WW_DATA_DIR wins)
 //!
 //! [roles.embedder]
-//! component = "embedder_hash.wasm"
+//! component = "embedder_bert.wasm"
+//! model_dir = "target/models/all-MiniLM-L6-v2"   # read-only, as /model (WW_MODEL_DIR wins)
+//! settings = { model = "sentence-transformers/all-MiniLM-L6-v2" }
 //!
 //! [roles.vector-store]      # vector-store and graph-store may name the same file:
 //! component = "store_embedded.wasm"   # one component then serves both
@@ -33,6 +35,12 @@ pub const DEFAULT_PLUGIN_DIR: &str = "target/wasm32-wasip2/release";
 
 /// The default store's data directory when neither the file nor `WW_DATA_DIR` says.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// The default embedder's model directory (what `make` fetches; `WW_MODEL_DIR` wins).
+pub const DEFAULT_MODEL_DIR: &str = "target/models/all-MiniLM-L6-v2";
+
+/// The model the default embedder runs, as it names it in spans and stats.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// A store's default memory limit, in MiB (100k episodes of 384 dimensions take about
 /// 300 MiB in the embedded store).
@@ -138,7 +146,7 @@ impl Role {
     /// The component serving the role when the file names none.
     fn default_component(self) -> Option<&'static str> {
         match self {
-            Role::Embedder => Some("embedder_hash.wasm"),
+            Role::Embedder => Some("embedder_bert.wasm"),
             Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
             Role::Episodic => Some("service_episodic.wasm"),
             Role::Semantic => Some("service_semantic.wasm"),
@@ -197,6 +205,9 @@ pub struct RoleConfig {
     /// A directory the component may read and write, seen by it as `/data` (stores:
     /// default the file's `data_dir`).
     pub data_dir: Option<PathBuf>,
+    /// A directory the component may only read, seen by it as `/model`: a model
+    /// embedder's weights and tokenizer (`WW_MODEL_DIR` wins over it).
+    pub model_dir: Option<PathBuf>,
     /// Limits for this component, over the global ones.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -290,6 +301,45 @@ impl FileConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// What serves `role` when the file names nothing for it.
+    fn default_role(role: Role) -> Option<RoleConfig> {
+        let mut config = RoleConfig {
+            component: PathBuf::from(role.default_component()?),
+            name: None,
+            data_dir: None,
+            model_dir: None,
+            limits: LimitsConfig::default(),
+            endpoint: None,
+            settings: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        };
+        if role == Role::Embedder {
+            config.model_dir = Some(PathBuf::from(DEFAULT_MODEL_DIR));
+            config.settings.insert(
+                "model".to_owned(),
+                SettingValue::Text(DEFAULT_MODEL.to_owned()),
+            );
+        }
+        Some(config)
+    }
+
+    /// Read the model embedder's weights from `dir` (`WW_MODEL_DIR`): the embedder role,
+    /// the file's or the default, when it runs a model (has a model directory).
+    pub fn override_model_dir(&mut self, dir: PathBuf) {
+        let embedder = match self.roles.entry(Role::Embedder) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                match Self::default_role(Role::Embedder) {
+                    Some(config) => entry.insert(config),
+                    None => return,
+                }
+            }
+        };
+        if embedder.model_dir.is_some() {
+            embedder.model_dir = Some(dir);
+        }
+    }
+
     /// The components to load: each role's (the file's choice or the default), one spec
     /// per file even when it serves several roles, then the extra components.
     pub fn component_specs(&self) -> Vec<ComponentSpec> {
@@ -315,16 +365,8 @@ impl FileConfig {
         for role in Role::ALL {
             let mut chosen = match self.roles.get(&role) {
                 Some(config) => config.clone(),
-                None => match role.default_component() {
-                    Some(file) => RoleConfig {
-                        component: PathBuf::from(file),
-                        name: None,
-                        data_dir: None,
-                        limits: LimitsConfig::default(),
-                        endpoint: None,
-                        settings: BTreeMap::new(),
-                        secrets: BTreeMap::new(),
-                    },
+                None => match Self::default_role(role) {
+                    Some(config) => config,
                     None => continue,
                 },
             };
@@ -345,6 +387,7 @@ impl FileConfig {
                 path,
                 roles: vec![role],
                 data_dir: chosen.data_dir.clone(),
+                model_dir: chosen.model_dir.clone(),
                 limits: Some(chosen.limits.apply(if role.is_store() {
                     store_limits
                 } else {

@@ -145,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(dir) = std::env::var_os("WW_DATA_DIR") {
                 file.data_dir = Some(PathBuf::from(dir));
             }
+            if let Some(dir) = std::env::var_os("WW_MODEL_DIR") {
+                file.override_model_dir(PathBuf::from(dir));
+            }
             (file.component_specs(), file.cache_dir.clone())
         }
         None => {

@@ -253,6 +253,8 @@ impl CallError {
 pub struct Access {
     /// A host directory, seen by it as `/data`.
     pub data_dir: Option<PathBuf>,
+    /// A host directory it may only read, seen by it as `/model`.
+    pub model_dir: Option<PathBuf>,
     /// The one address it may connect to.
     pub endpoint: Option<Arc<Endpoint>>,
     /// `WW_ENDPOINT` and `WW_SETTING_*`.
@@ -460,7 +462,8 @@ impl PluginComponent {
 
     /// A new instance whose linear memory is counted in `memory`.
     async fn new_live(&self, memory: Arc<AtomicU64>) -> Result<Live, CallError> {
-        // No filesystem beyond a configured data directory (stores only), no network
+        // No filesystem beyond a configured data directory (stores only) and a
+        // read-only model directory (model embedders only), no network
         // beyond a configured endpoint (remote adapters only); stderr for panic
         // messages. Stdout is not theirs: it carries MCP. A fresh instance replaces any
         // earlier one: its memories count up from zero.
@@ -481,6 +484,13 @@ impl PluginComponent {
                 .map_err(|e| CallError::Instantiate {
                     component: self.name.to_string(),
                     message: format!("cannot open its data directory: {e}"),
+                })?;
+        }
+        if let Some(dir) = &self.access.model_dir {
+            wasi.preopened_dir(dir, "/model", FsPerms::ReadOnly)
+                .map_err(|e| CallError::Instantiate {
+                    component: self.name.to_string(),
+                    message: format!("cannot open its model directory {}: {e}", dir.display()),
                 })?;
         }
         let state = ComponentState {

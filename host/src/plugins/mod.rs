@@ -70,6 +70,8 @@ pub struct ComponentSpec {
     pub roles: Vec<Role>,
     /// A host directory it may use, seen by it as `/data` (stores only).
     pub data_dir: Option<PathBuf>,
+    /// A host directory it may only read, seen by it as `/model` (a model's weights).
+    pub model_dir: Option<PathBuf>,
     /// Its call limits; `None` for the host's.
     pub limits: Option<CallLimits>,
     /// The one network address it may reach (`bolt://host:7687`, `http://host:6333`),
@@ -89,6 +91,7 @@ impl ComponentSpec {
             path: path.into(),
             roles: Vec::new(),
             data_dir: None,
+            model_dir: None,
             limits: None,
             endpoint: None,
             settings: Vec::new(),
@@ -480,6 +483,7 @@ impl ComponentHost {
                 spec.path,
                 component::Access {
                     data_dir: spec.data_dir,
+                    model_dir: spec.model_dir,
                     ..access
                 },
                 engine.clone(),
@@ -783,6 +787,7 @@ async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError>
     }
     Ok(component::Access {
         data_dir: None,
+        model_dir: None,
         endpoint,
         env,
     })

@@ -1,0 +1,155 @@
+//! The default embedder: a sentence-embedding model (all-MiniLM-L6-v2 by default; any
+//! BERT-family sentence-transformers model directory) run inside this component.
+//!
+//! The host grants the component one directory, read-only, seen as `/model`; nothing
+//! else (no network, no other files). The model is loaded on the instance's first call,
+//! in a `bert.load` span. A call's texts are tokenized, cut at the model's limit (a cut
+//! is counted on the span, `ww.embedder.truncated`), sorted by length and run in as few
+//! forward passes as fit [`model::SentenceModel::batch_capacity`], each a `bert.forward`
+//! span, so short texts are not padded to long ones.
+
+mod model;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use model::{SentenceModel, Tokens};
+use ww_guest::embedder::{Error, Guest};
+use ww_guest::{add_span_attribute, settings, span, traced};
+
+/// Where the host mounts the model directory.
+const MODEL_DIR: &str = "/model";
+/// Texts per call, at most.
+const MAX_TEXTS: usize = 1024;
+/// Tokens per call, at most (after truncation): about 2 s of inference here, well inside
+/// the default 10 s call deadline, so a call too large is refused, not cut off by a trap.
+const MAX_TOKENS_PER_CALL: usize = 32_768;
+/// A text is cut to this many bytes (at a character boundary) before tokenizing: far
+/// more than the model's 256 tokens ever come from, and it keeps a 1 MB text from
+/// costing the tokenizer a megabyte of work that truncation then throws away.
+const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+static MODEL: OnceLock<Result<SentenceModel, String>> = OnceLock::new();
+
+/// The model, loaded on first use.
+fn model() -> Result<&'static SentenceModel, Error> {
+    MODEL
+        .get_or_init(|| {
+            let load = span("bert.load").attr("ww.embedder.model", model_name());
+            let loaded = SentenceModel::load(Path::new(MODEL_DIR));
+            match &loaded {
+                Ok(model) => {
+                    load.set_attribute("ww.embedder.dimension", model.dimension());
+                    load.set_attribute("ww.embedder.max_tokens", model.max_tokens());
+                }
+                Err(message) => load.record_error("model_load", message.clone()),
+            }
+            loaded
+        })
+        .as_ref()
+        .map_err(|message| Error::Embedding(format!("the model cannot be loaded: {message}")))
+}
+
+/// The model's name: the `model` setting (the config file names it), else its shape.
+fn model_name() -> String {
+    settings::setting("model").unwrap_or_else(|| "bert".to_owned())
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+struct BertEmbedder;
+
+impl Guest for BertEmbedder {
+    fn dimension() -> u32 {
+        // A model that cannot load has no dimension; its embed calls say why.
+        model().map_or(0, |m| m.dimension() as u32)
+    }
+
+    fn model() -> String {
+        model_name()
+    }
+
+    #[traced("bert.embed")]
+    fn embed(texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+        if texts.len() > MAX_TEXTS {
+            return Err(Error::Embedding(format!(
+                "at most {MAX_TEXTS} texts per call, got {}",
+                texts.len()
+            )));
+        }
+        let model = model()?;
+        add_span_attribute("gen_ai.request.model", model_name());
+        add_span_attribute("ww.embedder.batch_size", texts.len());
+        add_span_attribute("ww.embedder.dimension", model.dimension());
+
+        let tokenized = {
+            let _tokenize = span("bert.tokenize").attr("ww.embedder.texts", texts.len());
+            texts
+                .iter()
+                .map(|text| {
+                    if text.trim().is_empty() {
+                        // An empty text gives the zero vector (the interface's rule).
+                        return Ok(None);
+                    }
+                    let input = cut(text, MAX_TEXT_BYTES);
+                    let mut tokens = model.tokenize(input).map_err(Error::Embedding)?;
+                    tokens.truncated |= input.len() < text.len();
+                    Ok(Some(tokens))
+                })
+                .collect::<Result<Vec<Option<Tokens>>, Error>>()?
+        };
+        let total: usize = tokenized.iter().flatten().map(|t| t.ids.len()).sum();
+        let truncated = tokenized.iter().flatten().filter(|t| t.truncated).count();
+        add_span_attribute("gen_ai.usage.input_tokens", total);
+        add_span_attribute("ww.embedder.truncated", truncated);
+        if total > MAX_TOKENS_PER_CALL {
+            return Err(Error::Embedding(format!(
+                "{total} tokens in one call; at most {MAX_TOKENS_PER_CALL}: send fewer texts per call"
+            )));
+        }
+
+        // Longest first, so each pass pads its texts to a length close to their own.
+        let mut order: Vec<usize> = (0..texts.len())
+            .filter(|&i| tokenized[i].is_some())
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].as_ref().map_or(0, |t| t.ids.len())));
+        let mut vectors = vec![vec![0.0_f32; model.dimension()]; texts.len()];
+        let mut passes = 0_usize;
+        let mut start = 0;
+        while start < order.len() {
+            let longest = tokenized[order[start]].as_ref().map_or(1, |t| t.ids.len());
+            let end = (start + SentenceModel::batch_capacity(longest)).min(order.len());
+            let batch: Vec<&[u32]> = order[start..end]
+                .iter()
+                .filter_map(|&i| tokenized[i].as_ref().map(|t| t.ids.as_slice()))
+                .collect();
+            let pass = span("bert.forward")
+                .attr("ww.embedder.batch_size", batch.len())
+                .attr("ww.embedder.sequence_length", longest);
+            let embedded = model.embed(&batch).map_err(|message| {
+                pass.record_error("inference", message.clone());
+                Error::Embedding(message)
+            })?;
+            drop(pass);
+            for (&i, vector) in order[start..end].iter().zip(embedded) {
+                vectors[i] = vector;
+            }
+            passes += 1;
+            start = end;
+        }
+        add_span_attribute("ww.embedder.passes", passes);
+        Ok(vectors)
+    }
+}
+
+ww_guest::export_embedder!(BertEmbedder);

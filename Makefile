@@ -27,6 +27,7 @@ help:
 	@echo "make test    everything CI runs: fmt check, clippy -D warnings, all tests (Rust and the Python MCP SDK)"
 	@echo "make build   host and plugins, release"
 	@echo "make bench   benchmarks (numbers go in the README)"
+	@echo "make bench-recall  recall quality on LoCoMo (shared/bench/locomo) through the real server"
 
 # The guest target, installed when missing.
 target:
@@ -56,7 +57,7 @@ build: plugins model
 WW_RUN_ADDR ?= 127.0.0.1:8765
 
 run: build
-	@./target/release/ww-memory plugins | sed -n '1,7p'
+	@./target/release/ww-memory plugins | sed -n '1,8p'
 	@echo
 	@echo "World Weaver is starting: an MCP memory server on the embedded store (data in ./data),"
 	@echo "printing the trace tree of every call below as it finishes. Connect with any MCP client:"
@@ -115,6 +116,11 @@ bench: build py-venv
 	$(CARGO) bench -p ww-tests --bench gateway
 	$(CARGO) bench -p ww-tests --bench stores
 	$(CARGO) bench -p ww-tests --bench telemetry
+
+# Recall quality on the LoCoMo development split (shared/bench/locomo), through the
+# release binary over MCP, for each retrieval configuration; BM25 as the reference line.
+bench-recall: build
+	$(CARGO) bench -p ww-tests --bench recall
 
 clean:
 	$(CARGO) clean

@@ -42,6 +42,18 @@ pub const DEFAULT_MODEL_DIR: &str = "target/models/all-MiniLM-L6-v2";
 /// The model the default embedder runs, as it names it in spans and stats.
 pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
+/// The default embedder's memory limit per instance, in MiB.
+pub const EMBEDDER_MEMORY_MB: usize = 512;
+
+/// Instances of one component, at most.
+pub const MAX_INSTANCES: usize = 16;
+
+/// The embedder's instances by default: one per core (so concurrent requests embed at
+/// once), at most 4 (each holds a model's weights).
+pub fn default_embedder_instances() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// A store's default memory limit, in MiB (100k episodes of 384 dimensions take about
 /// 300 MiB in the embedded store).
 pub const STORE_MEMORY_MB: usize = 2048;
@@ -211,6 +223,11 @@ pub struct RoleConfig {
     /// Limits for this component, over the global ones.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Instances of the component that serve calls at once (the embedder's default:
+    /// the core count, at most 4; every other role's: 1). Each instance has its own
+    /// memory (a model embedder holds its weights in each). Only a component that keeps
+    /// nothing between calls may have more than one; the embedded store never does.
+    pub instances: Option<usize>,
     /// The one address the component may reach (`bolt://host:7687`,
     /// `http://host:6333`): a remote store or embedder. The host refuses any other
     /// connection, and checks at start-up that this one answers. A store with an
@@ -309,11 +326,15 @@ impl FileConfig {
             data_dir: None,
             model_dir: None,
             limits: LimitsConfig::default(),
+            instances: None,
             endpoint: None,
             settings: BTreeMap::new(),
             secrets: BTreeMap::new(),
         };
         if role == Role::Embedder {
+            // The weights (90 MB), their file while loading, and a forward pass's
+            // activations.
+            config.limits.memory_mb = Some(EMBEDDER_MEMORY_MB);
             config.model_dir = Some(PathBuf::from(DEFAULT_MODEL_DIR));
             config.settings.insert(
                 "model".to_owned(),
@@ -388,6 +409,13 @@ impl FileConfig {
                 roles: vec![role],
                 data_dir: chosen.data_dir.clone(),
                 model_dir: chosen.model_dir.clone(),
+                instances: Some(match (role, chosen.instances) {
+                    // The embedded store's data lives in its one instance.
+                    (Role::VectorStore | Role::GraphStore, _) if chosen.endpoint.is_none() => 1,
+                    (_, Some(n)) => n.clamp(1, MAX_INSTANCES),
+                    (Role::Embedder, None) => default_embedder_instances(),
+                    (_, None) => 1,
+                }),
                 limits: Some(chosen.limits.apply(if role.is_store() {
                     store_limits
                 } else {

@@ -75,6 +75,14 @@ enum Command {
     /// imports (and where they are routed) and exports. Uses the same configuration as
     /// `serve`.
     Plugins,
+    /// Rebuild every stored vector from its text with the configured embedder (after
+    /// changing the embedder: a server refuses a store another embedder wrote). Safe to
+    /// interrupt and run again; uses the same configuration as `serve`.
+    Reembed {
+        /// Points per request.
+        #[arg(long, default_value_t = 256)]
+        batch: u32,
+    },
     /// Call one exported function, as one traced request, and print its result.
     ///
     /// Arguments are WAVE values, e.g.
@@ -130,7 +138,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
     let file = match (&cli.config, &command) {
         (Some(path), _) => Some(FileConfig::load(path)?),
-        (None, Command::Call { .. } | Command::Serve(_) | Command::Plugins) => Some(FileConfig {
+        (
+            None,
+            Command::Call { .. } | Command::Serve(_) | Command::Plugins | Command::Reembed { .. },
+        ) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
             ..FileConfig::default()
         }),
@@ -177,6 +188,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let session = session_or_new(cli.session);
             let memory = Memory::new(std::sync::Arc::new(host));
+            // Loads the embedder (a model's weights) and the store before the first
+            // request, and refuses vectors another embedder wrote.
+            let embedder = memory.check_embedder().await?;
+            tracing::info!("embedder {embedder}");
             let gateway = Gateway::new(memory, &session, "pipe");
             match args.http {
                 Some(addr) => serve_http(gateway, addr, args).await?,
@@ -230,7 +245,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry.shutdown().await;
             return Ok(code);
         }
+        Command::Reembed { batch } => {
+            let memory = Memory::new(std::sync::Arc::new(host));
+            let code = reembed(&memory, batch).await?;
+            telemetry.shutdown().await;
+            return Ok(code);
+        }
         Command::Plugins => {
+            let memory = Memory::new(std::sync::Arc::new(host));
+            let host = memory.host();
             println!(
                 "{:<13} {:<18} {:<36} file",
                 "role", "component", "WIT world"
@@ -248,6 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     role.world(&exports),
                     component.path().display()
                 );
+            }
+            // The model the embedder runs (loading it, when it is a model: what the
+            // first request would otherwise pay).
+            match memory.embedder().await {
+                Ok(embedder) => println!("{:<13} {embedder}", "model"),
+                Err(error) => println!("{:<13} (unavailable: {})", "model", error.message),
             }
             println!();
             for (component, shape) in host.components() {
@@ -376,6 +405,59 @@ async fn interrupted() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `ww-memory reembed`: each collection in pages, a progress bar on stderr, a count at
+/// the end. Ctrl-C stops between pages: what was rebuilt stays, the collection keeps
+/// its old embedder recorded (so a server still refuses it), and a new run starts over.
+async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
+    use ww_host::memory::ReembedTarget;
+    let embedder = memory
+        .embedder()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    eprintln!("re-embedding with {embedder}");
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
+    let mut rebuilt_all = 0_u64;
+    for target in ReembedTarget::ALL {
+        let mut after = None;
+        let mut rebuilt = 0_u64;
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>13} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(target.collection());
+        loop {
+            let page = tokio::select! {
+                page = memory.reembed_page(target, after.clone(), batch) => page,
+                () = &mut interrupt => {
+                    bar.abandon();
+                    eprintln!(
+                        "interrupted: {rebuilt_all} vectors rebuilt so far; run `ww-memory reembed` again to finish"
+                    );
+                    return Ok(ExitCode::from(130));
+                }
+            };
+            let page = page.map_err(|e| {
+                anyhow::anyhow!("re-embedding {} failed: {}", target.collection(), e.message)
+            })?;
+            bar.set_length(page.total);
+            rebuilt += u64::from(page.rebuilt);
+            rebuilt_all += u64::from(page.rebuilt);
+            bar.set_position(rebuilt.min(page.total));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        bar.finish();
+    }
+    eprintln!("{rebuilt_all} vectors rebuilt with {embedder}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The session asked for, or a new one (said on stderr, so it can be reused).

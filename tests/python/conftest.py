@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("WW_MEMORY_BIN", ROOT / "target/debug/ww-memory"))
 PLUGINS = Path(os.environ.get("WW_PLUGIN_DIR", ROOT / "target/wasm32-wasip2/release"))
 CACHE = ROOT / "target/ww-test-cache"
+MODEL = Path(os.environ.get("WW_MODEL_DIR", ROOT / "target/models/all-MiniLM-L6-v2"))
 
 
 def server_env(data_dir: Path, session: str, **extra: str) -> dict[str, str]:
@@ -30,6 +31,7 @@ def server_env(data_dir: Path, session: str, **extra: str) -> dict[str, str]:
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "WW_PLUGIN_DIR": str(PLUGINS),
+        "WW_MODEL_DIR": str(MODEL),
         "WW_CACHE_DIR": str(CACHE),
         "WW_DATA_DIR": str(data_dir),
         "WW_SESSION_ID": session,
@@ -43,6 +45,7 @@ def server_env(data_dir: Path, session: str, **extra: str) -> dict[str, str]:
 def built() -> None:
     assert BIN.exists(), f"{BIN} is missing: run `cargo build -p ww-host` (make test does)"
     assert PLUGINS.joinpath("service_episodic.wasm").exists(), "run `make plugins` first"
+    assert MODEL.joinpath("model.safetensors").exists(), "run `make model` first"
 
 
 def free_port() -> int:

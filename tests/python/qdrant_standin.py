@@ -23,6 +23,7 @@ ROUTES: list[tuple[str, str, type | None, str]] = [
     ("GET", r"/collections", None, "list"),
     ("GET", r"/collections/(?P<c>[\w-]+)", None, "info"),
     ("PUT", r"/collections/(?P<c>[\w-]+)", models.CreateCollection, "create"),
+    ("PATCH", r"/collections/(?P<c>[\w-]+)", models.UpdateCollection, "update"),
     ("DELETE", r"/collections/(?P<c>[\w-]+)", None, "drop"),
     ("PUT", r"/collections/(?P<c>[\w-]+)/index", models.CreateFieldIndex, "index"),
     ("PUT", r"/collections/(?P<c>[\w-]+)/points", models.PointsList, "upsert"),
@@ -113,7 +114,7 @@ class QdrantStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_DELETE = handle_any
+            do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = handle_any
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -162,7 +163,10 @@ class QdrantStandIn:
         return {
             "status": "green",
             "points_count": len(c["points"]),
-            "config": {"params": {"vectors": {"size": c["size"], "distance": c["distance"]}}},
+            "config": {
+                "params": {"vectors": {"size": c["size"], "distance": c["distance"]}},
+                "metadata": c["metadata"],
+            },
             "payload_schema": c["indexes"],
         }
 
@@ -170,7 +174,23 @@ class QdrantStandIn:
         if name in self.collections:
             raise Refusal(409, f"Wrong input: Collection `{name}` already exists!")
         vectors = body["vectors"]
-        self.collections[name] = {"size": vectors["size"], "distance": vectors["distance"], "points": {}, "indexes": {}}
+        self.collections[name] = {
+            "size": vectors["size"],
+            "distance": vectors["distance"],
+            "points": {},
+            "indexes": {},
+            "metadata": dict(body.get("metadata") or {}),
+        }
+        return True
+
+    def update(self, name: str, body: dict[str, Any]) -> Any:
+        # Qdrant merges metadata; a key set to null is removed.
+        metadata = self.collection(name)["metadata"]
+        for key, value in (body.get("metadata") or {}).items():
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = value
         return True
 
     def drop(self, name: str, _: None) -> Any:

@@ -148,6 +148,7 @@ fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::proces
     let mut command = tokio::process::Command::new(binary());
     command
         .env("WW_PLUGIN_DIR", crate::component_dir())
+        .env("WW_MODEL_DIR", crate::model_dir())
         .env("WW_CACHE_DIR", crate::cache_dir())
         .env("WW_DATA_DIR", dir)
         .env("WW_SESSION_ID", session)
@@ -200,6 +201,11 @@ impl Server {
 
     /// One successful call's latency as the client sees it.
     pub async fn call(&self, tool: &str, args: Value) -> Duration {
+        self.call_for(tool, args).await.0
+    }
+
+    /// One successful call's latency and its structured result.
+    pub async fn call_for(&self, tool: &str, args: Value) -> (Duration, Value) {
         let Value::Object(args) = args else {
             unreachable!("arguments are objects")
         };
@@ -211,7 +217,7 @@ impl Server {
             .expect("call");
         let elapsed = start.elapsed();
         assert_eq!(result.is_error, Some(false), "{tool}: {result:?}");
-        elapsed
+        (elapsed, result.structured_content.unwrap_or(Value::Null))
     }
 
     /// Stops the server the way a user does (end of input, or SIGTERM), so it flushes

@@ -24,6 +24,15 @@ pub fn component_dir() -> PathBuf {
         })
 }
 
+/// Where `make model` unpacks the default embedder's model (override with `WW_MODEL_DIR`).
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("WW_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-MiniLM-L6-v2")
+        })
+}
+
 /// A component built by `make plugins`; panics with the fix when it is missing.
 pub fn component(file: &str) -> ComponentSpec {
     let path = component_dir().join(file);
@@ -150,14 +159,30 @@ pub fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The default configuration (hash embedder, embedded store, episodic service) over the
-/// built components, with its data in `data_dir`.
+/// The default configuration over the built components, with its data in `data_dir`,
+/// but the hash embedder instead of the model: the memory model's tests need
+/// deterministic, fast vectors, not a model's (the model embedder has tests of its own).
 pub fn default_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig {
-    ww_host::config::FileConfig {
+    let mut config = ww_host::config::FileConfig::parse(
+        "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n",
+        "the tests' configuration",
+    )
+    .expect("valid configuration");
+    config.plugin_dir = Some(component_dir());
+    config.data_dir = Some(data_dir.to_owned());
+    config
+}
+
+/// The shipped default configuration (the model embedder, with the model `make model`
+/// fetched) over the built components, with its data in `data_dir`.
+pub fn model_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig {
+    let mut config = ww_host::config::FileConfig {
         plugin_dir: Some(component_dir()),
         data_dir: Some(data_dir.to_owned()),
         ..Default::default()
-    }
+    };
+    config.override_model_dir(model_dir());
+    config
 }
 
 /// The memory API over the default components, storing in `data_dir`, instantiated.

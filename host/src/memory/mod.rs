@@ -19,6 +19,7 @@ macro_rules! same_cases {
     };
 }
 
+mod embedding;
 mod episodic;
 mod procedural;
 mod semantic;
@@ -37,6 +38,7 @@ use crate::config::Role;
 use crate::plugins::{CallError, ComponentHost, Request, RequestCall, TrapReason};
 use crate::tracing_capability::Exception;
 
+pub use embedding::*;
 pub use episodic::*;
 pub use procedural::*;
 pub use semantic::*;

@@ -98,10 +98,12 @@ impl WasiHttpView for ComponentState {
     }
 }
 
-/// The store's limits, counting the linear memory its instance holds as it grows.
+/// The store's limits, counting the linear memory its instance holds as it grows: its
+/// own, and the component's total (over the instances of its pool).
 struct MeasuredLimits {
     limits: StoreLimits,
     memory: Arc<AtomicU64>,
+    own: u64,
 }
 
 impl wasmtime::ResourceLimiter for MeasuredLimits {
@@ -113,8 +115,9 @@ impl wasmtime::ResourceLimiter for MeasuredLimits {
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
-            self.memory
-                .fetch_add((desired - current) as u64, Ordering::Relaxed);
+            let grown = (desired - current) as u64;
+            self.own += grown;
+            self.memory.fetch_add(grown, Ordering::Relaxed);
         }
         Ok(allowed)
     }
@@ -277,10 +280,14 @@ pub struct PluginComponent {
     pre: InstancePre<ComponentState>,
     telemetry: Arc<Telemetry>,
     limits: CallLimits,
-    live: tokio::sync::Mutex<Option<Live>>,
+    /// Idle instances; at most `instances` exist, one per permit of `permits`. A
+    /// component holding data in its instance (the embedded store) has one.
+    idle: std::sync::Mutex<Vec<Live>>,
+    permits: tokio::sync::Semaphore,
+    instances: usize,
     instantiations: AtomicU64,
     traps: AtomicU64,
-    /// Linear memory of the live instance, in bytes.
+    /// Linear memory of its instances, in bytes.
     memory: Arc<AtomicU64>,
     /// `ww.component.call.duration` points of successful calls, by function then
     /// interface, made on first call.
@@ -308,7 +315,9 @@ impl PluginComponent {
         pre: InstancePre<ComponentState>,
         telemetry: Arc<Telemetry>,
         limits: CallLimits,
+        instances: usize,
     ) -> Self {
+        let instances = instances.max(1);
         Self {
             name,
             path,
@@ -317,7 +326,9 @@ impl PluginComponent {
             pre,
             telemetry,
             limits,
-            live: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(instances),
+            instances,
             instantiations: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             memory: Arc::new(AtomicU64::new(0)),
@@ -421,7 +432,12 @@ impl PluginComponent {
         self.instantiations.load(Ordering::Relaxed)
     }
 
-    /// Linear memory the live instance holds, in bytes (0 before the first call).
+    /// Instances it may have at once.
+    pub fn instances(&self) -> usize {
+        self.instances
+    }
+
+    /// Linear memory its live instances hold, in bytes (0 before the first call).
     pub fn memory_bytes(&self) -> u64 {
         self.memory.load(Ordering::Relaxed)
     }
@@ -453,10 +469,19 @@ impl PluginComponent {
         }
     }
 
-    /// A fresh store and instance from the pre-instantiated component.
+    /// The idle instances (a poisoned lock only means a panic elsewhere mid-push: the
+    /// list itself is intact).
+    fn idle_instances(&self) -> std::sync::MutexGuard<'_, Vec<Live>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle instance ready from the pre-instantiated component (one is made if none).
     pub async fn instantiate(&self) -> Result<(), CallError> {
+        if !self.idle_instances().is_empty() {
+            return Ok(());
+        }
         let live = self.new_live(self.memory.clone()).await?;
-        *self.live.lock().await = Some(live);
+        self.idle_instances().push(live);
         Ok(())
     }
 
@@ -466,8 +491,7 @@ impl PluginComponent {
         // read-only model directory (model embedders only), no network
         // beyond a configured endpoint (remote adapters only); stderr for panic
         // messages. Stdout is not theirs: it carries MCP. A fresh instance replaces any
-        // earlier one: its memories count up from zero.
-        memory.store(0, Ordering::Relaxed);
+        // earlier one.
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         wasi.envs(&self.access.env);
@@ -504,6 +528,7 @@ impl PluginComponent {
                     .trap_on_grow_failure(true)
                     .build(),
                 memory,
+                own: 0,
             },
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
         };
@@ -629,11 +654,21 @@ impl PluginComponent {
                 .await;
             return (scope, result);
         }
-        let mut slot = self.live.lock().await;
-        let live = match slot.take() {
+        // A permit bounds the instances; an idle one is reused, else one is made.
+        let Ok(_permit) = self.permits.acquire().await else {
+            return (
+                scope,
+                Err(CallError::Instantiate {
+                    component: self.name.to_string(),
+                    message: "the component is shutting down".to_owned(),
+                }),
+            );
+        };
+        let idle = self.idle_instances().pop();
+        let mut live = match idle {
             Some(live) => live,
-            // First call, or first after a trap: the request pays for a fresh instance,
-            // so its trace shows it.
+            // First call, first after a trap, or every instance busy (and the pool not
+            // full): the request pays for a fresh instance, so its trace shows it.
             None => match self
                 .instantiate_traced(&mut scope, self.memory.clone())
                 .await
@@ -642,14 +677,16 @@ impl PluginComponent {
                 Err(e) => return (scope, Err(e)),
             },
         };
-        let live = slot.insert(live);
         let deadline = self.limits.deadline;
         let (scope, result, trapped) = self
-            .run_on(live, scope, interface, function, deadline, invoke)
+            .run_on(&mut live, scope, interface, function, deadline, invoke)
             .await;
         if trapped {
-            // A trapped instance cannot be entered again.
-            *slot = None;
+            // A trapped instance cannot be entered again: its memory is no longer held.
+            let own = live.store.data().limits.own;
+            self.memory.fetch_sub(own, Ordering::Relaxed);
+        } else {
+            self.idle_instances().push(live);
         }
         (scope, result)
     }

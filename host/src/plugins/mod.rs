@@ -74,6 +74,9 @@ pub struct ComponentSpec {
     pub model_dir: Option<PathBuf>,
     /// Its call limits; `None` for the host's.
     pub limits: Option<CallLimits>,
+    /// Instances that may serve calls at once (`None`: one). Only for components that
+    /// keep nothing between calls: each instance has its own memory.
+    pub instances: Option<usize>,
     /// The one network address it may reach (`bolt://host:7687`, `http://host:6333`),
     /// given to it as `WW_ENDPOINT`.
     pub endpoint: Option<String>,
@@ -93,6 +96,7 @@ impl ComponentSpec {
             data_dir: None,
             model_dir: None,
             limits: None,
+            instances: None,
             endpoint: None,
             settings: Vec::new(),
             secrets: Vec::new(),
@@ -490,6 +494,7 @@ impl ComponentHost {
                 pre,
                 telemetry.clone(),
                 spec.limits.unwrap_or(config.limits),
+                spec.instances.unwrap_or(1),
             ));
             loaded.insert(name, plugin.clone());
             components.push((plugin, shape));

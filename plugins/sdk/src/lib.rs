@@ -94,7 +94,8 @@ pub mod services {
     pub use crate::bindings::episodic_service::ww::memory::embedder;
     pub use crate::bindings::episodic_service::ww::memory::graph_store;
     pub use crate::bindings::episodic_service::ww::memory::types::{
-        Condition, Error, Field, FieldValue, Filter, Range, StoreHealth, ValidationError,
+        Condition, Error, Field, FieldValue, Filter, Range, ReembedPage, StoreHealth,
+        ValidationError,
     };
     pub use crate::bindings::episodic_service::ww::memory::vector_store;
 }

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
 /// Token positions one forward pass handles at most (batch × padded length): bounds the
-/// attention scores' memory (heads × positions × length × 4 bytes) while keeping the
-/// matrix products large enough to be efficient.
-const POSITIONS_PER_PASS: usize = 8192;
+/// attention scores' memory (heads × positions × length × 4 bytes: 25 MB at 256 tokens)
+/// while keeping the matrix products large enough to be efficient.
+const POSITIONS_PER_PASS: usize = 2048;
 
 /// How a text's token vectors become one vector (sentence-transformers' pooling modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,9 +76,101 @@ pub fn ensure_collection(collection: Collection) -> Result<(), Error> {
     if ENSURED.with_borrow(|done| done.contains(&collection)) {
         return Ok(());
     }
-    vectors::ensure_collection(collection, embedder::dimension())?;
+    vectors::ensure_collection(collection, &current_embedder())?;
     ENSURED.with_borrow_mut(|done| done.push(collection));
     Ok(())
+}
+
+/// The embedder configured now, as collections record it.
+pub fn current_embedder() -> vectors::EmbedderId {
+    vectors::EmbedderId {
+        model: embedder::model(),
+        dimension: embedder::dimension(),
+    }
+}
+
+/// Texts per embedder call while re-embedding: a batch the model runs efficiently, well
+/// inside one call's deadline.
+const REEMBED_BATCH: usize = 32;
+/// Points per re-embedding page, at most.
+pub const MAX_REEMBED_PAGE: u32 = 1024;
+
+/// One page of `ww-memory reembed` for `collection`: up to `limit` points after `after`,
+/// their vectors rebuilt from `text_of(id, payload)` with the configured embedder and
+/// written back with their payload unchanged. The last page records the embedder on the
+/// collection, so a run interrupted before it leaves the collection still refused, and
+/// running it again starts over safely.
+pub fn reembed(
+    collection: Collection,
+    after: Option<String>,
+    limit: u32,
+    text_of: impl Fn(&str, &[Field]) -> Result<String, Error>,
+) -> Result<ww_guest::services::ReembedPage, Error> {
+    if limit == 0 || limit > MAX_REEMBED_PAGE {
+        return Err(invalid(
+            "limit",
+            format!("must be between 1 and {MAX_REEMBED_PAGE}"),
+        ));
+    }
+    let embedder = current_embedder();
+    let Some(info) = vectors::describe_collection(collection)? else {
+        return Ok(ww_guest::services::ReembedPage {
+            rebuilt: 0,
+            next: None,
+            total: 0,
+        });
+    };
+    if info.dimension != embedder.dimension {
+        return Err(invalid(
+            "embedder",
+            format!(
+                "the collection's vectors have {} dimensions and {} makes {}: re-embedding \
+                 keeps the dimension; use a new data directory for this embedder",
+                info.dimension, embedder.model, embedder.dimension
+            ),
+        ));
+    }
+    let everything = ww_guest::services::Filter {
+        must: vec![],
+        must_not: vec![],
+    };
+    let page = vectors::scroll(collection, &everything, after.as_deref(), limit, false)?;
+    let mut points = Vec::with_capacity(page.len());
+    for batch in page.chunks(REEMBED_BATCH) {
+        let texts = batch
+            .iter()
+            .map(|p| text_of(&p.id, &p.payload))
+            .collect::<Result<Vec<String>, Error>>()?;
+        let vectors = embedder::embed(&texts)?;
+        if vectors.len() != texts.len() {
+            return Err(Error::Embedding(
+                "the embedder returned a different number of vectors than texts".to_owned(),
+            ));
+        }
+        for ((point, vector), text) in batch.iter().zip(vectors).zip(texts) {
+            points.push(vectors::Point {
+                id: point.id.clone(),
+                vector,
+                payload: point.payload.clone(),
+                text: Some(text),
+            });
+        }
+    }
+    if !points.is_empty() {
+        vectors::upsert(collection, &points)?;
+    }
+    let next = if page.len() < limit as usize {
+        vectors::set_embedder(collection, &embedder)?;
+        None
+    } else {
+        page.last().map(|p| p.id.clone())
+    };
+    ww_guest::add_span_attribute("reembed.rebuilt", points.len());
+    Ok(ww_guest::services::ReembedPage {
+        rebuilt: points.len() as u32,
+        next,
+        total: info.points,
+    })
 }
 
 /// The embedding of one text.

@@ -137,6 +137,7 @@ fn session_head(session: &str) -> Result<Option<(String, i64)>, Error> {
         collection: Collection::Episodes,
         // Similarity is not asked for: any vector of the right length will do.
         vector: vec![0.0; embedder::dimension() as usize],
+        text: None,
         filter: Filter {
             must: vec![session_filter(session)],
             must_not: vec![],
@@ -224,6 +225,7 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
             id: id.clone(),
             vector,
             payload: episode::to_payload(&episode, sequence),
+            text: Some(episode.content.clone()),
         }],
     )?;
     HEADS.with_borrow_mut(|heads| heads.insert(episode.session.clone(), (id.clone(), sequence)));
@@ -281,6 +283,7 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
     let hits = vectors::search(&SearchRequest {
         collection: Collection::Episodes,
         vector,
+        text: Some(request.query.clone()),
         filter: Filter {
             must,
             must_not: vec![],
@@ -351,6 +354,7 @@ fn query_at_time(request: PointInTimeRequest) -> Result<Vec<RecalledEpisode>, Er
     let hits = vectors::search(&SearchRequest {
         collection: Collection::Episodes,
         vector,
+        text: Some(request.query.clone()),
         filter: Filter {
             must,
             must_not: vec![],
@@ -523,6 +527,17 @@ impl Guest for Episodic {
 
     fn consolidate_light(_now: i64) -> Result<LightReport, Error> {
         consolidate_light()
+    }
+
+    #[traced("episodic.reembed", kind = Internal)]
+    fn reembed(
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<ww_guest::services::ReembedPage, Error> {
+        // An episode is embedded from its content alone (as `create_episode` does).
+        ww_service_common::reembed(Collection::Episodes, after, limit, |_, payload| {
+            ww_service_common::Fields(payload).required_text(episode::CONTENT)
+        })
     }
 }
 

@@ -241,6 +241,7 @@ fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
             id: skill.id.clone(),
             vector: embed(&embedding_text(&skill))?,
             payload: payload(&skill, 1)?,
+            text: Some(embedding_text(&skill)),
         }],
     )?;
     add_span_attribute("skill.id", skill.id.clone());
@@ -274,6 +275,7 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledSkill>, Error> {
     let hits = vectors::search(&SearchRequest {
         collection: Collection::Procedures,
         vector: embed(&request.task)?,
+        text: Some(request.task.clone()),
         filter,
         limit: request.limit,
         offset: 0,
@@ -515,6 +517,17 @@ impl Guest for Procedural {
 
     fn consolidate_skills(now: i64) -> Result<SkillReport, Error> {
         consolidate(now)
+    }
+
+    #[traced("procedural.reembed", kind = Internal)]
+    fn reembed(
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<ww_guest::services::ReembedPage, Error> {
+        ww_service_common::reembed(Collection::Procedures, after, limit, |id, payload| {
+            let (skill, _) = from_payload(id.to_owned(), payload)?;
+            Ok(embedding_text(&skill))
+        })
     }
 }
 

@@ -56,6 +56,7 @@ fn store_new(entity: &Entity) -> Result<(), Error> {
             id: entity.id.clone(),
             vector: embed(&embedding_text(&entity.name, &entity.summary))?,
             payload: entity::payload(entity),
+            text: Some(embedding_text(&entity.name, &entity.summary)),
         }],
     )
 }
@@ -396,6 +397,17 @@ impl Guest for Semantic {
     fn consolidate_deep(now: i64) -> Result<DeepReport, Error> {
         ensure_collection()?;
         consolidate::deep(now)
+    }
+
+    #[traced("semantic.reembed", kind = Internal)]
+    fn reembed(
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<ww_guest::services::ReembedPage, Error> {
+        ww_service_common::reembed(Collection::Entities, after, limit, |id, payload| {
+            let entity = entity::from_payload(id.to_owned(), payload)?;
+            Ok(embedding_text(&entity.name, &entity.summary))
+        })
     }
 }
 

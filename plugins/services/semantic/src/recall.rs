@@ -93,6 +93,7 @@ pub fn recall(request: RecallRequest) -> Result<Vec<RecalledEntity>, Error> {
     let hits = vectors::search(&SearchRequest {
         collection: Collection::Entities,
         vector: query.clone(),
+        text: Some(request.query.clone()),
         filter: Filter {
             must: vec![Condition::Missing(entity::VALID_TO.to_owned())],
             must_not: vec![],

@@ -8,10 +8,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ops::Bound;
 
-use ww_guest::store::vector::{Point, Rescore, ScoreTerm, StoredPoint};
+use ww_guest::store::vector::{EmbedderId, Point, Rescore, ScoreTerm, StoredPoint};
 use ww_guest::store::{Condition, Field, FieldValue, Filter};
 
 use crate::filter::equal;
+use crate::lexical::Lexical;
 use crate::search::{Hit, dot, dot_codes, norm, quantize};
 
 type FieldId = u32;
@@ -145,8 +146,36 @@ impl Ord for Ordered {
     }
 }
 
+/// How a search with query text joins the lexical ranking to the vector's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fusion {
+    /// Vectors only; the text is ignored.
+    Vector,
+    /// Reciprocal rank fusion of the two rankings' first `depth` places:
+    /// Σ 1/(k + rank), divided by its largest possible value (first in both), so the
+    /// relevance lies in [0, 1]; a point in neither list has relevance 0.
+    Rrf { k: f32, depth: usize },
+    /// A convex combination of scores: `alpha` × max(0, cosine) + (1 − `alpha`) × BM25
+    /// divided by the best BM25 among the filtered points, in [0, 1].
+    Linear { alpha: f32 },
+}
+
+/// Where a scan's relevance comes from.
+enum Relevance<'a> {
+    /// The cosine similarity.
+    Cosine,
+    /// Given per slot (a fused ranking); 0 for slots not in it.
+    Given(&'a HashMap<usize, f32>),
+    /// `alpha` × max(0, cosine) + the slot's given lexical part (0 if absent).
+    Blend(f32, &'a HashMap<usize, f32>),
+}
+
 pub struct Points {
     pub dimension: u32,
+    /// The embedder its vectors come from (`None`: written before it was recorded).
+    pub embedder: Option<EmbedderId>,
+    /// BM25 over the points' texts, by slot.
+    lexical: Lexical,
     /// id → slot, ordered so scrolling pages in id order.
     index: BTreeMap<String, usize>,
     ids: Vec<String>,
@@ -199,6 +228,8 @@ impl Points {
     pub fn new(dimension: u32) -> Self {
         Self {
             dimension,
+            embedder: None,
+            lexical: Lexical::default(),
             index: BTreeMap::new(),
             ids: Vec::new(),
             vectors: Vectors::new(dimension as usize),
@@ -344,6 +375,7 @@ impl Points {
                     column[slot] = Cell::Absent;
                 }
                 self.fill_cells(slot);
+                self.lexical.set(slot, point.text.as_deref());
             }
             None => {
                 self.index.insert(point.id.clone(), self.ids.len());
@@ -358,6 +390,7 @@ impl Points {
                     column.push(Cell::Absent);
                 }
                 self.fill_cells(self.ids.len() - 1);
+                self.lexical.set(self.ids.len() - 1, point.text.as_deref());
             }
         }
     }
@@ -383,6 +416,12 @@ impl Points {
         self.codes.pop();
         self.scales.swap_remove(slot);
         self.l1_norms.swap_remove(slot);
+        self.lexical.remove(slot);
+    }
+
+    /// Points whose text is indexed.
+    pub fn indexed_texts(&self) -> u32 {
+        self.lexical.indexed()
     }
 
     /// Set (add or replace) payload fields of a point.
@@ -505,11 +544,74 @@ impl Points {
     pub fn search(
         &self,
         query: &[f32],
+        text: Option<&str>,
         filter: &Filter,
         formula: Option<&Rescore>,
         keep: usize,
+        fusion: Fusion,
     ) -> Searched<'_> {
         let filter = self.compile(filter);
+        let (text, depth, k) = match (text, fusion) {
+            (Some(text), Fusion::Rrf { k, depth }) if self.lexical.indexed() > 0 => {
+                (text, depth, k)
+            }
+            (Some(text), Fusion::Linear { alpha }) if self.lexical.indexed() > 0 => {
+                let mut lexical = self
+                    .lexical
+                    .scores(text, |slot| self.accepts(slot, &filter));
+                let best = lexical.values().copied().fold(0.0_f32, f32::max);
+                if best > 0.0 {
+                    lexical
+                        .values_mut()
+                        .for_each(|s| *s = (1.0 - alpha) * *s / best);
+                }
+                return self.scan(
+                    query,
+                    &filter,
+                    formula,
+                    keep,
+                    Relevance::Blend(alpha, &lexical),
+                );
+            }
+            _ => return self.scan(query, &filter, formula, keep, Relevance::Cosine),
+        };
+        // The two rankings, each to `depth` places: the vector one by the same exact
+        // scan, the lexical one by BM25 over the same filtered points.
+        let by_vector: Vec<usize> = self
+            .scan(query, &filter, None, depth, Relevance::Cosine)
+            .hits
+            .iter()
+            .map(|(hit, _)| hit.slot)
+            .collect();
+        let mut by_words: Vec<(usize, f32)> = self
+            .lexical
+            .scores(text, |slot| self.accepts(slot, &filter))
+            .into_iter()
+            .collect();
+        by_words.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        by_words.truncate(depth);
+        let best = 2.0 / (k + 1.0);
+        let mut fused: HashMap<usize, f32> = HashMap::new();
+        for ranking in [
+            by_vector,
+            by_words.into_iter().map(|(slot, _)| slot).collect(),
+        ] {
+            for (rank, slot) in ranking.into_iter().enumerate() {
+                *fused.entry(slot).or_default() += 1.0 / (k + rank as f32 + 1.0) / best;
+            }
+        }
+        self.scan(query, &filter, formula, keep, Relevance::Given(&fused))
+    }
+
+    /// [`Points::search`] with the filter compiled and the relevance decided.
+    fn scan(
+        &self,
+        query: &[f32],
+        filter: &CompiledFilter,
+        formula: Option<&Rescore>,
+        keep: usize,
+        relevance: Relevance<'_>,
+    ) -> Searched<'_> {
         let terms: Vec<Term> = formula
             .map(|f| {
                 f.terms
@@ -533,8 +635,24 @@ impl Points {
             Some(_) => self.rescore(slot, &terms, similarity_weight, cosine),
             None => f64::from(cosine),
         };
-        // A formula that ignores similarity (latest first, say) needs no dot product.
-        let needs_similarity = similarity_weight != 0.0;
+        // A formula that ignores similarity (latest first, say) needs no dot product, nor
+        // does a relevance given per slot.
+        let (given, alpha, lexical) = match relevance {
+            Relevance::Given(given) => (Some(given), 1.0, None),
+            Relevance::Cosine => (None, 1.0, None),
+            Relevance::Blend(alpha, lexical) => (None, alpha, Some(lexical)),
+        };
+        let needs_similarity = similarity_weight != 0.0 && given.is_none();
+        let given_at = |slot: usize| given.and_then(|g| g.get(&slot)).copied().unwrap_or(0.0);
+        // The relevance of a slot whose cosine is `cosine`: the cosine itself, or blended
+        // with its exact lexical part (the approximation error then shrinks by `alpha`).
+        let blended = |slot: usize, cosine: f32| match lexical {
+            Some(lexical) => {
+                let positive = if cosine > 0.0 { cosine } else { 0.0 };
+                alpha * positive + lexical.get(&slot).copied().unwrap_or(0.0)
+            }
+            None => cosine,
+        };
         let query_norm = norm(query);
         let query_l1: f32 = query.iter().map(|x| x.abs()).sum();
         let (query_codes, query_scale) = quantize(query);
@@ -545,7 +663,7 @@ impl Points {
         let mut survivors: Vec<(usize, f64)> = Vec::new();
         let mut candidates = 0;
         for slot in 0..self.ids.len() {
-            if !self.accepts(slot, &filter) {
+            if !self.accepts(slot, filter) {
                 continue;
             }
             candidates += 1;
@@ -559,11 +677,13 @@ impl Points {
                     + (self.l1_norms[slot] + n * scale / 2.0) * query_scale)
                     / 2.0;
                 let cosine = (approximate / denominator).clamp(-1.0, 1.0);
-                let error = f64::from(bound / denominator) * similarity_weight.abs();
+                let error = f64::from(alpha * bound / denominator) * similarity_weight.abs();
                 // Rounding in the f32 arithmetic itself, generously.
-                (score(slot, cosine), error * 1.001 + 1e-6)
+                (score(slot, blended(slot, cosine)), error * 1.001 + 1e-6)
+            } else if lexical.is_some() {
+                (score(slot, blended(slot, 0.0)), 0.0)
             } else {
-                (score(slot, 0.0), 0.0)
+                (score(slot, given_at(slot)), 0.0)
             };
             let (low, high) = (estimate - error, estimate + error);
             if floor.len() == keep && floor.peek().is_some_and(|Reverse(f)| high < f.0) {
@@ -589,9 +709,14 @@ impl Points {
             .map(|(slot, _)| {
                 let denominator = self.norms[slot] * query_norm;
                 let similarity = if needs_similarity && denominator > 0.0 {
-                    (dot(self.vectors.get(slot), query) / denominator).clamp(-1.0, 1.0)
+                    blended(
+                        slot,
+                        (dot(self.vectors.get(slot), query) / denominator).clamp(-1.0, 1.0),
+                    )
+                } else if lexical.is_some() {
+                    blended(slot, 0.0)
                 } else {
-                    0.0
+                    given_at(slot)
                 };
                 Hit {
                     score: score(slot, similarity),

@@ -10,16 +10,19 @@
 
 mod collection;
 mod filter;
+mod lexical;
 mod search;
 mod state;
 
 use std::cell::RefCell;
 use std::path::Path;
 
+use collection::Fusion;
 use state::{Op, State, edge_key, label_slot};
 use ww_guest::store::graph::{Direction, Edge, Neighbor, Node, NodeLabel, RelationType};
 use ww_guest::store::vector::{
-    Collection, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint, SearchRequest, StoredPoint,
+    Collection, CollectionInfo, EmbedderId, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint,
+    SearchRequest, StoredPoint,
 };
 use ww_guest::store::{
     Condition, Error, Field, Filter, GraphStore, StoreHealth, ValidationError, VectorStore,
@@ -33,6 +36,46 @@ const LOG_PATH: &str = "/data/store.wal";
 const MAX_LIMIT: u32 = 10_000;
 /// Vector length, at most.
 const MAX_DIMENSION: u32 = 8192;
+/// A point's text, at most (the services bound what they store well below this).
+const MAX_TEXT_BYTES: usize = 1 << 20;
+/// Reciprocal rank fusion's constant (the value of Cormack et al., and Qdrant's).
+const RRF_K: f32 = 60.0;
+/// Places of each ranking that fusion reads, at least.
+const RRF_DEPTH: usize = 100;
+
+/// How `search` uses a request's text: the `retrieval` setting, `fused` (the default:
+/// BM25 and vector rankings fused) or `vector` (the text is ignored).
+fn fusion(keep: usize) -> Fusion {
+    let setting = ww_guest::settings::setting("retrieval");
+    match setting.as_deref() {
+        Some("vector") => Fusion::Vector,
+        Some(linear) if linear.starts_with("linear") => Fusion::Linear {
+            alpha: linear
+                .strip_prefix("linear:")
+                .and_then(|a| a.parse().ok())
+                .filter(|a: &f32| (0.0..=1.0).contains(a))
+                .unwrap_or(0.5),
+        },
+        _ => Fusion::Rrf {
+            k: RRF_K,
+            depth: RRF_DEPTH.max(keep.saturating_mul(4)),
+        },
+    }
+}
+
+/// A collection's name as messages give it.
+fn collection_name(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Episodes => "ww_episodes",
+        Collection::Entities => "ww_entities",
+        Collection::Procedures => "ww_procedures",
+    }
+}
+
+/// `embedder`'s name as messages give it.
+fn describe(embedder: &EmbedderId) -> String {
+    format!("{} ({} dimensions)", embedder.model, embedder.dimension)
+}
 
 struct Store {
     wal: Wal,
@@ -183,7 +226,8 @@ fn check_fields(fields: &[Field]) -> Result<(), Error> {
 struct EmbeddedStore;
 
 impl VectorStore for EmbeddedStore {
-    fn ensure_collection(collection: Collection, dimension: u32) -> Result<(), Error> {
+    fn ensure_collection(collection: Collection, embedder: EmbedderId) -> Result<(), Error> {
+        let dimension = embedder.dimension;
         if dimension == 0 || dimension > MAX_DIMENSION {
             return Err(invalid(
                 "dimension",
@@ -191,18 +235,76 @@ impl VectorStore for EmbeddedStore {
             ));
         }
         with_store(|store| match store.state.collection(collection) {
-            Some(existing) if existing.dimension == dimension => Ok(()),
-            Some(existing) => Err(invalid(
+            Some(existing) if existing.embedder.as_ref() == Some(&embedder) => Ok(()),
+            Some(existing) if existing.dimension != dimension => Err(invalid(
                 "dimension",
                 format!(
                     "{collection:?} exists with {} dimensions, not {dimension}",
                     existing.dimension
                 ),
             )),
-            None => store.commit(Op::EnsureCollection {
+            // Empty and never recorded (a crash between creating and recording, or an
+            // old store that never held a point): this embedder is its first.
+            Some(existing) if existing.embedder.is_none() && existing.len() == 0 => {
+                store.commit(Op::SetEmbedder {
+                    collection,
+                    embedder,
+                })
+            }
+            // Not the caller's mistake: the store's state and the configuration disagree.
+            Some(existing) => Err(storage(format!(
+                "{} holds vectors of {}, not of {}: they cannot be compared; \
+                     run `ww-memory reembed` to rebuild them with the configured embedder",
+                collection_name(collection),
+                existing
+                    .embedder
+                    .as_ref()
+                    .map_or_else(|| "an unrecorded embedder".to_owned(), describe),
+                describe(&embedder)
+            ))),
+            None => {
+                store.commit(Op::EnsureCollection {
+                    collection,
+                    dimension,
+                })?;
+                store.commit(Op::SetEmbedder {
+                    collection,
+                    embedder,
+                })
+            }
+        })
+    }
+
+    fn describe_collection(collection: Collection) -> Result<Option<CollectionInfo>, Error> {
+        with_store(|store| {
+            Ok(store
+                .state
+                .collection(collection)
+                .map(|data| CollectionInfo {
+                    points: data.len() as u64,
+                    dimension: data.dimension,
+                    embedder: data.embedder.clone(),
+                }))
+        })
+    }
+
+    fn set_embedder(collection: Collection, embedder: EmbedderId) -> Result<(), Error> {
+        with_store(|store| {
+            let dimension = store.dimension(collection)?;
+            if embedder.dimension != dimension {
+                return Err(invalid(
+                    "embedder",
+                    format!(
+                        "{} has {dimension} dimensions; {} cannot be its embedder",
+                        collection_name(collection),
+                        describe(&embedder)
+                    ),
+                ));
+            }
+            store.commit(Op::SetEmbedder {
                 collection,
-                dimension,
-            }),
+                embedder,
+            })
         })
     }
 
@@ -213,8 +315,18 @@ impl VectorStore for EmbeddedStore {
                 check_id(&point.id)?;
                 check_vector(&point.vector, dimension)?;
                 check_fields(&point.payload)?;
+                if point
+                    .text
+                    .as_ref()
+                    .is_some_and(|t| t.len() > MAX_TEXT_BYTES)
+                {
+                    return Err(invalid(
+                        "text",
+                        format!("a point's text is at most {MAX_TEXT_BYTES} bytes"),
+                    ));
+                }
             }
-            store.commit(Op::Upsert { collection, points })
+            store.commit(Op::UpsertWithText { collection, points })
         })
     }
 
@@ -233,12 +345,17 @@ impl VectorStore for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let keep = (request.offset + request.limit) as usize;
+            let fusion = fusion(keep);
+            let fused = request.text.is_some() && fusion != Fusion::Vector;
             let searched = data.search(
                 &request.vector,
+                request.text.as_deref(),
                 &request.filter,
                 request.rescore.as_ref(),
                 keep,
+                fusion,
             );
+            add_span_attribute("store.fused", fused && data.indexed_texts() > 0);
             add_span_attribute("store.candidates", searched.candidates);
             add_span_attribute("store.rescored_exactly", searched.rescored);
             let hits: Vec<ScoredPoint> = searched

@@ -8,18 +8,28 @@ use crate::collection::Points;
 use serde::{Deserialize, Serialize};
 use ww_guest::store::Field;
 use ww_guest::store::graph::{Edge, Node, NodeLabel, RelationType};
-use ww_guest::store::vector::{Collection, PayloadUpdate, Point};
+use ww_guest::store::vector::{Collection, EmbedderId, PayloadUpdate, Point};
 
-/// One durable change, as written to the log.
+/// A point as logs written before points carried their text hold it (`Op::Upsert`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PointWithoutText {
+    pub id: String,
+    pub vector: Vec<f32>,
+    pub payload: Vec<Field>,
+}
+
+/// One durable change, as written to the log. Variants are only ever added at the end:
+/// a log is read back by each variant's position.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Op {
     EnsureCollection {
         collection: Collection,
         dimension: u32,
     },
+    /// Points without text (logs written before lexical retrieval).
     Upsert {
         collection: Collection,
-        points: Vec<Point>,
+        points: Vec<PointWithoutText>,
     },
     Delete {
         collection: Collection,
@@ -36,6 +46,16 @@ pub enum Op {
     },
     DeleteNode(String),
     UpsertEdge(Edge),
+    /// Points with the text they were embedded from.
+    UpsertWithText {
+        collection: Collection,
+        points: Vec<Point>,
+    },
+    /// The embedder every vector of the collection now comes from.
+    SetEmbedder {
+        collection: Collection,
+        embedder: EmbedderId,
+    },
 }
 
 /// (source, relation, target).
@@ -89,8 +109,28 @@ impl State {
             Op::Upsert { collection, points } => {
                 if let Some(data) = self.collections[slot(collection)].as_mut() {
                     for point in points {
+                        data.upsert(Point {
+                            id: point.id,
+                            vector: point.vector,
+                            payload: point.payload,
+                            text: None,
+                        });
+                    }
+                }
+            }
+            Op::UpsertWithText { collection, points } => {
+                if let Some(data) = self.collections[slot(collection)].as_mut() {
+                    for point in points {
                         data.upsert(point);
                     }
+                }
+            }
+            Op::SetEmbedder {
+                collection,
+                embedder,
+            } => {
+                if let Some(data) = self.collections[slot(collection)].as_mut() {
+                    data.embedder = Some(embedder);
                 }
             }
             Op::Delete { collection, ids } => {

@@ -6,11 +6,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// The key of a collection's metadata under which the embedder that wrote it is kept.
+pub const EMBEDDER_KEY: &str = "ww_embedder";
+
+fn embedder_json(embedder: &EmbedderId) -> Value {
+    json!({ "model": embedder.model, "dimension": embedder.dimension })
+}
 use ww_guest::settings;
 
 use crate::SCROLL_PAGE;
-use crate::bindings::exports::ww::memory::vector_store::StoredPoint;
-use crate::bindings::ww::memory::types::Error;
+use crate::bindings::exports::ww::memory::vector_store::{CollectionInfo, EmbedderId, StoredPoint};
+use crate::bindings::ww::memory::types::{Error, ValidationError};
 use crate::convert;
 
 pub struct Qdrant {
@@ -108,29 +115,48 @@ impl Qdrant {
 
     /// Create the collection (cosine, `dimension`) and its session index unless it exists;
     /// an existing one of another dimension is an error.
-    pub fn ensure(&mut self, collection: &str, dimension: u32) -> Result<(), Error> {
+    pub fn ensure(&mut self, collection: &str, embedder: &EmbedderId) -> Result<(), Error> {
         if self.ensured.contains(collection) {
             return Ok(());
         }
+        let dimension = embedder.dimension;
         let path = format!("/collections/{collection}");
-        let (status, answer) = self.send("GET", &path, None)?;
-        match status {
-            200 => {
-                let size = answer
-                    .pointer("/result/config/params/vectors/size")
-                    .and_then(Value::as_u64);
-                if size != Some(u64::from(dimension)) {
-                    return Err(storage(format!(
-                        "collection {collection} has vectors of size {}, the embedder makes {dimension}",
-                        size.map_or("unknown".to_owned(), |s| s.to_string())
-                    )));
-                }
+        match self.collection_info(collection)? {
+            Some(info) if info.dimension != dimension => {
+                return Err(storage(format!(
+                    "collection {collection} has vectors of size {}, the embedder makes {dimension}",
+                    info.dimension
+                )));
             }
-            404 => {
+            Some(info)
+                if info.embedder.as_ref().is_some_and(|e| {
+                    e.model == embedder.model && e.dimension == embedder.dimension
+                }) => {}
+            Some(info) if info.embedder.is_none() && info.points == 0 => {
+                self.set_embedder(collection, embedder)?;
+            }
+            Some(info) => {
+                return Err(Error::Validation(ValidationError {
+                    field: Some("embedder".to_owned()),
+                    message: format!(
+                        "collection {collection} holds vectors of {}, not of {} {}: they \
+                         cannot be compared; run `ww-memory reembed` to rebuild them",
+                        info.embedder
+                            .as_ref()
+                            .map_or("an unrecorded embedder".to_owned(), |e| e.model.clone()),
+                        embedder.model,
+                        embedder.dimension
+                    ),
+                }));
+            }
+            None => {
                 self.call(
                     "PUT",
                     &path,
-                    Some(json!({ "vectors": { "size": dimension, "distance": "Cosine" } })),
+                    Some(json!({
+                        "vectors": { "size": dimension, "distance": "Cosine" },
+                        "metadata": { EMBEDDER_KEY: embedder_json(embedder) },
+                    })),
                 )?;
                 self.call(
                     "PUT",
@@ -138,9 +164,47 @@ impl Qdrant {
                     Some(json!({ "field_name": "session", "field_schema": "keyword" })),
                 )?;
             }
-            other => return Err(self.refusal("GET", &path, other, &answer)),
         }
         self.ensured.insert(collection.to_owned());
+        Ok(())
+    }
+
+    /// The collection's size, dimension and recorded embedder (Qdrant's collection
+    /// metadata, key [`EMBEDDER_KEY`]); `None` if it does not exist.
+    pub fn collection_info(&self, collection: &str) -> Result<Option<CollectionInfo>, Error> {
+        let path = format!("/collections/{collection}");
+        let (status, answer) = self.send("GET", &path, None)?;
+        match status {
+            200 => {
+                let number = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64);
+                let embedder = answer
+                    .pointer(&format!("/result/config/metadata/{EMBEDDER_KEY}"))
+                    .and_then(|e| {
+                        Some(EmbedderId {
+                            model: e.get("model")?.as_str()?.to_owned(),
+                            dimension: u32::try_from(e.get("dimension")?.as_u64()?).ok()?,
+                        })
+                    });
+                Ok(Some(CollectionInfo {
+                    points: number("/result/points_count").unwrap_or(0),
+                    dimension: number("/result/config/params/vectors/size")
+                        .and_then(|d| u32::try_from(d).ok())
+                        .unwrap_or(0),
+                    embedder,
+                }))
+            }
+            404 => Ok(None),
+            other => Err(self.refusal("GET", &path, other, &answer)),
+        }
+    }
+
+    /// Record `embedder` in the collection's metadata.
+    pub fn set_embedder(&self, collection: &str, embedder: &EmbedderId) -> Result<(), Error> {
+        self.call(
+            "PATCH",
+            &format!("/collections/{collection}"),
+            Some(json!({ "metadata": { EMBEDDER_KEY: embedder_json(embedder) } })),
+        )?;
         Ok(())
     }
 

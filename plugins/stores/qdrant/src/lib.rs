@@ -36,8 +36,8 @@ mod bindings {
 }
 
 use bindings::exports::ww::memory::vector_store::{
-    Collection, Guest, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint, SearchRequest,
-    StoredPoint,
+    Collection, CollectionInfo, EmbedderId, Guest, PayloadUpdate, Point, Rescore, ScoreTerm,
+    ScoredPoint, SearchRequest, StoredPoint,
 };
 use bindings::ww::memory::types::{Error, Filter, StoreHealth, ValidationError};
 
@@ -109,11 +109,19 @@ fn check_rescore(formula: &Rescore) -> Result<(), Error> {
 struct QdrantStore;
 
 impl Guest for QdrantStore {
-    fn ensure_collection(collection: Collection, dimension: u32) -> Result<(), Error> {
-        if dimension == 0 {
+    fn ensure_collection(collection: Collection, embedder: EmbedderId) -> Result<(), Error> {
+        if embedder.dimension == 0 {
             return Err(invalid("dimension", "must be positive"));
         }
-        http::with(|q| q.ensure(name(collection), dimension))
+        http::with(|q| q.ensure(name(collection), &embedder))
+    }
+
+    fn describe_collection(collection: Collection) -> Result<Option<CollectionInfo>, Error> {
+        http::with(|q| q.collection_info(name(collection)))
+    }
+
+    fn set_embedder(collection: Collection, embedder: EmbedderId) -> Result<(), Error> {
+        http::with(|q| q.set_embedder(name(collection), &embedder))
     }
 
     fn upsert(collection: Collection, points: Vec<Point>) -> Result<(), Error> {

@@ -1,0 +1,250 @@
+//! The lexical side of retrieval: an inverted index of each collection's text, ranked by
+//! Okapi BM25 with IDF over the collection.
+//!
+//! Written here rather than taken from a search library (tantivy and the like): those
+//! keep their own segment files and threads, where this index is a few maps rebuilt from
+//! the store's own log, in step with the vectors' slots, inside a single-threaded
+//! component.
+//!
+//! Tokens: lower-cased runs of letters and digits; a number keeps its decimal point or
+//! separators (`3.5`, `10:30`, `2023-05-08` are one token each, so a date or a version
+//! matches as written); an English possessive or plural `s` is dropped from words of four
+//! letters or more (`Caroline's` → `caroline`, `tests` → `test`), so names and their
+//! inflections meet.
+
+use std::collections::HashMap;
+
+/// BM25's term-frequency saturation.
+const K1: f32 = 1.2;
+/// BM25's length normalisation.
+const B: f32 = 0.75;
+/// Distinct terms of one text that are indexed, at most (a bound on one point's cost).
+const MAX_TERMS_PER_TEXT: usize = 4096;
+
+/// The tokens of `text`, as indexed and as queried.
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_alphanumeric() {
+            current.extend(c.to_lowercase());
+            continue;
+        }
+        // A separator between two digits stays inside a number.
+        let between_digits = matches!(c, '.' | ',' | ':' | '-' | '/')
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        if between_digits && !current.is_empty() {
+            current.push(c);
+            continue;
+        }
+        // `'s` ends a word: the possessive goes.
+        if (c == '\'' || c == '’')
+            && chars.get(i + 1).is_some_and(|n| *n == 's' || *n == 'S')
+            && !chars.get(i + 2).is_some_and(|n| n.is_alphanumeric())
+        {
+            finish(&mut current, &mut out);
+            continue;
+        }
+        finish(&mut current, &mut out);
+    }
+    finish(&mut current, &mut out);
+    out
+}
+
+fn finish(current: &mut String, out: &mut Vec<String>) {
+    if current.is_empty() {
+        return;
+    }
+    let mut word = std::mem::take(current);
+    if word.len() >= 4
+        && word.ends_with('s')
+        && !word.ends_with("ss")
+        && !word.ends_with("us")
+        && !word.ends_with("is")
+        && !word.chars().any(|c| c.is_ascii_digit())
+    {
+        word.pop();
+    }
+    // A lone possessive `s` left by a tokenised apostrophe carries nothing.
+    if word != "s" {
+        out.push(word);
+    }
+}
+
+/// One collection's index; slots are the vectors' slots.
+#[derive(Default)]
+pub struct Lexical {
+    term_ids: HashMap<String, u32>,
+    /// By term id: the slots whose text has it, with its count there.
+    postings: Vec<Vec<(u32, u32)>>,
+    /// By slot: its terms and counts (to remove it), and its length in tokens.
+    documents: Vec<(Vec<(u32, u32)>, u32)>,
+    /// Slots with text, and their summed lengths.
+    indexed: u32,
+    total_length: u64,
+}
+
+impl Lexical {
+    /// Slots with text.
+    pub fn indexed(&self) -> u32 {
+        self.indexed
+    }
+
+    fn term(&mut self, token: String) -> u32 {
+        if let Some(&id) = self.term_ids.get(&token) {
+            return id;
+        }
+        let id = self.postings.len() as u32;
+        self.term_ids.insert(token, id);
+        self.postings.push(Vec::new());
+        id
+    }
+
+    /// Index `text` (or nothing) at `slot`, replacing what was there; a new slot is the
+    /// next one.
+    pub fn set(&mut self, slot: usize, text: Option<&str>) {
+        if slot < self.documents.len() {
+            self.clear(slot);
+        } else {
+            self.documents.resize_with(slot + 1, Default::default);
+        }
+        let Some(text) = text else {
+            return;
+        };
+        let tokens = tokens(text);
+        if tokens.is_empty() {
+            return;
+        }
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for token in &tokens {
+            if counts.len() >= MAX_TERMS_PER_TEXT && !self.term_ids.contains_key(token) {
+                continue;
+            }
+            let id = self.term(token.clone());
+            *counts.entry(id).or_default() += 1;
+        }
+        let mut terms: Vec<(u32, u32)> = counts.into_iter().collect();
+        terms.sort_unstable();
+        for &(term, count) in &terms {
+            self.postings[term as usize].push((slot as u32, count));
+        }
+        let length = tokens.len() as u32;
+        self.documents[slot] = (terms, length);
+        self.indexed += 1;
+        self.total_length += u64::from(length);
+    }
+
+    /// Remove `slot`'s text from the index (the slot stays, empty).
+    fn clear(&mut self, slot: usize) {
+        let (terms, length) = std::mem::take(&mut self.documents[slot]);
+        if terms.is_empty() {
+            return;
+        }
+        for (term, _) in terms {
+            let postings = &mut self.postings[term as usize];
+            if let Some(at) = postings.iter().position(|(s, _)| *s as usize == slot) {
+                postings.swap_remove(at);
+            }
+        }
+        self.indexed -= 1;
+        self.total_length -= u64::from(length);
+    }
+
+    /// Remove `slot`, moving the last slot into its place (as the vectors do).
+    pub fn remove(&mut self, slot: usize) {
+        if slot >= self.documents.len() {
+            return;
+        }
+        self.clear(slot);
+        let last = self.documents.len() - 1;
+        if slot != last {
+            let moved = std::mem::take(&mut self.documents[last]);
+            for &(term, _) in &moved.0 {
+                for posting in &mut self.postings[term as usize] {
+                    if posting.0 as usize == last {
+                        posting.0 = slot as u32;
+                    }
+                }
+            }
+            self.documents[slot] = moved;
+        }
+        self.documents.pop();
+    }
+
+    /// BM25 of every slot that shares a term with `query` and passes `accepts`, by slot.
+    pub fn scores(&self, query: &str, accepts: impl Fn(usize) -> bool) -> HashMap<usize, f32> {
+        let mut scores: HashMap<usize, f32> = HashMap::new();
+        if self.indexed == 0 {
+            return scores;
+        }
+        let n = self.indexed as f32;
+        let average = self.total_length as f32 / n;
+        let mut terms: Vec<u32> = tokens(query)
+            .iter()
+            .filter_map(|t| self.term_ids.get(t).copied())
+            .collect();
+        // A term asked twice counts once (as most BM25 implementations treat queries).
+        terms.sort_unstable();
+        terms.dedup();
+        for term in terms {
+            let postings = &self.postings[term as usize];
+            let df = postings.len() as f32;
+            // Lucene's IDF: never negative, so a very common term adds a little, never
+            // subtracts.
+            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &(slot, count) in postings {
+                let slot = slot as usize;
+                if !accepts(slot) {
+                    continue;
+                }
+                let tf = count as f32;
+                let length = self.documents[slot].1 as f32;
+                let saturation = tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / average));
+                *scores.entry(slot).or_default() += idf * saturation;
+            }
+        }
+        scores
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_numbers_and_meet_names_and_plurals() {
+        assert_eq!(
+            tokens("Caroline's 3 tests on 2023-05-08, v1.2 at 10:30!"),
+            [
+                "caroline",
+                "3",
+                "test",
+                "on",
+                "2023-05-08",
+                "v1.2",
+                "at",
+                "10:30"
+            ]
+        );
+        assert_eq!(tokens("class status is"), ["class", "status", "is"]);
+    }
+
+    #[test]
+    fn bm25_prefers_the_rarer_term_and_follows_removals() {
+        let mut index = Lexical::default();
+        index.set(0, Some("the flaky login test"));
+        index.set(1, Some("the groceries"));
+        index.set(2, Some("the login page"));
+        let scores = index.scores("flaky login", |_| true);
+        assert!(scores[&0] > scores[&2]);
+        assert!(!scores.contains_key(&1));
+        // Slot 0 removed: slot 2 moves into it.
+        index.remove(0);
+        let scores = index.scores("login page", |_| true);
+        assert_eq!(scores.keys().copied().collect::<Vec<_>>(), [0]);
+        assert_eq!(index.indexed(), 2);
+    }
+}

@@ -1,0 +1,387 @@
+//! Recall quality on LoCoMo (`make bench-recall`): turn-level retrieval, exactly the
+//! protocol of `shared/bench/locomo/README.md`, through the release binary over MCP
+//! (stdio), one fresh data directory and session per conversation, for each retrieval
+//! configuration; BM25 over the same turns computed here as the reference line. Then the
+//! model embedder's latency (one short text, a batch of 64) through the host.
+//!
+//! `WW_LOCOMO` names another copy of `dev.json`; `WW_RECALL_CONFIGS` (comma-separated
+//! names of the table below) runs only some configurations.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ww_tests::bench::{Server, bench_dir, ms};
+
+/// The split's questions that count: categories 1-4 with evidence.
+struct Question {
+    text: String,
+    evidence: Vec<String>,
+}
+
+struct Turn {
+    dia_id: String,
+    content: String,
+    /// RFC 3339, the session's date.
+    time: String,
+}
+
+struct Conversation {
+    id: String,
+    turns: Vec<Turn>,
+    questions: Vec<Question>,
+}
+
+/// "1:56 pm on 8 May, 2023" (`%I:%M %p on %d %B, %Y`) as RFC 3339 UTC.
+fn session_time(text: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ];
+    let lower = text.to_lowercase();
+    let (clock, date) = lower.split_once(" on ").expect("`<time> on <date>`");
+    let (hm, meridiem) = clock.trim().split_once(' ').expect("`h:mm am`");
+    let (h, m) = hm.split_once(':').expect("h:mm");
+    let mut hour: u32 = h.parse().expect("hour");
+    let minute: u32 = m.parse().expect("minute");
+    hour %= 12;
+    if meridiem.trim() == "pm" {
+        hour += 12;
+    }
+    let date = date.replace(',', "");
+    let parts: Vec<&str> = date.split_whitespace().collect();
+    let [day, month, year] = parts[..] else {
+        panic!("date {text:?}")
+    };
+    let month = MONTHS.iter().position(|m| *m == month).expect("month name") + 1;
+    format!(
+        "{year}-{month:02}-{:02}T{hour:02}:{minute:02}:00Z",
+        day.parse::<u32>().expect("day")
+    )
+}
+
+fn load(path: &Path) -> Vec<Conversation> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set WW_LOCOMO)", path.display()));
+    let records: Vec<Value> = serde_json::from_str(&text).expect("dev.json");
+    records
+        .iter()
+        .map(|record| {
+            let conversation = &record["conversation"];
+            let mut sessions: Vec<(u32, &Vec<Value>, String)> = conversation
+                .as_object()
+                .expect("conversation")
+                .iter()
+                .filter_map(|(key, value)| {
+                    let n: u32 = key.strip_prefix("session_")?.parse().ok()?;
+                    let date = conversation[format!("session_{n}_date_time")].as_str()?;
+                    Some((n, value.as_array()?, session_time(date)))
+                })
+                .collect();
+            sessions.sort_by_key(|(n, _, _)| *n);
+            let turns = sessions
+                .iter()
+                .flat_map(|(_, turns, time)| {
+                    turns.iter().map(move |turn| {
+                        let mut content = format!(
+                            "{}: {}",
+                            turn["speaker"].as_str().expect("speaker"),
+                            turn["text"].as_str().expect("text")
+                        );
+                        if let Some(caption) = turn["blip_caption"].as_str() {
+                            content.push_str(&format!(" [shares an image: {caption}]"));
+                        }
+                        Turn {
+                            dia_id: turn["dia_id"].as_str().expect("dia_id").to_owned(),
+                            content,
+                            time: time.clone(),
+                        }
+                    })
+                })
+                .collect();
+            let questions = record["qa"]
+                .as_array()
+                .expect("qa")
+                .iter()
+                .filter(|qa| (1..=4).contains(&qa["category"].as_u64().unwrap_or(5)))
+                .filter_map(|qa| {
+                    let evidence: Vec<String> = qa["evidence"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect();
+                    (!evidence.is_empty()).then(|| Question {
+                        text: qa["question"].as_str().unwrap_or_default().to_owned(),
+                        evidence,
+                    })
+                })
+                .collect();
+            Conversation {
+                id: record["sample_id"].as_str().unwrap_or("?").to_owned(),
+                turns,
+                questions,
+            }
+        })
+        .collect()
+}
+
+/// recall_any@k and recall_all@k over questions, for k = 5 and 10.
+#[derive(Default)]
+struct Tally {
+    questions: usize,
+    any5: usize,
+    all5: usize,
+    any10: usize,
+    all10: usize,
+}
+
+impl Tally {
+    fn add(&mut self, ranked: &[String], evidence: &[String]) {
+        let within = |k: usize| {
+            let top = &ranked[..ranked.len().min(k)];
+            let found = evidence.iter().filter(|e| top.contains(e)).count();
+            (found > 0, found == evidence.len())
+        };
+        let (any5, all5) = within(5);
+        let (any10, all10) = within(10);
+        self.questions += 1;
+        self.any5 += usize::from(any5);
+        self.all5 += usize::from(all5);
+        self.any10 += usize::from(any10);
+        self.all10 += usize::from(all10);
+    }
+
+    fn row(&self, name: &str) -> String {
+        let pct = |n: usize| format!("{:.1} %", 100.0 * n as f64 / self.questions.max(1) as f64);
+        format!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            pct(self.any5),
+            pct(self.all5),
+            pct(self.any10),
+            pct(self.all10),
+            self.questions
+        )
+    }
+}
+
+/// Okapi BM25 (k1 1.5, b 0.75, lower-cased word tokens), the README's reference line.
+fn bm25_rank(turns: &[Turn], query: &str, k: usize) -> Vec<String> {
+    fn tokens(text: &str) -> Vec<String> {
+        text.to_lowercase()
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+    let docs: Vec<Vec<String>> = turns.iter().map(|t| tokens(&t.content)).collect();
+    let n = docs.len() as f64;
+    let average = docs.iter().map(Vec::len).sum::<usize>() as f64 / n;
+    let mut df: HashMap<&str, f64> = HashMap::new();
+    for doc in &docs {
+        let mut seen: Vec<&str> = doc.iter().map(String::as_str).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for term in seen {
+            *df.entry(term).or_default() += 1.0;
+        }
+    }
+    let query = tokens(query);
+    let mut scored: Vec<(f64, usize)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let length = doc.len() as f64;
+            let score = query
+                .iter()
+                .map(|term| {
+                    let tf = doc.iter().filter(|t| *t == term).count() as f64;
+                    let n_t = df.get(term.as_str()).copied().unwrap_or(0.0);
+                    let idf = ((n - n_t + 0.5) / (n_t + 0.5) + 1.0).ln();
+                    idf * tf * 2.5 / (tf + 1.5 * (0.25 + 0.75 * length / average))
+                })
+                .sum::<f64>();
+            (score, i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, i)| turns[i].dia_id.clone())
+        .collect()
+}
+
+/// A retrieval configuration: the embedder role's lines and the store's `retrieval`.
+struct Setup {
+    name: &'static str,
+    embedder: &'static str,
+    retrieval: &'static str,
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        name: "hash",
+        embedder: "component = \"embedder_hash.wasm\"",
+        retrieval: "vector",
+    },
+    Setup {
+        name: "hash+bm25",
+        embedder: "component = \"embedder_hash.wasm\"",
+        retrieval: "fused",
+    },
+    Setup {
+        name: "model",
+        embedder: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\nsettings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
+        retrieval: "vector",
+    },
+    Setup {
+        name: "model+bm25",
+        embedder: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\nsettings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
+        retrieval: "fused",
+    },
+];
+
+fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
+    let model_dir = ww_tests::model_dir();
+    let text = format!(
+        "plugin_dir = {plugins:?}\n\n[roles.embedder]\n{embedder}\n\n\
+         [roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
+         settings = {{ retrieval = \"{retrieval}\" }}\n\n\
+         [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n",
+        plugins = ww_tests::component_dir().display().to_string(),
+        embedder = setup
+            .embedder
+            .replace("MODEL_DIR", &model_dir.display().to_string()),
+        retrieval = setup.retrieval,
+    );
+    std::fs::create_dir_all(dir).expect("bench directory");
+    let path = dir.join(format!("{}.toml", setup.name));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// One configuration over every conversation: the tally, and the time spent storing and
+/// recalling.
+async fn measure(setup: &Setup, conversations: &[Conversation]) -> (Tally, Duration, Duration) {
+    let root = bench_dir(&format!("recall-{}", setup.name));
+    let config = write_config(&root, setup);
+    let mut tally = Tally::default();
+    let (mut storing, mut recalling) = (Duration::ZERO, Duration::ZERO);
+    for conversation in conversations {
+        let dir = root.join(&conversation.id);
+        let _ = std::fs::remove_dir_all(&dir);
+        let env = vec![("WW_CONFIG".to_owned(), config.display().to_string())];
+        let session = format!("locomo-{}", conversation.id);
+        let server = Server::stdio(&dir, &session, &env).await;
+        let start = Instant::now();
+        for turn in &conversation.turns {
+            server
+                .call(
+                    "create_episode",
+                    json!({
+                        "content": turn.content,
+                        "timestamp": turn.time,
+                        "context": {"dia_id": turn.dia_id},
+                    }),
+                )
+                .await;
+        }
+        storing += start.elapsed();
+        let start = Instant::now();
+        for question in &conversation.questions {
+            let (_, result) = server
+                .call_for(
+                    "recall_episodes",
+                    json!({"query": question.text, "limit": 10}),
+                )
+                .await;
+            let ranked: Vec<String> = result["episodes"]
+                .as_array()
+                .expect("episodes")
+                .iter()
+                .filter_map(|e| e["episode"]["context"]["dia_id"].as_str())
+                .map(str::to_owned)
+                .collect();
+            tally.add(&ranked, &question.evidence);
+        }
+        recalling += start.elapsed();
+        server.stop().await;
+        eprintln!(
+            "  {} {}: {} turns, {} questions",
+            setup.name,
+            conversation.id,
+            conversation.turns.len(),
+            conversation.questions.len()
+        );
+    }
+    (tally, storing, recalling)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let path = std::env::var_os("WW_LOCOMO").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/locomo/dev.json"),
+        PathBuf::from,
+    );
+    let conversations = load(&path);
+    let turns: usize = conversations.iter().map(|c| c.turns.len()).sum();
+    let questions: usize = conversations.iter().map(|c| c.questions.len()).sum();
+    println!(
+        "LoCoMo dev split: {} conversations, {turns} turns, {questions} questions",
+        conversations.len()
+    );
+
+    let mut rows = Vec::new();
+    let mut bm25 = Tally::default();
+    for conversation in &conversations {
+        for question in &conversation.questions {
+            bm25.add(
+                &bm25_rank(&conversation.turns, &question.text, 10),
+                &question.evidence,
+            );
+        }
+    }
+    rows.push(bm25.row("BM25 reference (computed here, not through the server)"));
+
+    let wanted: Option<Vec<String>> = std::env::var("WW_RECALL_CONFIGS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    let mut timings = Vec::new();
+    for setup in &SETUPS {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|n| n == setup.name))
+        {
+            continue;
+        }
+        let (tally, storing, recalling) = measure(setup, &conversations).await;
+        rows.push(tally.row(setup.name));
+        timings.push(format!(
+            "| {} | {} | {} |",
+            setup.name,
+            ms(storing / turns.max(1) as u32),
+            ms(recalling / questions.max(1) as u32)
+        ));
+    }
+    println!("\n| retrieval | any@5 | all@5 | any@10 | all@10 | questions |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!("\n| retrieval | create_episode mean | recall_episodes mean |");
+    println!("|---|---|---|");
+    for row in timings {
+        println!("{row}");
+    }
+}

@@ -1,0 +1,347 @@
+//! The model embedder (all-MiniLM-L6-v2 in a component), called through a real host, and
+//! the default configuration that serves it: recall by paraphrase, the trace of its
+//! work, bad input, a pool of instances; a store written by another embedder refused,
+//! and rebuilt by re-embedding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::Val;
+use ww_host::memory::{
+    CheckError, CreateEpisode, Memory, RecallEpisodes, ReembedTarget, arguments,
+};
+use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_tests::otlp::OtlpReceiver;
+use ww_tests::{
+    cache_dir, component, data_dir, default_config, memory_with, model_config, model_dir,
+    otlp_telemetry, telemetry,
+};
+
+const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
+const SESSION: &str = "session-m";
+
+/// The model embedder alone, with `instances` instances.
+async fn embedder(instances: usize) -> ComponentHost {
+    let spec = ComponentSpec {
+        model_dir: Some(model_dir()),
+        instances: Some(instances),
+        settings: vec![(
+            "model".to_owned(),
+            "sentence-transformers/all-MiniLM-L6-v2".to_owned(),
+        )],
+        limits: Some(ww_host::plugins::CallLimits {
+            memory_bytes: 512 << 20,
+            ..Default::default()
+        }),
+        ..component("embedder_bert.wasm")
+    };
+    let config = HostConfig {
+        components: vec![spec],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    ComponentHost::load(config, telemetry(&[]))
+        .await
+        .expect("load the model embedder")
+}
+
+/// `embed(texts)`: the vectors, or the error variant's case and message.
+async fn embed(host: &ComponentHost, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+    let texts = Val::List(texts.into_iter().map(Val::String).collect());
+    let out = host
+        .invoke(Request::new("test.embed"), EMBEDDER, "embed", &[texts])
+        .await
+        .expect("a call that does not trap");
+    match out.as_slice() {
+        [Val::Result(Ok(Some(vectors)))] => {
+            let Val::List(vectors) = vectors.as_ref() else {
+                panic!("{vectors:?}")
+            };
+            Ok(vectors
+                .iter()
+                .map(|v| match v {
+                    Val::List(xs) => xs
+                        .iter()
+                        .map(|x| match x {
+                            Val::Float32(f) => *f,
+                            other => panic!("{other:?}"),
+                        })
+                        .collect(),
+                    other => panic!("{other:?}"),
+                })
+                .collect())
+        }
+        [Val::Result(Err(Some(error)))] => match error.as_ref() {
+            Val::Variant(case, payload) => Err(format!("{case}: {payload:?}")),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn texts(items: &[&str]) -> Vec<String> {
+    items.iter().map(|t| (*t).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paraphrases_are_close_and_batches_equal_single_texts() {
+    let host = embedder(1).await;
+    let vectors = embed(
+        &host,
+        texts(&[
+            "Fixed the flaky login test by waiting for the session cookie",
+            "how did we stabilise the intermittent sign-in check?",
+            "bought milk, eggs and bread at the market",
+        ]),
+    )
+    .await
+    .expect("embed");
+    assert_eq!(vectors.len(), 3);
+    for v in &vectors {
+        assert_eq!(v.len(), 384);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit length, got {norm}");
+    }
+    let paraphrase = cosine(&vectors[0], &vectors[1]);
+    let unrelated = cosine(&vectors[1], &vectors[2]);
+    assert!(
+        paraphrase > unrelated + 0.2,
+        "paraphrase {paraphrase} vs unrelated {unrelated}"
+    );
+    // Padding a short text to a long one in the same pass must not change its vector.
+    for (i, text) in [
+        "Fixed the flaky login test by waiting for the session cookie",
+        "bought milk, eggs and bread at the market",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let alone = embed(&host, texts(&[text])).await.expect("embed");
+        let index = if i == 0 { 0 } else { 2 };
+        let same = cosine(&alone[0], &vectors[index]);
+        assert!(same > 0.9999, "{text:?}: {same}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
+    let host = embedder(1).await;
+    // An empty text: the zero vector, as the interface says.
+    let empty = embed(&host, texts(&["", "  "])).await.expect("embed");
+    assert!(
+        empty
+            .iter()
+            .all(|v| v.len() == 384 && v.iter().all(|x| *x == 0.0))
+    );
+    // A 1 MB text of multi-byte characters: cut at a character boundary, embedded.
+    let long = "é".repeat(512 * 1024);
+    let vectors = embed(&host, vec![long]).await.expect("a long text is cut");
+    assert_eq!(vectors[0].len(), 384);
+    // Too many texts in one call: the embedding error, not a trap or a deadline.
+    let many = vec!["a short text".to_owned(); 10_000];
+    let error = embed(&host, many)
+        .await
+        .expect_err("10,000 texts are refused");
+    assert!(error.starts_with("embedding"), "{error}");
+    // Too many tokens in one call: refused before any inference.
+    let heavy = vec!["word ".repeat(300); 200];
+    let error = embed(&host, heavy).await.expect_err("too many tokens");
+    assert!(error.contains("tokens"), "{error}");
+    // The instance is still good.
+    assert_eq!(
+        embed(&host, texts(&["fine"])).await.expect("embed").len(),
+        1
+    );
+    let traps: u64 = host.components().map(|(c, _)| c.traps()).sum();
+    assert_eq!(traps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_get_instances_of_their_own() {
+    let host = Arc::new(embedder(2).await);
+    let batch =
+        vec!["a sentence of a dozen words about nothing in particular at all".to_owned(); 64];
+    let (a, b) = tokio::join!(embed(&host, batch.clone()), embed(&host, batch));
+    assert_eq!(a.expect("first").len(), 64);
+    assert_eq!(b.expect("second").len(), 64);
+    let (component, _) = host.components().next().expect("the embedder");
+    assert_eq!(component.instances(), 2);
+    assert_eq!(
+        component.instantiations(),
+        2,
+        "the second call did not wait for the first's instance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
+    let dir = data_dir("model-paraphrase");
+    let receiver = OtlpReceiver::grpc().await;
+    let memory = memory_with(
+        model_config(&dir),
+        otlp_telemetry(&receiver.endpoint(), "grpc"),
+    )
+    .await;
+    for content in [
+        "Fixed the flaky login test by waiting for the session cookie",
+        "Bought milk, eggs and bread at the market",
+        "Deployed the billing service to production on Friday",
+        "Reviewed the quarterly budget spreadsheet with finance",
+        "Renamed the database columns to snake_case",
+    ] {
+        memory
+            .create_episode(
+                Request::new("test.create"),
+                SESSION,
+                arguments::<CreateEpisode>(serde_json::json!({ "content": content }))
+                    .expect("arguments"),
+            )
+            .await
+            .expect("create_episode");
+    }
+    let recalled = memory
+        .recall_episodes(
+            Request::new("test.recall"),
+            SESSION,
+            arguments::<RecallEpisodes>(serde_json::json!({
+                "query": "how did we stabilise the intermittent sign-in check?",
+                "limit": 3,
+            }))
+            .expect("arguments"),
+        )
+        .await
+        .expect("recall_episodes");
+    let first = &recalled.episodes[0];
+    assert!(
+        first
+            .episode
+            .content
+            .starts_with("Fixed the flaky login test"),
+        "{:?}",
+        recalled
+            .episodes
+            .iter()
+            .map(|e| &e.episode.content)
+            .collect::<Vec<_>>()
+    );
+    assert!((0.0..=1.0).contains(&first.score.similarity));
+
+    // The trace shows the model's work under the host's boundary span.
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            spans.iter().any(|s| s.name == "scoring_computation")
+        })
+        .await;
+    let boundary = spans
+        .iter()
+        .filter(|s| s.name == "embedder.embed")
+        .last()
+        .expect("embedder.embed");
+    let model = spans
+        .iter()
+        .find(|s| s.name == "bert.embed" && s.parent_span_id == boundary.span_id)
+        .expect("bert.embed under embedder.embed");
+    assert_eq!(
+        model.attr_str("gen_ai.request.model"),
+        Some("sentence-transformers/all-MiniLM-L6-v2")
+    );
+    assert!(
+        model
+            .attributes
+            .get("gen_ai.usage.input_tokens")
+            .and_then(|v| v.as_i64())
+            > Some(5)
+    );
+    assert_eq!(
+        model
+            .attributes
+            .get("ww.embedder.batch_size")
+            .and_then(|v| v.as_i64()),
+        Some(1)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_another_embedder_is_refused_until_reembedded() {
+    let dir = data_dir("model-reembed");
+    let contents = [
+        "Fixed the flaky login test by waiting for the session cookie",
+        "Bought milk, eggs and bread at the market",
+        "Deployed the billing service to production on Friday",
+    ];
+    {
+        let hashed = memory_with(default_config(&dir), telemetry(&[])).await;
+        for content in contents {
+            hashed
+                .create_episode(
+                    Request::new("test.create"),
+                    SESSION,
+                    arguments::<CreateEpisode>(serde_json::json!({ "content": content }))
+                        .expect("arguments"),
+                )
+                .await
+                .expect("create_episode");
+        }
+        hashed.check_embedder().await.expect("its own embedder");
+    }
+    let memory: Memory = memory_with(model_config(&dir), telemetry(&[])).await;
+    match memory.check_embedder().await {
+        Err(CheckError::Changed(changed)) => {
+            let message = changed.to_string();
+            assert!(message.contains("hash-v1"), "{message}");
+            assert!(message.contains("ww-memory reembed"), "{message}");
+            assert_eq!(changed.mismatches.len(), 1);
+            assert_eq!(changed.mismatches[0].points, 3);
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    // A page at a time, as the command does; memories are kept, vectors rebuilt.
+    let mut after = None;
+    let mut rebuilt = 0;
+    loop {
+        let page = memory
+            .reembed_page(ReembedTarget::Episodes, after, 2)
+            .await
+            .expect("reembed");
+        rebuilt += page.rebuilt;
+        assert_eq!(page.total, 3);
+        match page.next {
+            Some(next) => {
+                // Not done yet: still refused.
+                assert!(memory.check_embedder().await.is_err());
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(rebuilt, 3);
+    memory
+        .check_embedder()
+        .await
+        .expect("rebuilt with the model");
+    let recalled = memory
+        .recall_episodes(
+            Request::new("test.recall"),
+            SESSION,
+            arguments::<RecallEpisodes>(serde_json::json!({
+                "query": "how did we stabilise the intermittent sign-in check?",
+                "limit": 3,
+            }))
+            .expect("arguments"),
+        )
+        .await
+        .expect("recall_episodes");
+    assert_eq!(recalled.episodes.len(), 3);
+    assert!(
+        recalled.episodes[0]
+            .episode
+            .content
+            .starts_with("Fixed the flaky")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,10 +27,30 @@ fn no_file_means_the_default_components() {
     assert_eq!(specs[0].roles, vec![Role::Embedder]);
     assert_eq!(
         specs[0].path,
-        PathBuf::from("target/wasm32-wasip2/release/embedder_hash.wasm")
+        PathBuf::from("target/wasm32-wasip2/release/embedder_bert.wasm")
     );
     assert_eq!(specs[0].data_dir, None, "only stores get a directory");
-    assert_eq!(specs[0].limits, Some(CallLimits::default()));
+    // The model, read-only, and room for its weights; instances by the core count.
+    assert_eq!(
+        specs[0].model_dir,
+        Some(PathBuf::from("target/models/all-MiniLM-L6-v2"))
+    );
+    assert_eq!(
+        specs[0].limits,
+        Some(CallLimits {
+            memory_bytes: 512 << 20,
+            ..CallLimits::default()
+        })
+    );
+    assert_eq!(
+        specs[0].instances,
+        Some(ww_host::config::default_embedder_instances())
+    );
+    assert_eq!(
+        specs[1].instances,
+        Some(1),
+        "the embedded store is one instance"
+    );
     // One embedded store serves both store roles, in ./data.
     assert_eq!(specs[1].name, "embedded");
     assert_eq!(specs[1].roles, vec![Role::VectorStore, Role::GraphStore]);

@@ -90,6 +90,15 @@ fn point(id: &str, vector: &[f32], session: &str, time: i64) -> Val {
                 field("time", int(time)),
             ]),
         ),
+        ("text".into(), Val::Option(None)),
+    ])
+}
+
+/// The embedder a collection records: a test one of `dimension`.
+fn embedder_id(dimension: u32) -> Val {
+    Val::Record(vec![
+        ("model".into(), s("test-embedder")),
+        ("dimension".into(), Val::U32(dimension)),
     ])
 }
 
@@ -167,6 +176,7 @@ async fn search_by(
     let request = Val::Record(vec![
         ("collection".into(), episodes()),
         ("vector".into(), floats(vector)),
+        ("text".into(), Val::Option(None)),
         ("filter".into(), filter(must)),
         ("limit".into(), Val::U32(limit)),
         ("offset".into(), Val::U32(offset)),
@@ -210,7 +220,7 @@ async fn seed(host: &ComponentHost) {
             host,
             VECTORS,
             "ensure-collection",
-            vec![episodes(), Val::U32(3)]
+            vec![episodes(), embedder_id(3)]
         )
         .await,
         Ok(None)
@@ -372,7 +382,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         ),
         (
             "ensure-collection",
-            vec![episodes(), Val::U32(4)],
+            vec![episodes(), embedder_id(4)],
             "validation",
         ),
         (
@@ -647,7 +657,7 @@ async fn every_kind_of_condition_filters_as_documented() {
         &host,
         VECTORS,
         "ensure-collection",
-        vec![episodes(), Val::U32(2)],
+        vec![episodes(), embedder_id(2)],
     )
     .await
     .unwrap();
@@ -668,6 +678,7 @@ async fn every_kind_of_condition_filters_as_documented() {
             ("id".into(), s(id)),
             ("vector".into(), floats(&[1.0, 0.0])),
             ("payload".into(), payload),
+            ("text".into(), Val::Option(None)),
         ])
     };
     let points = Val::List(vec![
@@ -694,6 +705,7 @@ async fn every_kind_of_condition_filters_as_documented() {
         let request = Val::Record(vec![
             ("collection".into(), episodes()),
             ("vector".into(), floats(&[1.0, 0.0])),
+            ("text".into(), Val::Option(None)),
             ("filter".into(), filter_with(must, must_not)),
             ("limit".into(), Val::U32(10)),
             ("offset".into(), Val::U32(0)),
@@ -816,7 +828,7 @@ async fn search_is_exact_against_brute_force() {
         &host,
         VECTORS,
         "ensure-collection",
-        vec![episodes(), Val::U32(DIMENSION as u32)],
+        vec![episodes(), embedder_id(DIMENSION as u32)],
     )
     .await
     .unwrap();
@@ -898,5 +910,94 @@ async fn search_is_exact_against_brute_force() {
             );
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A search with query text: ids and relevances (the `similarity` field), best first.
+async fn search_text(host: &ComponentHost, vector: &[f32], query: &str) -> Vec<(String, f32)> {
+    let request = Val::Record(vec![
+        ("collection".into(), episodes()),
+        ("vector".into(), floats(vector)),
+        ("text".into(), Val::Option(Some(Box::new(s(query))))),
+        ("filter".into(), filter(vec![])),
+        ("limit".into(), Val::U32(10)),
+        ("offset".into(), Val::U32(0)),
+        ("rescore".into(), Val::Option(None)),
+    ]);
+    let Some(Val::List(hits)) = call(host, VECTORS, "search", vec![request]).await.unwrap() else {
+        panic!("a list of hits")
+    };
+    hits.iter()
+        .map(|hit| {
+            let Val::String(id) = record_field(hit, "id") else {
+                panic!("id")
+            };
+            let Val::Float32(similarity) = record_field(hit, "similarity") else {
+                panic!("similarity")
+            };
+            (id.clone(), *similarity)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_and_vectors_are_fused_and_the_index_survives_a_restart() {
+    let dir = data_dir("lexical");
+    let with_text = |id: &str, vector: &[f32], content: &str| {
+        Val::Record(vec![
+            ("id".into(), s(id)),
+            ("vector".into(), floats(vector)),
+            ("payload".into(), Val::List(vec![])),
+            ("text".into(), Val::Option(Some(Box::new(s(content))))),
+        ])
+    };
+    let query = [1.0, 0.0, 0.0];
+    {
+        let host = store(&dir, None).await;
+        call(
+            &host,
+            VECTORS,
+            "ensure-collection",
+            vec![episodes(), embedder_id(3)],
+        )
+        .await
+        .unwrap();
+        let points = Val::List(vec![
+            // Nearest by vector, no word of the query.
+            with_text("near", &[1.0, 0.1, 0.0], "lunch was a sandwich"),
+            // Farther by vector, but it names what the query asks for, twice over.
+            with_text(
+                "named",
+                &[0.5, 0.8, 0.0],
+                "Zanzibar-7 deploy of release 2.4.1",
+            ),
+            with_text(
+                "named-too",
+                &[0.5, 0.8, 0.0],
+                "Zanzibar-7 deploy of release 2.4.1",
+            ),
+            with_text("far", &[0.0, 0.0, 1.0], "nothing in common"),
+            // No text: found by its vector alone.
+            point("untexted", &[0.9, 0.2, 0.0], "s", 0),
+        ]);
+        call(&host, VECTORS, "upsert", vec![episodes(), points])
+            .await
+            .unwrap();
+        let hits = search_text(&host, &query, "when was zanzibar-7 release 2.4.1 deployed?").await;
+        let first: Vec<&str> = hits[..2].iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(first, ["named", "named-too"], "{hits:?}");
+        // Identical texts and vectors: equally relevant, whatever their ids.
+        assert_eq!(hits[0].1, hits[1].1, "{hits:?}");
+        assert!(
+            hits.iter().all(|(_, r)| (0.0..=1.0).contains(r)),
+            "{hits:?}"
+        );
+        // Without text, the vector ranking alone: the nearest first.
+        assert_eq!(search(&host, &query, vec![], 1, 0).await.unwrap(), ["near"]);
+    }
+    // A new instance replays the log: the words are indexed again.
+    let host = store(&dir, None).await;
+    let hits = search_text(&host, &query, "zanzibar-7").await;
+    assert_eq!(hits[0].0, "named", "{hits:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,15 +4,17 @@
 //! configuration; BM25 over the same turns computed here as the reference line. Then the
 //! model embedder's latency (one short text, a batch of 64) through the host.
 //!
-//! `WW_LOCOMO` names another copy of `dev.json`; `WW_RECALL_CONFIGS` (comma-separated
-//! names of the table below) runs only some configurations.
+//! `WW_LOCOMO` names another copy of `dev.json`; `WW_RECALL_EMBEDDERS` (`hash`, `model`)
+//! runs only some embedders, `WW_RECALL_RETRIEVALS` other retrieval settings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ww_tests::bench::{Server, bench_dir, ms};
+use wasmtime::component::Val;
+use ww_host::plugins::{CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_tests::bench::{Server, bench_dir, ms, percentile};
 
 /// The split's questions that count: categories 1-4 with evidence.
 struct Question {
@@ -222,110 +224,187 @@ fn bm25_rank(turns: &[Turn], query: &str, k: usize) -> Vec<String> {
         .collect()
 }
 
-/// A retrieval configuration: the embedder role's lines and the store's `retrieval`.
-struct Setup {
+/// An embedder configuration: the embedder role's lines.
+struct Embedder {
     name: &'static str,
-    embedder: &'static str,
-    retrieval: &'static str,
+    role: &'static str,
 }
 
-const SETUPS: [Setup; 4] = [
-    Setup {
+const EMBEDDERS: [Embedder; 2] = [
+    Embedder {
         name: "hash",
-        embedder: "component = \"embedder_hash.wasm\"",
-        retrieval: "vector",
+        role: "component = \"embedder_hash.wasm\"",
     },
-    Setup {
-        name: "hash+bm25",
-        embedder: "component = \"embedder_hash.wasm\"",
-        retrieval: "fused",
-    },
-    Setup {
+    Embedder {
         name: "model",
-        embedder: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\nsettings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
-        retrieval: "vector",
-    },
-    Setup {
-        name: "model+bm25",
-        embedder: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\nsettings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
-        retrieval: "fused",
+        role: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\n\
+               settings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
     },
 ];
 
-fn write_config(dir: &Path, setup: &Setup) -> PathBuf {
+/// The store's `retrieval` settings measured by default: vectors alone, and the shipped
+/// fusion (`WW_RECALL_RETRIEVALS` lists others, e.g. `rrf:20,linear:0.5`).
+const RETRIEVALS: [&str; 2] = ["vector", "fused"];
+
+fn write_config(dir: &Path, embedder: &Embedder, retrieval: &str) -> PathBuf {
     let model_dir = ww_tests::model_dir();
     let text = format!(
-        "plugin_dir = {plugins:?}\n\n[roles.embedder]\n{embedder}\n\n\
+        "plugin_dir = {plugins:?}\n\n[roles.embedder]\n{role}\n\n\
          [roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
          settings = {{ retrieval = \"{retrieval}\" }}\n\n\
          [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n",
         plugins = ww_tests::component_dir().display().to_string(),
-        embedder = setup
-            .embedder
+        role = embedder
+            .role
             .replace("MODEL_DIR", &model_dir.display().to_string()),
-        retrieval = setup.retrieval,
     );
     std::fs::create_dir_all(dir).expect("bench directory");
-    let path = dir.join(format!("{}.toml", setup.name));
+    let path = dir.join(format!(
+        "{}-{}.toml",
+        embedder.name,
+        retrieval.replace(':', "_")
+    ));
     std::fs::write(&path, text).expect("write config");
     path
 }
 
-/// One configuration over every conversation: the tally, and the time spent storing and
-/// recalling.
-async fn measure(setup: &Setup, conversations: &[Conversation]) -> (Tally, Duration, Duration) {
-    let root = bench_dir(&format!("recall-{}", setup.name));
-    let config = write_config(&root, setup);
-    let mut tally = Tally::default();
-    let (mut storing, mut recalling) = (Duration::ZERO, Duration::ZERO);
+/// The bench directory `name` as the measurement left it.
+fn bench_dir_keep(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ww-bench")
+        .join(name)
+}
+
+/// What one embedder and retrieval found, and how long storing and recalling took.
+struct Measured {
+    name: String,
+    tally: Tally,
+    storing: Duration,
+    recalling: Duration,
+}
+
+/// One embedder over every conversation: each conversation stored once, then asked its
+/// questions by a server for each retrieval setting, on the same data.
+async fn measure(
+    embedder: &Embedder,
+    retrievals: &[String],
+    conversations: &[Conversation],
+) -> Vec<Measured> {
+    let root = bench_dir(&format!("recall-{}", embedder.name));
+    let mut measured: Vec<Measured> = retrievals
+        .iter()
+        .map(|r| Measured {
+            name: format!("{} ({r})", embedder.name),
+            tally: Tally::default(),
+            storing: Duration::ZERO,
+            recalling: Duration::ZERO,
+        })
+        .collect();
     for conversation in conversations {
         let dir = root.join(&conversation.id);
         let _ = std::fs::remove_dir_all(&dir);
-        let env = vec![("WW_CONFIG".to_owned(), config.display().to_string())];
         let session = format!("locomo-{}", conversation.id);
-        let server = Server::stdio(&dir, &session, &env).await;
-        let start = Instant::now();
-        for turn in &conversation.turns {
-            server
-                .call(
-                    "create_episode",
-                    json!({
-                        "content": turn.content,
-                        "timestamp": turn.time,
-                        "context": {"dia_id": turn.dia_id},
-                    }),
-                )
-                .await;
+        for (i, retrieval) in retrievals.iter().enumerate() {
+            let config = write_config(&root, embedder, retrieval);
+            let env = vec![("WW_CONFIG".to_owned(), config.display().to_string())];
+            let server = Server::stdio(&dir, &session, &env).await;
+            if i == 0 {
+                let start = Instant::now();
+                for turn in &conversation.turns {
+                    server
+                        .call(
+                            "create_episode",
+                            json!({
+                                "content": turn.content,
+                                "timestamp": turn.time,
+                                "context": {"dia_id": turn.dia_id},
+                            }),
+                        )
+                        .await;
+                }
+                measured[i].storing += start.elapsed();
+            }
+            let start = Instant::now();
+            for question in &conversation.questions {
+                let (_, result) = server
+                    .call_for(
+                        "recall_episodes",
+                        json!({"query": question.text, "limit": 10}),
+                    )
+                    .await;
+                let ranked: Vec<String> = result["episodes"]
+                    .as_array()
+                    .expect("episodes")
+                    .iter()
+                    .filter_map(|e| e["episode"]["context"]["dia_id"].as_str())
+                    .map(str::to_owned)
+                    .collect();
+                measured[i].tally.add(&ranked, &question.evidence);
+            }
+            measured[i].recalling += start.elapsed();
+            server.stop().await;
         }
-        storing += start.elapsed();
-        let start = Instant::now();
-        for question in &conversation.questions {
-            let (_, result) = server
-                .call_for(
-                    "recall_episodes",
-                    json!({"query": question.text, "limit": 10}),
-                )
-                .await;
-            let ranked: Vec<String> = result["episodes"]
-                .as_array()
-                .expect("episodes")
-                .iter()
-                .filter_map(|e| e["episode"]["context"]["dia_id"].as_str())
-                .map(str::to_owned)
-                .collect();
-            tally.add(&ranked, &question.evidence);
-        }
-        recalling += start.elapsed();
-        server.stop().await;
         eprintln!(
             "  {} {}: {} turns, {} questions",
-            setup.name,
+            embedder.name,
             conversation.id,
             conversation.turns.len(),
             conversation.questions.len()
         );
     }
-    (tally, storing, recalling)
+    measured
+}
+
+/// The model embedder's latency through the host (no MCP, no other component): one short
+/// text per call, and batches of 64 turns, each sorted; after one warm-up call that loads
+/// the model.
+async fn embed_latency(turns: &[&str]) -> (Vec<Duration>, Vec<Duration>) {
+    let spec = ComponentSpec {
+        model_dir: Some(ww_tests::model_dir()),
+        settings: vec![("model".to_owned(), "all-MiniLM-L6-v2".to_owned())],
+        limits: Some(CallLimits {
+            memory_bytes: 512 << 20,
+            ..CallLimits::default()
+        }),
+        ..ww_tests::component("embedder_bert.wasm")
+    };
+    let host = ComponentHost::load(
+        HostConfig {
+            components: vec![spec],
+            cache_dir: Some(ww_tests::cache_dir()),
+            ..HostConfig::default()
+        },
+        ww_tests::telemetry(&[]),
+    )
+    .await
+    .expect("load the model embedder");
+    let embed = async |texts: &[&str]| {
+        let texts = Val::List(texts.iter().map(|t| Val::String((*t).to_owned())).collect());
+        let start = Instant::now();
+        let out = host
+            .invoke(
+                Request::new("bench.embed"),
+                "ww:memory/embedder@0.1.0",
+                "embed",
+                &[texts],
+            )
+            .await
+            .expect("embed");
+        assert!(matches!(out.as_slice(), [Val::Result(Ok(_))]), "{out:?}");
+        start.elapsed()
+    };
+    embed(&["warm up"]).await;
+    let mut single = Vec::new();
+    for i in 0..200 {
+        single.push(embed(&[turns[i % turns.len()]]).await);
+    }
+    let mut batches = Vec::new();
+    for chunk in turns.chunks(64).take(20) {
+        batches.push(embed(chunk).await);
+    }
+    single.sort();
+    batches.sort();
+    (single, batches)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -354,25 +433,34 @@ async fn main() {
     }
     rows.push(bm25.row("BM25 reference (computed here, not through the server)"));
 
-    let wanted: Option<Vec<String>> = std::env::var("WW_RECALL_CONFIGS")
+    let retrievals: Vec<String> = std::env::var("WW_RECALL_RETRIEVALS").map_or_else(
+        |_| RETRIEVALS.iter().map(|r| (*r).to_owned()).collect(),
+        |v| v.split(',').map(|s| s.trim().to_owned()).collect(),
+    );
+    let wanted: Option<Vec<String>> = std::env::var("WW_RECALL_EMBEDDERS")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
     let mut timings = Vec::new();
-    for setup in &SETUPS {
+    for embedder in &EMBEDDERS {
         if wanted
             .as_ref()
-            .is_some_and(|w| !w.iter().any(|n| n == setup.name))
+            .is_some_and(|w| !w.iter().any(|n| n == embedder.name))
         {
             continue;
         }
-        let (tally, storing, recalling) = measure(setup, &conversations).await;
-        rows.push(tally.row(setup.name));
-        timings.push(format!(
-            "| {} | {} | {} |",
-            setup.name,
-            ms(storing / turns.max(1) as u32),
-            ms(recalling / questions.max(1) as u32)
-        ));
+        for m in measure(embedder, &retrievals, &conversations).await {
+            rows.push(m.tally.row(&m.name));
+            timings.push(format!(
+                "| {} | {} | {} |",
+                m.name,
+                if m.storing.is_zero() {
+                    "(same data)".to_owned()
+                } else {
+                    ms(m.storing / turns.max(1) as u32)
+                },
+                ms(m.recalling / questions.max(1) as u32)
+            ));
+        }
     }
     println!("\n| retrieval | any@5 | all@5 | any@10 | all@10 | questions |");
     println!("|---|---|---|---|---|---|");
@@ -383,5 +471,58 @@ async fn main() {
     println!("|---|---|---|");
     for row in timings {
         println!("{row}");
+    }
+
+    if wanted
+        .as_ref()
+        .is_none_or(|w| w.iter().any(|n| n == "model"))
+    {
+        // Short texts: the questions (about 10 words each).
+        let questions: Vec<&str> = conversations
+            .iter()
+            .flat_map(|c| c.questions.iter().map(|q| q.text.as_str()))
+            .collect();
+        let (single, _) = embed_latency(&questions).await;
+        let turns_text: Vec<&str> = conversations
+            .iter()
+            .flat_map(|c| c.turns.iter().map(|t| t.content.as_str()))
+            .collect();
+        let (_, batches) = embed_latency(&turns_text).await;
+        println!(
+            "\nmodel embedder, through the host: one question p50 {} p99 {}; \
+             a batch of 64 turns p50 {} p99 {}",
+            ms(percentile(&single, 0.50)),
+            ms(percentile(&single, 0.99)),
+            ms(percentile(&batches, 0.50)),
+            ms(percentile(&batches, 0.99)),
+        );
+        // Ready to serve: spawn to the first answered call, on the largest
+        // conversation's data (compiled code cached, the model loaded before serving).
+        let largest = conversations
+            .iter()
+            .max_by_key(|c| c.turns.len())
+            .expect("a conversation");
+        let root = bench_dir_keep("recall-model");
+        let config = write_config(&root, &EMBEDDERS[1], "fused");
+        let env = vec![("WW_CONFIG".to_owned(), config.display().to_string())];
+        let mut ready = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let server = Server::stdio(
+                &root.join(&largest.id),
+                &format!("locomo-{}", largest.id),
+                &env,
+            )
+            .await;
+            server.call("get_session_id", json!({})).await;
+            ready.push(start.elapsed());
+            server.stop().await;
+        }
+        ready.sort();
+        println!(
+            "ready to serve (spawn to first answer, {} episodes, model embedder): p50 {}",
+            largest.turns.len(),
+            ms(percentile(&ready, 0.50))
+        );
     }
 }

@@ -26,7 +26,7 @@ def test_plugins_names_the_component_world_and_file_of_every_role(tmp_path: Path
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:7]}
     expected = {
-        "embedder": ("embedder-provider", "embedder_hash.wasm"),
+        "embedder": ("embedder-provider", "embedder_bert.wasm"),
         "vector-store": ("combined-store", "store_embedded.wasm"),
         "graph-store": ("combined-store", "store_embedded.wasm"),
         "episodic": ("episodic-service", "service_episodic.wasm"),
@@ -38,6 +38,10 @@ def test_plugins_names_the_component_world_and_file_of_every_role(tmp_path: Path
         _, _, wit_world, path = rows[role]
         assert wit_world == f"ww:memory/{world}@0.1.0", role
         assert Path(path) == PLUGINS / file, role
+    # The model the embedder runs, loaded to say so.
+    model = out.stdout.splitlines()[7]
+    assert model.split()[:2] == ["model", "sentence-transformers/all-MiniLM-L6-v2"], model
+    assert "384 dimensions" in model
 
 
 def test_call_prints_the_result_and_fails_on_a_tool_error(tmp_path: Path) -> None:

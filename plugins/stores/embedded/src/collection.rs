@@ -577,11 +577,11 @@ impl Points {
         };
         // The two rankings, each to `depth` places: the vector one by the same exact
         // scan, the lexical one by BM25 over the same filtered points.
-        let by_vector: Vec<usize> = self
+        let by_vector: Vec<(usize, f32)> = self
             .scan(query, &filter, None, depth, Relevance::Cosine)
             .hits
             .iter()
-            .map(|(hit, _)| hit.slot)
+            .map(|(hit, _)| (hit.slot, hit.score as f32))
             .collect();
         let mut by_words: Vec<(usize, f32)> = self
             .lexical
@@ -592,11 +592,14 @@ impl Points {
         by_words.truncate(depth);
         let best = 2.0 / (k + 1.0);
         let mut fused: HashMap<usize, f32> = HashMap::new();
-        for ranking in [
-            by_vector,
-            by_words.into_iter().map(|(slot, _)| slot).collect(),
-        ] {
-            for (rank, slot) in ranking.into_iter().enumerate() {
+        for ranking in [by_vector, by_words] {
+            // Equal scores share a rank (the first of them): two identical memories are
+            // equally relevant, whatever order their ids put them in.
+            let mut rank = 0;
+            for (place, &(slot, score)) in ranking.iter().enumerate() {
+                if place > 0 && score != ranking[place - 1].1 {
+                    rank = place;
+                }
                 *fused.entry(slot).or_default() += 1.0 / (k + rank as f32 + 1.0) / best;
             }
         }

@@ -964,16 +964,16 @@ async fn words_and_vectors_are_fused_and_the_index_survives_a_restart() {
         .unwrap();
         let points = Val::List(vec![
             // Nearest by vector, no word of the query.
-            with_text("near", &[1.0, 0.1, 0.0], "lunch was a sandwich"),
+            with_text("near", &[1.0, 0.1, 0.0], "lunch: a sandwich"),
             // Farther by vector, but it names what the query asks for, twice over.
             with_text(
                 "named",
-                &[0.5, 0.8, 0.0],
+                &[0.8, 0.6, 0.0],
                 "Zanzibar-7 deploy of release 2.4.1",
             ),
             with_text(
                 "named-too",
-                &[0.5, 0.8, 0.0],
+                &[0.8, 0.6, 0.0],
                 "Zanzibar-7 deploy of release 2.4.1",
             ),
             with_text("far", &[0.0, 0.0, 1.0], "nothing in common"),

@@ -238,8 +238,7 @@ async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
         .await;
     let boundary = spans
         .iter()
-        .filter(|s| s.name == "embedder.embed")
-        .last()
+        .rfind(|s| s.name == "embedder.embed")
         .expect("embedder.embed");
     let model = spans
         .iter()

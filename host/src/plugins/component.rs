@@ -250,6 +250,15 @@ impl CallError {
     }
 }
 
+/// How much a component may use: per call, and instances at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Each call's deadline and each instance's memory.
+    pub limits: CallLimits,
+    /// Instances serving calls at once (at least one).
+    pub instances: usize,
+}
+
 /// What a component may reach beyond the host: a data directory, an endpoint; and the
 /// environment variables carrying its settings.
 #[derive(Debug, Clone, Default)]
@@ -314,9 +323,9 @@ impl PluginComponent {
         engine: Engine,
         pre: InstancePre<ComponentState>,
         telemetry: Arc<Telemetry>,
-        limits: CallLimits,
-        instances: usize,
+        bounds: Bounds,
     ) -> Self {
+        let Bounds { limits, instances } = bounds;
         let instances = instances.max(1);
         Self {
             name,

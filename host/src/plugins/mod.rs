@@ -493,8 +493,10 @@ impl ComponentHost {
                 engine.clone(),
                 pre,
                 telemetry.clone(),
-                spec.limits.unwrap_or(config.limits),
-                spec.instances.unwrap_or(1),
+                component::Bounds {
+                    limits: spec.limits.unwrap_or(config.limits),
+                    instances: spec.instances.unwrap_or(1),
+                },
             ));
             loaded.insert(name, plugin.clone());
             components.push((plugin, shape));

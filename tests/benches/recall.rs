@@ -356,7 +356,7 @@ async fn measure(
 }
 
 /// The model embedder's latency through the host (no MCP, no other component): one short
-/// text per call, and batches of 64 turns, each sorted; after one warm-up call that loads
+/// text per call, and batches of 64 texts, each sorted; after one warm-up call that loads
 /// the model.
 async fn embed_latency(turns: &[&str]) -> (Vec<Duration>, Vec<Duration>) {
     let spec = ComponentSpec {
@@ -482,15 +482,10 @@ async fn main() {
             .iter()
             .flat_map(|c| c.questions.iter().map(|q| q.text.as_str()))
             .collect();
-        let (single, _) = embed_latency(&questions).await;
-        let turns_text: Vec<&str> = conversations
-            .iter()
-            .flat_map(|c| c.turns.iter().map(|t| t.content.as_str()))
-            .collect();
-        let (_, batches) = embed_latency(&turns_text).await;
+        let (single, batches) = embed_latency(&questions).await;
         println!(
             "\nmodel embedder, through the host: one question p50 {} p99 {}; \
-             a batch of 64 turns p50 {} p99 {}",
+             a batch of 64 questions p50 {} p99 {}",
             ms(percentile(&single, 0.50)),
             ms(percentile(&single, 0.99)),
             ms(percentile(&batches, 0.50)),

@@ -88,8 +88,9 @@ fn neo4j_config(dir: &Path, bolt: u16) -> Vec<(String, String)> {
     std::fs::write(
         &path,
         format!(
-            "[roles.graph-store]\ncomponent = \"store_neo4j.wasm\"\nname = \"neo4j\"\n\
-             endpoint = \"bolt://127.0.0.1:{bolt}\"\nsettings = {{ database = \"ww\" }}\n"
+            "{}[roles.graph-store]\ncomponent = \"store_neo4j.wasm\"\nname = \"neo4j\"\n\
+             endpoint = \"bolt://127.0.0.1:{bolt}\"\nsettings = {{ database = \"ww\" }}\n",
+            ww_tests::bench::HASH_EMBEDDER
         ),
     )
     .expect("write the configuration");

@@ -143,6 +143,21 @@ pub struct Server {
     http: Option<tokio::process::Child>,
 }
 
+/// The tests' configuration (the hash embedder; every other role the default) as a file,
+/// for servers whose environment names none: the benchmarks of the gateway, the stores
+/// and telemetry measure those, not the model (`make bench-recall` measures the model).
+pub fn hash_config() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-bench/hash-embedder.toml");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("bench directory");
+    }
+    std::fs::write(&path, HASH_EMBEDDER).expect("write the configuration");
+    path
+}
+
+/// The embedder role of the tests' configuration, as TOML.
+pub const HASH_EMBEDDER: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
+
 /// `ww-memory` on the data in `dir`, in `session`, with `env` added.
 fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary());
@@ -155,6 +170,9 @@ fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::proces
         .env("WW_LOG", "warn")
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    if !env.iter().any(|(k, _)| k == "WW_CONFIG") {
+        command.env("WW_CONFIG", hash_config());
+    }
     command.envs(env.iter().map(|(k, v)| (k, v)));
     command
 }

@@ -21,9 +21,10 @@ use ww_guest::{add_span_attribute, settings, span, traced};
 const MODEL_DIR: &str = "/model";
 /// Texts per call, at most.
 const MAX_TEXTS: usize = 1024;
-/// Tokens per call, at most (after truncation): about 2 s of inference here, well inside
-/// the default 10 s call deadline, so a call too large is refused, not cut off by a trap.
-const MAX_TOKENS_PER_CALL: usize = 32_768;
+/// Tokens per call, at most (after truncation): inference costs about 3 ms a token here
+/// (docs/recall.md), so this is about 6 s, inside the default 10 s call deadline: a call
+/// too large is refused with a message, not cut off by a trap.
+const MAX_TOKENS_PER_CALL: usize = 2048;
 /// A text is cut to this many bytes (at a character boundary) before tokenizing: far
 /// more than the model's 256 tokens ever come from, and it keeps a 1 MB text from
 /// costing the tokenizer a megabyte of work that truncation then throws away.

@@ -89,9 +89,9 @@ pub fn current_embedder() -> vectors::EmbedderId {
     }
 }
 
-/// Texts per embedder call while re-embedding: a batch the model runs efficiently, well
-/// inside one call's deadline.
-const REEMBED_BATCH: usize = 32;
+/// Texts per embedder call while re-embedding: eight texts of the model's longest (256
+/// tokens) stay inside the model embedder's 2,048 tokens per call.
+const REEMBED_BATCH: usize = 8;
 /// Points per re-embedding page, at most.
 pub const MAX_REEMBED_PAGE: u32 = 1024;
 

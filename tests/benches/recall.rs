@@ -5,7 +5,8 @@
 //! model embedder's latency (one short text, a batch of 64) through the host.
 //!
 //! `WW_LOCOMO` names another copy of `dev.json`; `WW_RECALL_EMBEDDERS` (`hash`, `model`)
-//! runs only some embedders, `WW_RECALL_RETRIEVALS` other retrieval settings.
+//! runs only some embedders (`latency`: none, only the model's latency, on the data a
+//! previous run left), `WW_RECALL_RETRIEVALS` other retrieval settings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -475,7 +476,7 @@ async fn main() {
 
     if wanted
         .as_ref()
-        .is_none_or(|w| w.iter().any(|n| n == "model"))
+        .is_none_or(|w| w.iter().any(|n| n == "model" || n == "latency"))
     {
         // Short texts: the questions (about 10 words each).
         let questions: Vec<&str> = conversations

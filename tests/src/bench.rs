@@ -147,7 +147,8 @@ pub struct Server {
 /// for servers whose environment names none: the benchmarks of the gateway, the stores
 /// and telemetry measure those, not the model (`make bench-recall` measures the model).
 pub fn hash_config() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-bench/hash-embedder.toml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-bench/hash-embedder.toml");
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).expect("bench directory");
     }

@@ -65,6 +65,13 @@ pub enum CheckError {
     /// Another embedder wrote the store.
     #[error(transparent)]
     Changed(#[from] EmbedderChanged),
+    /// The embedder makes no vectors (a model embedder whose model did not load).
+    #[error(
+        "the embedder {0} makes vectors of no dimension: its model did not load (is its \
+         model_dir or WW_MODEL_DIR right? `make model` fetches the default one); its \
+         error is on stderr"
+    )]
+    NoVectors(String),
 }
 
 /// A memory service whose vectors `reembed` rebuilds.
@@ -162,6 +169,9 @@ impl Memory {
     /// Refuse a store written by another embedder than the configured one.
     pub async fn check_embedder(&self) -> Result<EmbedderName, CheckError> {
         let configured = self.embedder().await.map_err(CheckError::Unavailable)?;
+        if configured.dimension == 0 {
+            return Err(CheckError::NoVectors(configured.model));
+        }
         let mismatches = self
             .embedder_mismatches(&configured)
             .await

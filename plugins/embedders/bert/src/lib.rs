@@ -43,7 +43,11 @@ fn model() -> Result<&'static SentenceModel, Error> {
                     load.set_attribute("ww.embedder.dimension", model.dimension());
                     load.set_attribute("ww.embedder.max_tokens", model.max_tokens());
                 }
-                Err(message) => load.record_error("model_load", message.clone()),
+                Err(message) => {
+                    // Said on stderr too: the host's start-up check only sees "no vectors".
+                    eprintln!("model embedder: cannot load the model in {MODEL_DIR}: {message}");
+                    load.record_error("model_load", message.clone());
+                }
             }
             loaded
         })

@@ -2,9 +2,7 @@
 
 use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, HostConfig, Request};
-use ww_tests::{cache_dir, component, telemetry};
-
-const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
+use ww_tests::{EMBEDDER, cache_dir, component, embed, telemetry};
 
 async fn embedder() -> ComponentHost {
     let config = HostConfig {
@@ -15,40 +13,6 @@ async fn embedder() -> ComponentHost {
     ComponentHost::load(config, telemetry(&[]))
         .await
         .expect("load embedder")
-}
-
-/// `embed(texts)`: the vectors, or the error variant's case name.
-async fn embed(host: &ComponentHost, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-    let texts = Val::List(texts.iter().map(|t| Val::String((*t).to_owned())).collect());
-    let out = host
-        .invoke(Request::new("test.embed"), EMBEDDER, "embed", &[texts])
-        .await
-        .expect("call");
-    match out.as_slice() {
-        [Val::Result(Ok(Some(vectors)))] => {
-            let Val::List(vectors) = vectors.as_ref() else {
-                panic!("{vectors:?}")
-            };
-            Ok(vectors
-                .iter()
-                .map(|v| match v {
-                    Val::List(xs) => xs
-                        .iter()
-                        .map(|x| match x {
-                            Val::Float32(f) => *f,
-                            other => panic!("{other:?}"),
-                        })
-                        .collect(),
-                    other => panic!("{other:?}"),
-                })
-                .collect())
-        }
-        [Val::Result(Err(Some(error)))] => match error.as_ref() {
-            Val::Variant(case, _) => Err(case.clone()),
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

@@ -6,18 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::Val;
 use ww_host::memory::{
-    CheckError, CreateEpisode, Memory, RecallEpisodes, ReembedTarget, arguments,
+    CheckError, CreateEpisode, Memory, RecallEpisodes, Recalled, ReembedTarget, arguments,
 };
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_tests::otlp::OtlpReceiver;
 use ww_tests::{
-    cache_dir, component, data_dir, default_config, memory_with, model_config, model_dir,
+    cache_dir, component, data_dir, default_config, embed, memory_with, model_config, model_dir,
     otlp_telemetry, telemetry,
 };
 
-const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
 const SESSION: &str = "session-m";
 
 /// The model embedder alone, with `instances` instances.
@@ -45,46 +43,8 @@ async fn embedder(instances: usize) -> ComponentHost {
         .expect("load the model embedder")
 }
 
-/// `embed(texts)`: the vectors, or the error variant's case and message.
-async fn embed(host: &ComponentHost, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
-    let texts = Val::List(texts.into_iter().map(Val::String).collect());
-    let out = host
-        .invoke(Request::new("test.embed"), EMBEDDER, "embed", &[texts])
-        .await
-        .expect("a call that does not trap");
-    match out.as_slice() {
-        [Val::Result(Ok(Some(vectors)))] => {
-            let Val::List(vectors) = vectors.as_ref() else {
-                panic!("{vectors:?}")
-            };
-            Ok(vectors
-                .iter()
-                .map(|v| match v {
-                    Val::List(xs) => xs
-                        .iter()
-                        .map(|x| match x {
-                            Val::Float32(f) => *f,
-                            other => panic!("{other:?}"),
-                        })
-                        .collect(),
-                    other => panic!("{other:?}"),
-                })
-                .collect())
-        }
-        [Val::Result(Err(Some(error)))] => match error.as_ref() {
-            Val::Variant(case, payload) => Err(format!("{case}: {payload:?}")),
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
-}
-
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn texts(items: &[&str]) -> Vec<String> {
-    items.iter().map(|t| (*t).to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,11 +52,11 @@ async fn paraphrases_are_close_and_batches_equal_single_texts() {
     let host = embedder(1).await;
     let vectors = embed(
         &host,
-        texts(&[
+        &[
             "Fixed the flaky login test by waiting for the session cookie",
             "how did we stabilise the intermittent sign-in check?",
             "bought milk, eggs and bread at the market",
-        ]),
+        ],
     )
     .await
     .expect("embed");
@@ -120,7 +80,7 @@ async fn paraphrases_are_close_and_batches_equal_single_texts() {
     .into_iter()
     .enumerate()
     {
-        let alone = embed(&host, texts(&[text])).await.expect("embed");
+        let alone = embed(&host, &[text]).await.expect("embed");
         let index = if i == 0 { 0 } else { 2 };
         let same = cosine(&alone[0], &vectors[index]);
         assert!(same > 0.9999, "{text:?}: {same}");
@@ -131,7 +91,7 @@ async fn paraphrases_are_close_and_batches_equal_single_texts() {
 async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
     let host = embedder(1).await;
     // An empty text: the zero vector, as the interface says.
-    let empty = embed(&host, texts(&["", "  "])).await.expect("embed");
+    let empty = embed(&host, &["", "  "]).await.expect("embed");
     assert!(
         empty
             .iter()
@@ -139,23 +99,24 @@ async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
     );
     // A 1 MB text of multi-byte characters: cut at a character boundary, embedded.
     let long = "é".repeat(512 * 1024);
-    let vectors = embed(&host, vec![long]).await.expect("a long text is cut");
+    let vectors = embed(&host, &[long.as_str()])
+        .await
+        .expect("a long text is cut");
     assert_eq!(vectors[0].len(), 384);
     // Too many texts in one call: the embedding error, not a trap or a deadline.
-    let many = vec!["a short text".to_owned(); 10_000];
-    let error = embed(&host, many)
+    let many = vec!["a short text"; 10_000];
+    let error = embed(&host, &many)
         .await
         .expect_err("10,000 texts are refused");
-    assert!(error.starts_with("embedding"), "{error}");
+    assert_eq!(error, "embedding");
     // Too many tokens in one call: refused before any inference.
-    let heavy = vec!["word ".repeat(300); 200];
-    let error = embed(&host, heavy).await.expect_err("too many tokens");
-    assert!(error.contains("tokens"), "{error}");
+    let heavy = "word ".repeat(300);
+    let error = embed(&host, &vec![heavy.as_str(); 200])
+        .await
+        .expect_err("too many tokens");
+    assert_eq!(error, "embedding");
     // The instance is still good.
-    assert_eq!(
-        embed(&host, texts(&["fine"])).await.expect("embed").len(),
-        1
-    );
+    assert_eq!(embed(&host, &["fine"]).await.expect("embed").len(), 1);
     let traps: u64 = host.components().map(|(c, _)| c.traps()).sum();
     assert_eq!(traps, 0);
 }
@@ -163,9 +124,8 @@ async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_get_instances_of_their_own() {
     let host = Arc::new(embedder(2).await);
-    let batch =
-        vec!["a sentence of a dozen words about nothing in particular at all".to_owned(); 64];
-    let (a, b) = tokio::join!(embed(&host, batch.clone()), embed(&host, batch));
+    let batch = vec!["a sentence of a dozen words about nothing in particular at all"; 64];
+    let (a, b) = tokio::join!(embed(&host, &batch), embed(&host, &batch));
     assert_eq!(a.expect("first").len(), 64);
     assert_eq!(b.expect("second").len(), 64);
     let (component, _) = host.components().next().expect("the embedder");
@@ -177,6 +137,41 @@ async fn concurrent_calls_get_instances_of_their_own() {
     );
 }
 
+/// What the agent asks, in words that share no content word with the answer.
+const PARAPHRASE: &str = "how did we stabilise the intermittent sign-in check?";
+/// The answer, and memories about other things.
+const MEMORIES: [&str; 5] = [
+    "Fixed the flaky login test by waiting for the session cookie",
+    "Bought milk, eggs and bread at the market",
+    "Deployed the billing service to production on Friday",
+    "Reviewed the quarterly budget spreadsheet with finance",
+    "Renamed the database columns to snake_case",
+];
+
+async fn store(memory: &Memory, content: &str) {
+    memory
+        .create_episode(
+            Request::new("test.create"),
+            SESSION,
+            arguments::<CreateEpisode>(serde_json::json!({ "content": content }))
+                .expect("arguments"),
+        )
+        .await
+        .expect("create_episode");
+}
+
+async fn recall_paraphrase(memory: &Memory) -> Recalled {
+    memory
+        .recall_episodes(
+            Request::new("test.recall"),
+            SESSION,
+            arguments::<RecallEpisodes>(serde_json::json!({ "query": PARAPHRASE, "limit": 3 }))
+                .expect("arguments"),
+        )
+        .await
+        .expect("recall_episodes")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
     let dir = data_dir("model-paraphrase");
@@ -186,35 +181,10 @@ async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
         otlp_telemetry(&receiver.endpoint(), "grpc"),
     )
     .await;
-    for content in [
-        "Fixed the flaky login test by waiting for the session cookie",
-        "Bought milk, eggs and bread at the market",
-        "Deployed the billing service to production on Friday",
-        "Reviewed the quarterly budget spreadsheet with finance",
-        "Renamed the database columns to snake_case",
-    ] {
-        memory
-            .create_episode(
-                Request::new("test.create"),
-                SESSION,
-                arguments::<CreateEpisode>(serde_json::json!({ "content": content }))
-                    .expect("arguments"),
-            )
-            .await
-            .expect("create_episode");
+    for content in MEMORIES {
+        store(&memory, content).await;
     }
-    let recalled = memory
-        .recall_episodes(
-            Request::new("test.recall"),
-            SESSION,
-            arguments::<RecallEpisodes>(serde_json::json!({
-                "query": "how did we stabilise the intermittent sign-in check?",
-                "limit": 3,
-            }))
-            .expect("arguments"),
-        )
-        .await
-        .expect("recall_episodes");
+    let recalled = recall_paraphrase(&memory).await;
     let first = &recalled.episodes[0];
     assert!(
         first
@@ -268,23 +238,10 @@ async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_another_embedder_is_refused_until_reembedded() {
     let dir = data_dir("model-reembed");
-    let contents = [
-        "Fixed the flaky login test by waiting for the session cookie",
-        "Bought milk, eggs and bread at the market",
-        "Deployed the billing service to production on Friday",
-    ];
     {
         let hashed = memory_with(default_config(&dir), telemetry(&[])).await;
-        for content in contents {
-            hashed
-                .create_episode(
-                    Request::new("test.create"),
-                    SESSION,
-                    arguments::<CreateEpisode>(serde_json::json!({ "content": content }))
-                        .expect("arguments"),
-                )
-                .await
-                .expect("create_episode");
+        for content in &MEMORIES[..3] {
+            store(&hashed, content).await;
         }
         hashed.check_embedder().await.expect("its own embedder");
     }
@@ -323,18 +280,7 @@ async fn a_store_of_another_embedder_is_refused_until_reembedded() {
         .check_embedder()
         .await
         .expect("rebuilt with the model");
-    let recalled = memory
-        .recall_episodes(
-            Request::new("test.recall"),
-            SESSION,
-            arguments::<RecallEpisodes>(serde_json::json!({
-                "query": "how did we stabilise the intermittent sign-in check?",
-                "limit": 3,
-            }))
-            .expect("arguments"),
-        )
-        .await
-        .expect("recall_episodes");
+    let recalled = recall_paraphrase(&memory).await;
     assert_eq!(recalled.episodes.len(), 3);
     assert!(
         recalled.episodes[0]

@@ -115,6 +115,40 @@ pub async fn fixture_host_with(telemetry: Arc<Telemetry>, limits: CallLimits) ->
     host
 }
 
+/// The embedder interface.
+pub const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
+
+/// `embed(texts)` on `host`'s embedder as one request: the vectors, or the error
+/// variant's case name (`validation`, `embedding`).
+pub async fn embed(host: &ComponentHost, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    let texts = Val::List(texts.iter().map(|t| Val::String((*t).to_owned())).collect());
+    let out = host
+        .invoke(Request::new("test.embed"), EMBEDDER, "embed", &[texts])
+        .await
+        .expect("a call that does not trap");
+    let float = |x: &Val| match x {
+        Val::Float32(f) => *f,
+        other => panic!("{other:?}"),
+    };
+    match out.as_slice() {
+        [Val::Result(Ok(Some(vectors)))] => match vectors.as_ref() {
+            Val::List(vectors) => Ok(vectors
+                .iter()
+                .map(|v| match v {
+                    Val::List(xs) => xs.iter().map(float).collect(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()),
+            other => panic!("{other:?}"),
+        },
+        [Val::Result(Err(Some(error)))] => match error.as_ref() {
+            Val::Variant(case, _) => Err(case.clone()),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A `work-mode` value.
 pub fn mode(name: &str) -> Val {
     Val::Enum(name.to_owned())

@@ -1,5 +1,5 @@
-//! One loaded component: its pre-instantiated form, and the live instance that serves
-//! calls, replaced after a trap.
+//! One loaded component: its pre-instantiated form, and the pool of instances that
+//! serve calls (one for a component that keeps data in it), each replaced after a trap.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -499,8 +499,8 @@ impl PluginComponent {
         // No filesystem beyond a configured data directory (stores only) and a
         // read-only model directory (model embedders only), no network
         // beyond a configured endpoint (remote adapters only); stderr for panic
-        // messages. Stdout is not theirs: it carries MCP. A fresh instance replaces any
-        // earlier one.
+        // messages. Stdout is not theirs: it carries MCP. Its memory adds to the
+        // component's total (a trapped instance's is taken off when it is dropped).
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         wasi.envs(&self.access.env);

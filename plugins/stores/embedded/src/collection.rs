@@ -167,7 +167,7 @@ enum Relevance<'a> {
     /// Given per slot (a fused ranking); 0 for slots not in it.
     Given(&'a HashMap<usize, f32>),
     /// `alpha` × max(0, cosine) + the slot's given lexical part (0 if absent).
-    Blend(f32, &'a HashMap<usize, f32>),
+    Blend(f32, &'a [f32]),
 }
 
 pub struct Points {
@@ -559,10 +559,10 @@ impl Points {
                 let mut lexical = self
                     .lexical
                     .scores(text, |slot| self.accepts(slot, &filter));
-                let best = lexical.values().copied().fold(0.0_f32, f32::max);
+                let best = lexical.iter().copied().fold(0.0_f32, f32::max);
                 if best > 0.0 {
                     lexical
-                        .values_mut()
+                        .iter_mut()
                         .for_each(|s| *s = (1.0 - alpha) * *s / best);
                 }
                 return self.scan(
@@ -587,6 +587,8 @@ impl Points {
             .lexical
             .scores(text, |slot| self.accepts(slot, &filter))
             .into_iter()
+            .enumerate()
+            .filter(|(_, score)| *score > 0.0)
             .collect();
         by_words.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         by_words.truncate(depth);
@@ -652,7 +654,7 @@ impl Points {
         let blended = |slot: usize, cosine: f32| match lexical {
             Some(lexical) => {
                 let positive = if cosine > 0.0 { cosine } else { 0.0 };
-                alpha * positive + lexical.get(&slot).copied().unwrap_or(0.0)
+                alpha * positive + lexical.get(slot).copied().unwrap_or(0.0)
             }
             None => cosine,
         };

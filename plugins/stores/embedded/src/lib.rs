@@ -53,7 +53,16 @@ const RRF_DEPTH: usize = 200;
 /// `linear:A` (the same with another share A), `rrf` or `rrf:K` (reciprocal rank fusion)
 /// or `vector` (the text is ignored).
 fn fusion() -> Result<Fusion, Error> {
-    let setting = ww_guest::settings::setting("retrieval");
+    // Settings do not change while an instance lives: read and parsed once.
+    static FUSION: std::sync::OnceLock<Result<Fusion, String>> = std::sync::OnceLock::new();
+    FUSION
+        .get_or_init(|| parse_fusion(ww_guest::settings::setting("retrieval")))
+        .clone()
+        .map_err(storage)
+}
+
+/// The `retrieval` setting's value as a [`Fusion`], or why it is not one.
+fn parse_fusion(setting: Option<String>) -> Result<Fusion, String> {
     let fusion = match setting.as_deref() {
         None | Some("fused") => Some(Fusion::Linear { alpha: FUSED_ALPHA }),
         Some("vector") => Some(Fusion::Vector),
@@ -74,11 +83,11 @@ fn fusion() -> Result<Fusion, Error> {
         }
     };
     fusion.ok_or_else(|| {
-        storage(format!(
+        format!(
             "the setting retrieval = {:?} is not one of fused, vector, linear:A (0 ≤ A ≤ 1), \
              rrf, rrf:K (K ≥ 1)",
             setting.unwrap_or_default()
-        ))
+        )
     })
 }
 

@@ -9,39 +9,14 @@ use std::time::Duration;
 use ww_host::memory::{
     CheckError, CreateEpisode, Memory, RecallEpisodes, Recalled, ReembedTarget, arguments,
 };
-use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::plugins::Request;
 use ww_tests::otlp::OtlpReceiver;
 use ww_tests::{
-    cache_dir, component, data_dir, default_config, embed, memory_with, model_config, model_dir,
-    otlp_telemetry, telemetry,
+    data_dir, default_config, embed, memory_with, model_config, model_embedder, otlp_telemetry,
+    telemetry,
 };
 
 const SESSION: &str = "session-m";
-
-/// The model embedder alone, with `instances` instances.
-async fn embedder(instances: usize) -> ComponentHost {
-    let spec = ComponentSpec {
-        model_dir: Some(model_dir()),
-        instances: Some(instances),
-        settings: vec![(
-            "model".to_owned(),
-            "sentence-transformers/all-MiniLM-L6-v2".to_owned(),
-        )],
-        limits: Some(ww_host::plugins::CallLimits {
-            memory_bytes: 512 << 20,
-            ..Default::default()
-        }),
-        ..component("embedder_bert.wasm")
-    };
-    let config = HostConfig {
-        components: vec![spec],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
-    ComponentHost::load(config, telemetry(&[]))
-        .await
-        .expect("load the model embedder")
-}
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -49,7 +24,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paraphrases_are_close_and_batches_equal_single_texts() {
-    let host = embedder(1).await;
+    let host = model_embedder(1).await;
     let vectors = embed(
         &host,
         &[
@@ -89,7 +64,7 @@ async fn paraphrases_are_close_and_batches_equal_single_texts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
-    let host = embedder(1).await;
+    let host = model_embedder(1).await;
     // An empty text: the zero vector, as the interface says.
     let empty = embed(&host, &["", "  "]).await.expect("embed");
     assert!(
@@ -123,7 +98,7 @@ async fn bad_input_is_a_clean_error_or_a_recorded_cut_never_a_trap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_get_instances_of_their_own() {
-    let host = Arc::new(embedder(2).await);
+    let host = Arc::new(model_embedder(2).await);
     let batch = vec!["a sentence of a dozen words about nothing in particular at all"; 64];
     let (a, b) = tokio::join!(embed(&host, &batch), embed(&host, &batch));
     assert_eq!(a.expect("first").len(), 64);

@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wasmtime::component::Val;
-use ww_host::plugins::{CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_tests::bench::{Server, bench_dir, ms, percentile};
 
 /// The split's questions that count: categories 1-4 with evidence.
@@ -360,38 +358,10 @@ async fn measure(
 /// text per call, and batches of 64 texts, each sorted; after one warm-up call that loads
 /// the model.
 async fn embed_latency(turns: &[&str]) -> (Vec<Duration>, Vec<Duration>) {
-    let spec = ComponentSpec {
-        model_dir: Some(ww_tests::model_dir()),
-        settings: vec![("model".to_owned(), "all-MiniLM-L6-v2".to_owned())],
-        limits: Some(CallLimits {
-            memory_bytes: 512 << 20,
-            ..CallLimits::default()
-        }),
-        ..ww_tests::component("embedder_bert.wasm")
-    };
-    let host = ComponentHost::load(
-        HostConfig {
-            components: vec![spec],
-            cache_dir: Some(ww_tests::cache_dir()),
-            ..HostConfig::default()
-        },
-        ww_tests::telemetry(&[]),
-    )
-    .await
-    .expect("load the model embedder");
+    let host = ww_tests::model_embedder(1).await;
     let embed = async |texts: &[&str]| {
-        let texts = Val::List(texts.iter().map(|t| Val::String((*t).to_owned())).collect());
         let start = Instant::now();
-        let out = host
-            .invoke(
-                Request::new("bench.embed"),
-                "ww:memory/embedder@0.1.0",
-                "embed",
-                &[texts],
-            )
-            .await
-            .expect("embed");
-        assert!(matches!(out.as_slice(), [Val::Result(Ok(_))]), "{out:?}");
+        ww_tests::embed(&host, texts).await.expect("embed");
         start.elapsed()
     };
     embed(&["warm up"]).await;

@@ -115,6 +115,32 @@ pub async fn fixture_host_with(telemetry: Arc<Telemetry>, limits: CallLimits) ->
     host
 }
 
+/// The model embedder (the model `make model` fetched) alone in a host, with
+/// `instances` instances and the default configuration's memory limit.
+pub async fn model_embedder(instances: usize) -> ComponentHost {
+    let spec = ComponentSpec {
+        model_dir: Some(model_dir()),
+        instances: Some(instances),
+        settings: vec![(
+            "model".to_owned(),
+            ww_host::config::DEFAULT_MODEL.to_owned(),
+        )],
+        limits: Some(CallLimits {
+            memory_bytes: ww_host::config::EMBEDDER_MEMORY_MB << 20,
+            ..CallLimits::default()
+        }),
+        ..component("embedder_bert.wasm")
+    };
+    let config = HostConfig {
+        components: vec![spec],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    ComponentHost::load(config, telemetry(&[]))
+        .await
+        .expect("load the model embedder")
+}
+
 /// The embedder interface.
 pub const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
 

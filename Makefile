@@ -88,7 +88,7 @@ test: fmt-check clippy plugins model py-venv
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic, the
 	# Bolt client (PackStream, escaping), the HTTP client's URL handling, the store's BM25 index.
 	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
-	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-bolt -p ww-http -p store-embedded
+	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-lexical -p ww-bolt -p ww-http -p store-embedded
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
 test-python: plugins model py-venv

@@ -7,6 +7,9 @@
 //! `WW_LOCOMO` names another copy of `dev.json`; `WW_RECALL_EMBEDDERS` (`hash`, `model`)
 //! runs only some embedders (`latency`: none, only the model's latency, on the data a
 //! previous run left), `WW_RECALL_RETRIEVALS` other retrieval settings.
+//! `WW_RECALL_QDRANT=http://host:6333` puts the vectors in that Qdrant through the Qdrant
+//! adapter instead (its fusion is the engine's; it must hold no `ww_*` collections: the
+//! test stand-in, `python tests/python/qdrant_standin.py`, starts empty).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -245,14 +248,29 @@ const EMBEDDERS: [Embedder; 2] = [
 /// fusion (`WW_RECALL_RETRIEVALS` lists others, e.g. `rrf:20,linear:0.5`).
 const RETRIEVALS: [&str; 2] = ["vector", "fused"];
 
+/// The vector store's role: the embedded store, or the Qdrant adapter when
+/// `WW_RECALL_QDRANT` names a Qdrant (or its test stand-in) holding no `ww_*` collections.
+fn vector_store(retrieval: &str) -> String {
+    match std::env::var("WW_RECALL_QDRANT") {
+        Ok(url) => format!(
+            "component = \"store_qdrant.wasm\"\nname = \"qdrant\"\nendpoint = {url:?}\n\
+             settings = {{ retrieval = \"{retrieval}\" }}"
+        ),
+        Err(_) => format!(
+            "component = \"store_embedded.wasm\"\nname = \"embedded\"\n\
+             settings = {{ retrieval = \"{retrieval}\" }}"
+        ),
+    }
+}
+
 fn write_config(dir: &Path, embedder: &Embedder, retrieval: &str) -> PathBuf {
     let model_dir = ww_tests::model_dir();
     let text = format!(
         "plugin_dir = {plugins:?}\n\n[roles.embedder]\n{role}\n\n\
-         [roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
-         settings = {{ retrieval = \"{retrieval}\" }}\n\n\
+         [roles.vector-store]\n{store}\n\n\
          [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n",
         plugins = ww_tests::component_dir().display().to_string(),
+        store = vector_store(retrieval),
         role = embedder
             .role
             .replace("MODEL_DIR", &model_dir.display().to_string()),
@@ -293,7 +311,10 @@ async fn measure(
     let mut measured: Vec<Measured> = retrievals
         .iter()
         .map(|r| Measured {
-            name: format!("{} ({r})", embedder.name),
+            name: match std::env::var("WW_RECALL_QDRANT") {
+                Ok(_) => format!("{} on Qdrant ({r})", embedder.name),
+                Err(_) => format!("{} ({r})", embedder.name),
+            },
             tally: Tally::default(),
             storing: Duration::ZERO,
             recalling: Duration::ZERO,

@@ -1,11 +1,15 @@
 """A stand-in for a Qdrant server, for the Qdrant adapter's tests where no Qdrant can be
 installed: the REST endpoints the adapter uses, in memory, with Qdrant's documented
 behaviour (cosine scores, payload filters, inclusive scroll offsets, `wait=true` writes,
-`{"result", "status", "time"}` answers and `{"status": {"error"}}` refusals).
+`{"result", "status", "time"}` answers and `{"status": {"error"}}` refusals), sparse
+vectors with the `idf` modifier, and the Query API's prefetches fused by reciprocal rank
+fusion as Qdrant's source computes it (`1 / (k + position)`, position from 0, k 2 unless
+given).
 
 Every request body is validated against the request models of `qdrant-client` (generated
 from Qdrant's OpenAPI description, unknown fields forbidden), so a request the real server
-would refuse fails here too. Requests are recorded (method, path, headers) for the tests.
+would refuse fails here too. Requests are recorded (method, path, headers, body) for the
+tests.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import threading
 from typing import Any
 
+import numpy
 from qdrant_client.http import models
 
 ROUTES: list[tuple[str, str, type | None, str]] = [
@@ -130,14 +135,15 @@ class QdrantStandIn:
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
         path, _, query = target.partition("?")
         headers = {k.lower(): v for k, v in headers.items()}
-        self.requests.append({"method": method, "path": path, "query": query, "headers": headers})
+        body_json = json.loads(raw) if raw else None
+        self.requests.append({"method": method, "path": path, "query": query, "headers": headers, "body": body_json})
         try:
             if self.api_key is not None and headers.get("api-key") != self.api_key:
                 raise Refusal(401, "Must provide an API key or an Authorization bearer token")
             for route_method, pattern, model, action in ROUTES:
                 found = re.fullmatch(pattern, path)
                 if route_method == method and found:
-                    body = json.loads(raw) if raw else None
+                    body = body_json
                     if model is not None:
                         try:
                             model.model_validate(body)
@@ -164,7 +170,10 @@ class QdrantStandIn:
             "status": "green",
             "points_count": len(c["points"]),
             "config": {
-                "params": {"vectors": {"size": c["size"], "distance": c["distance"]}},
+                "params": {
+                    "vectors": {"size": c["size"], "distance": c["distance"]},
+                    **({"sparse_vectors": c["sparse"]} if c["sparse"] else {}),
+                },
                 "metadata": c["metadata"],
             },
             "payload_schema": c["indexes"],
@@ -180,6 +189,7 @@ class QdrantStandIn:
             "points": {},
             "indexes": {},
             "metadata": dict(body.get("metadata") or {}),
+            "sparse": dict(body.get("sparse_vectors") or {}),
         }
         return True
 
@@ -203,10 +213,23 @@ class QdrantStandIn:
     def upsert(self, name: str, body: dict[str, Any]) -> Any:
         c = self.collection(name)
         for point in body["points"]:
-            if len(point["vector"]) != c["size"]:
-                raise Refusal(400, f"Wrong input: Vector dimension error: expected dim: {c['size']}, got {len(point['vector'])}")
-            vector = normalised(point["vector"]) if c["distance"] == "Cosine" else point["vector"]
-            c["points"][str(point["id"])] = {"vector": vector, "payload": point.get("payload") or {}}
+            vector = point["vector"]
+            sparse: dict[str, dict[int, float]] = {}
+            if isinstance(vector, dict):
+                named = dict(vector)
+                if "" not in named:
+                    raise Refusal(400, "Wrong input: the stand-in needs the default dense vector")
+                vector = named.pop("")
+                for vname, sv in named.items():
+                    if vname not in c["sparse"]:
+                        raise Refusal(400, f"Wrong input: Not existing vector name error: {vname}")
+                    if len(sv["indices"]) != len(sv["values"]) or len(set(sv["indices"])) != len(sv["indices"]):
+                        raise Refusal(400, "Wrong input: sparse indices must be distinct, one value each")
+                    sparse[vname] = dict(zip(sv["indices"], sv["values"]))
+            if len(vector) != c["size"]:
+                raise Refusal(400, f"Wrong input: Vector dimension error: expected dim: {c['size']}, got {len(vector)}")
+            vector = normalised(vector) if c["distance"] == "Cosine" else vector
+            c["points"][str(point["id"])] = {"vector": vector, "sparse": sparse, "payload": point.get("payload") or {}}
         return {"operation_id": 0, "status": "completed"}
 
     def record(self, pid: str, point: dict[str, Any], with_payload: bool, with_vector: bool, score: float | None = None) -> dict[str, Any]:
@@ -214,7 +237,12 @@ class QdrantStandIn:
         if score is not None:
             out["score"] = score
         out["payload"] = point["payload"] if with_payload else None
-        out["vector"] = point["vector"] if with_vector else None
+        vector: Any = point["vector"]
+        if point["sparse"]:
+            vector = {"": vector, **{
+                n: {"indices": list(sv), "values": list(sv.values())} for n, sv in point["sparse"].items()
+            }}
+        out["vector"] = vector if with_vector else None
         return out
 
     def retrieve(self, name: str, body: dict[str, Any]) -> Any:
@@ -226,25 +254,79 @@ class QdrantStandIn:
             if i in c["points"]
         ]
 
+    def ranked(self, c: dict[str, Any], request: dict[str, Any]) -> list[tuple[float, str]]:
+        """(score, id) of the points a query or prefetch finds, best first."""
+        candidates = [
+            (pid, p) for pid, p in c["points"].items() if passes(p["payload"], request.get("filter"))
+        ]
+        query = request.get("query")
+        using = request.get("using")
+        if isinstance(query, list) and using in (None, ""):
+            query = normalised(query)
+            if len(query) != c["size"]:
+                raise Refusal(400, f"Wrong input: Vector dimension error: expected dim: {c['size']}, got {len(query)}")
+            if not candidates:
+                return []
+            # numpy (a dependency of qdrant-client) for the dot products: the recall
+            # benchmark searches thousands of points per question through this stand-in.
+            scores = numpy.asarray([p["vector"] for _, p in candidates]) @ numpy.asarray(query)
+            hits = [(float(score), pid) for score, (pid, _) in zip(scores, candidates)]
+        elif isinstance(query, dict) and "indices" in query:
+            if using not in c["sparse"]:
+                raise Refusal(400, f"Wrong input: Not existing vector name error: {using}")
+            weights = dict(zip(query["indices"], query["values"]))
+            idf = {i: 1.0 for i in weights}
+            if c["sparse"][using].get("modifier") == "idf":
+                # Qdrant's IDF over the points that have this sparse vector.
+                having = [p["sparse"][using] for p in c["points"].values() if using in p["sparse"]]
+                n = len(having)
+                for i in weights:
+                    df = sum(1 for sv in having if i in sv)
+                    idf[i] = math.log((n - df + 0.5) / (df + 0.5) + 1.0)
+            hits = []
+            for pid, p in candidates:
+                sv = p["sparse"].get(using)
+                if sv is None or not any(i in sv for i in weights):
+                    continue
+                hits.append((sum(w * sv[i] * idf[i] for i, w in weights.items() if i in sv), pid))
+        else:
+            raise Refusal(400, f"the stand-in does not serve the query {query!r}")
+        hits.sort(key=lambda h: (-h[0], h[1]))
+        return hits
+
     def query(self, name: str, body: dict[str, Any]) -> Any:
         c = self.collection(name)
-        if not isinstance(body.get("query"), list) or "prefetch" in body:
-            raise Refusal(400, "the stand-in serves nearest-neighbour queries by a dense vector only")
-        query = normalised(body["query"])
-        if len(query) != c["size"]:
-            raise Refusal(400, f"Wrong input: Vector dimension error: expected dim: {c['size']}, got {len(query)}")
-        hits = [
-            (sum(a * b for a, b in zip(query, p["vector"])), pid, p)
-            for pid, p in c["points"].items()
-            if passes(p["payload"], body.get("filter"))
-        ]
-        hits.sort(key=lambda h: (-h[0], h[1]))
+        prefetches = body.get("prefetch") or []
+        if isinstance(prefetches, dict):
+            prefetches = [prefetches]
+        if prefetches:
+            query = body.get("query") or {}
+            if query.get("fusion") == "rrf":
+                k, weights = 2, None
+            elif "rrf" in query:
+                k = query["rrf"].get("k") or 2
+                weights = query["rrf"].get("weights")
+            else:
+                raise Refusal(400, f"the stand-in fuses prefetches by rrf only, not {query!r}")
+            fused: dict[str, float] = {}
+            for n, prefetch in enumerate(prefetches):
+                if prefetch.get("prefetch"):
+                    raise Refusal(400, "the stand-in serves one level of prefetch")
+                weight = weights[n] if weights else 1.0
+                found = self.ranked(c, prefetch)[: prefetch.get("limit") or 10]
+                for position, (_, pid) in enumerate(found):
+                    fused[pid] = fused.get(pid, 0.0) + 1.0 / ((position + 1) / weight + k - 1.0)
+            hits = sorted(((score, pid) for pid, score in fused.items()
+                           if passes(c["points"][pid]["payload"], body.get("filter"))),
+                          key=lambda h: (-h[0], h[1]))
+        else:
+            hits = self.ranked(c, body)
         offset = body.get("offset") or 0
         chosen = hits[offset : offset + (body.get("limit") or 10)]
         return {
             "points": [
-                self.record(pid, p, bool(body.get("with_payload")), bool(body.get("with_vector")), score)
-                for score, pid, p in chosen
+                self.record(pid, c["points"][pid], bool(body.get("with_payload")), bool(body.get("with_vector")), score)
+                for score, pid in chosen
             ]
         }
 

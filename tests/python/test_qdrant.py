@@ -4,6 +4,7 @@ collections it creates, the API key, and one trace per call through both adapter
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,3 +97,86 @@ async def test_one_trace_through_both_adapters(
     block = text.split(f"trace {create}", 1)[1].split("\ntrace ", 1)[0]
     assert not [line for line in block.splitlines() if "neo4j.query" in line and "ERROR" in line]
     # (The GET of a collection not created yet is a 404: an ERROR by the HTTP conventions.)
+
+
+async def recall_with(config: Path, data: Path, query: str, contents: list[str]) -> list[str]:
+    """Store `contents` through a server on `config`, recall `query`: the contents found,
+    best first."""
+    params = StdioServerParameters(command=str(BIN), args=["serve"], env=server_env(data, "lexical", WW_CONFIG=str(config), WW_TEST_QDRANT_KEY=KEY))
+    async with Client(stdio_client(params)) as client:
+        for content in contents:
+            created = await client.call_tool("create_episode", {"content": content})
+            assert not created.is_error, created.content
+        found = await client.call_tool("recall_episodes", {"query": query, "limit": 3})
+        assert not found.is_error, found.content
+        return [e["episode"]["content"] for e in found.structured_content["episodes"]]
+
+
+def queries(qdrant: QdrantStandIn) -> list[dict]:
+    return [r["body"] for r in qdrant.requests if r["path"] == "/collections/ww_episodes/points/query"]
+
+
+CONTENTS = [
+    "deployed the billing service after the schema migration",
+    "the nightly build failed on the arm runners again",
+    "ticket QX-7731: customers in Lisbon see doubled invoices",
+    "reviewed the onboarding guide with the new hire",
+]
+
+
+async def test_text_is_a_sparse_vector_and_recall_fuses_it_in_the_engine(
+    qdrant: QdrantStandIn, tmp_path: Path
+) -> None:
+    config = remote_config(tmp_path / "q.toml", qdrant_url=qdrant.url, qdrant_key_env="WW_TEST_QDRANT_KEY")
+    config.write_text(config.read_text().replace("secrets", 'settings = { retrieval = "rrf" }\nsecrets'))
+    found = await recall_with(config, tmp_path / "data", "QX-7731", CONTENTS)
+    assert found[0] == CONTENTS[2]
+
+    # The collection has the text's sparse vector with Qdrant's IDF; each episode's text
+    # went in as BM25 term weights beside its dense vector.
+    episodes = qdrant.collections["ww_episodes"]
+    assert episodes["sparse"] == {"text": {"modifier": "idf"}}
+    assert all(set(p["sparse"]) == {"text"} for p in episodes["points"].values())
+    # The recall asked the engine to fuse: a dense and a sparse prefetch under the same
+    # session filter, reciprocal rank fusion on top.
+    recall = queries(qdrant)[-1]
+    dense, sparse = recall["prefetch"]
+    assert isinstance(dense["query"], list) and "using" not in dense
+    assert sparse["using"] == "text" and len(sparse["query"]["indices"]) == 2  # "qx", "7731"
+    assert dense["filter"] == sparse["filter"] and "session" in json.dumps(dense["filter"])
+    assert recall["query"] == {"rrf": {"k": 2}}
+
+
+async def test_retrieval_vector_and_collections_without_a_sparse_vector_search_densely(
+    qdrant: QdrantStandIn, tmp_path: Path
+) -> None:
+    config = remote_config(tmp_path / "q.toml", qdrant_url=qdrant.url, qdrant_key_env="WW_TEST_QDRANT_KEY")
+    plain = tmp_path / "vector.toml"
+    plain.write_text(config.read_text().replace("secrets", 'settings = { retrieval = "vector" }\nsecrets'))
+    await recall_with(plain, tmp_path / "a", "QX-7731", CONTENTS[:2])
+    assert "prefetch" not in queries(qdrant)[-1]
+
+    # A collection made before the adapter wrote sparse vectors (dense only): written and
+    # searched as before, by the default fused setting too.
+    qdrant.collections.clear()
+    qdrant.requests.clear()
+    status, _ = qdrant.handle(
+        "PUT", "/collections/ww_episodes", {"api-key": KEY},
+        json.dumps({"vectors": {"size": 384, "distance": "Cosine"}}).encode(),
+    )
+    assert status == 200
+    found = await recall_with(config, tmp_path / "b", "invoices in Lisbon", CONTENTS)
+    assert found[0] == CONTENTS[2]
+    assert all("prefetch" not in q for q in queries(qdrant))
+    assert all(not p["sparse"] for p in qdrant.collections["ww_episodes"]["points"].values())
+
+
+def test_an_unknown_retrieval_setting_stops_the_start_by_name(qdrant: QdrantStandIn, tmp_path: Path) -> None:
+    import subprocess
+
+    config = remote_config(tmp_path / "q.toml", qdrant_url=qdrant.url, qdrant_key_env="WW_TEST_QDRANT_KEY")
+    config.write_text(config.read_text().replace("secrets", 'settings = { retrieval = "bm42" }\nsecrets'))
+    env = server_env(tmp_path / "d", "x", WW_CONFIG=str(config), WW_TEST_QDRANT_KEY=KEY)
+    run = subprocess.run([str(BIN), "serve"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert 'the retrieval setting: unknown value "bm42"' in run.stderr

@@ -4,75 +4,15 @@
 //! Written here rather than taken from a search library (tantivy and the like): those
 //! keep their own segment files and threads, where this index is a few maps rebuilt from
 //! the store's own log, in step with the vectors' slots, inside a single-threaded
-//! component.
-//!
-//! Tokens: lower-cased runs of letters and digits; a number keeps its decimal point or
-//! separators (`3.5`, `10:30`, `2023-05-08` are one token each, so a date or a version
-//! matches as written); an English possessive or plural `s` is dropped from words of four
-//! letters or more (`Caroline's` → `caroline`, `tests` → `test`), so names and their
-//! inflections meet.
+//! component. Tokens and BM25's constants come from `ww-lexical`, shared with the Qdrant
+//! adapter's sparse vectors, so both stores read text alike.
 
 use std::collections::HashMap;
 
-/// BM25's term-frequency saturation.
-const K1: f32 = 1.2;
-/// BM25's length normalisation.
-const B: f32 = 0.75;
+use ww_lexical::{B, K1, tokens};
+
 /// Distinct terms of one text that are indexed, at most (a bound on one point's cost).
 const MAX_TERMS_PER_TEXT: usize = 4096;
-
-/// The tokens of `text`, as indexed and as queried.
-pub fn tokens(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let chars: Vec<char> = text.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_alphanumeric() {
-            current.extend(c.to_lowercase());
-            continue;
-        }
-        // A separator between two digits stays inside a number.
-        let between_digits = matches!(c, '.' | ',' | ':' | '-' | '/')
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
-        if between_digits && !current.is_empty() {
-            current.push(c);
-            continue;
-        }
-        // `'s` ends a word: the possessive goes.
-        if (c == '\'' || c == '’')
-            && chars.get(i + 1).is_some_and(|n| *n == 's' || *n == 'S')
-            && !chars.get(i + 2).is_some_and(|n| n.is_alphanumeric())
-        {
-            finish(&mut current, &mut out);
-            continue;
-        }
-        finish(&mut current, &mut out);
-    }
-    finish(&mut current, &mut out);
-    out
-}
-
-fn finish(current: &mut String, out: &mut Vec<String>) {
-    if current.is_empty() {
-        return;
-    }
-    let mut word = std::mem::take(current);
-    if word.len() >= 4
-        && word.ends_with('s')
-        && !word.ends_with("ss")
-        && !word.ends_with("us")
-        && !word.ends_with("is")
-        && !word.chars().any(|c| c.is_ascii_digit())
-    {
-        word.pop();
-    }
-    // A lone possessive `s` left by a tokenised apostrophe carries nothing.
-    if word != "s" {
-        out.push(word);
-    }
-}
 
 /// One collection's index; slots are the vectors' slots.
 #[derive(Default)]
@@ -215,24 +155,6 @@ impl Lexical {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_keep_numbers_and_meet_names_and_plurals() {
-        assert_eq!(
-            tokens("Caroline's 3 tests on 2023-05-08, v1.2 at 10:30!"),
-            [
-                "caroline",
-                "3",
-                "test",
-                "on",
-                "2023-05-08",
-                "v1.2",
-                "at",
-                "10:30"
-            ]
-        );
-        assert_eq!(tokens("class status is"), ["class", "status", "is"]);
-    }
 
     #[test]
     fn bm25_prefers_the_rarer_term_and_follows_removals() {

@@ -190,7 +190,9 @@ pub fn stored(points: &[Value]) -> Result<Vec<StoredPoint>, Error> {
         .iter()
         .map(|point| {
             let payload = payload_of(point);
-            let vector = match point.get("vector") {
+            // A collection with the text's sparse vector answers with named vectors, the
+            // dense one under the default (empty) name.
+            let vector = match point.get("vector").map(|v| v.get("").unwrap_or(v)) {
                 Some(Value::Array(xs)) => Some(
                     xs.iter()
                         .map(|x| x.as_f64().map(|x| x as f32))

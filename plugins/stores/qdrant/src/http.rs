@@ -2,30 +2,37 @@
 //! answer or the error Qdrant gave.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 /// The key of a collection's metadata under which the embedder that wrote it is kept.
 pub const EMBEDDER_KEY: &str = "ww_embedder";
+/// The name of a collection's sparse vector: its text's BM25 term weights, with the IDF
+/// Qdrant keeps over the collection (the `idf` modifier).
+pub const TEXT_VECTOR: &str = "text";
 
 fn embedder_json(embedder: &EmbedderId) -> Value {
     json!({ "model": embedder.model, "dimension": embedder.dimension })
 }
 use ww_guest::settings;
 
-use crate::SCROLL_PAGE;
 use crate::bindings::exports::ww::memory::vector_store::{CollectionInfo, EmbedderId, StoredPoint};
 use crate::bindings::ww::memory::types::{Error, ValidationError};
 use crate::convert;
+use crate::{Retrieval, SCROLL_PAGE};
 
 pub struct Qdrant {
     base: String,
     api_key: Option<String>,
     connect_timeout: Duration,
+    /// How searches with query text rank (the `retrieval` setting).
+    pub retrieval: Retrieval,
     /// Collections known to exist with the right dimension.
     ensured: HashSet<String>,
+    /// Collections known to exist: whether each has the text's sparse vector.
+    text_vectors: HashMap<String, bool>,
 }
 
 thread_local! {
@@ -47,11 +54,15 @@ pub fn with<T>(f: impl FnOnce(&mut Qdrant) -> Result<T, Error>) -> Result<T, Err
             let timeout = settings::parsed::<u64>("timeout_ms")
                 .map_err(storage)?
                 .unwrap_or(3000);
+            let retrieval = Retrieval::parse(settings::setting("retrieval").as_deref())
+                .map_err(|e| storage(format!("the retrieval setting: {e}")))?;
             *slot = Some(Qdrant {
                 base: base.trim_end_matches('/').to_owned(),
                 api_key: settings::setting("api_key").filter(|k| !k.is_empty()),
                 connect_timeout: Duration::from_millis(timeout),
+                retrieval,
                 ensured: HashSet::new(),
+                text_vectors: HashMap::new(),
             });
         }
         f(slot.as_mut().expect("set above"))
@@ -113,8 +124,8 @@ impl Qdrant {
         Ok((status, answer))
     }
 
-    /// Create the collection (cosine, `dimension`) and its session index unless it exists;
-    /// an existing one of another dimension is an error.
+    /// Create the collection (cosine, `dimension`; the text's sparse vector) and its
+    /// session index unless it exists; an existing one of another dimension is an error.
     pub fn ensure(&mut self, collection: &str, embedder: &EmbedderId) -> Result<(), Error> {
         if self.ensured.contains(collection) {
             return Ok(());
@@ -155,9 +166,11 @@ impl Qdrant {
                     &path,
                     Some(json!({
                         "vectors": { "size": dimension, "distance": "Cosine" },
+                        "sparse_vectors": { TEXT_VECTOR: { "modifier": "idf" } },
                         "metadata": { EMBEDDER_KEY: embedder_json(embedder) },
                     })),
                 )?;
+                self.text_vectors.insert(collection.to_owned(), true);
                 self.call(
                     "PUT",
                     &format!("{path}/index?wait=true"),
@@ -169,13 +182,31 @@ impl Qdrant {
         Ok(())
     }
 
+    /// Whether `collection` has the text's sparse vector: collections created before the
+    /// adapter wrote one have none (Qdrant adds no sparse vector to an existing
+    /// collection), and are searched by their dense vectors alone.
+    pub fn has_text_vector(&mut self, collection: &str) -> Result<bool, Error> {
+        if let Some(&known) = self.text_vectors.get(collection) {
+            return Ok(known);
+        }
+        // Known once the collection exists; a missing one is asked about again later.
+        let _ = self.collection_info(collection)?;
+        Ok(self.text_vectors.get(collection).copied().unwrap_or(false))
+    }
+
     /// The collection's size, dimension and recorded embedder (Qdrant's collection
     /// metadata, key [`EMBEDDER_KEY`]); `None` if it does not exist.
-    pub fn collection_info(&self, collection: &str) -> Result<Option<CollectionInfo>, Error> {
+    pub fn collection_info(&mut self, collection: &str) -> Result<Option<CollectionInfo>, Error> {
         let path = format!("/collections/{collection}");
         let (status, answer) = self.send("GET", &path, None)?;
         match status {
             200 => {
+                let text = answer
+                    .pointer(&format!(
+                        "/result/config/params/sparse_vectors/{TEXT_VECTOR}"
+                    ))
+                    .is_some();
+                self.text_vectors.insert(collection.to_owned(), text);
                 let number = |pointer: &str| answer.pointer(pointer).and_then(Value::as_u64);
                 let embedder = answer
                     .pointer(&format!("/result/config/metadata/{EMBEDDER_KEY}"))

@@ -7,21 +7,34 @@
 //! from it, the original kept in the payload (`ww_id`). Writes wait for Qdrant to apply
 //! them (`wait=true`), so an acknowledged write is durable there.
 //!
-//! Search is the Query API's nearest-neighbour query (`POST .../points/query`; the older
-//! `.../points/search` is gone from Qdrant's current OpenAPI description). Rescoring
+//! Every point's text is also stored as a sparse vector named `text`: its BM25 term
+//! weights (`ww-lexical`, the same tokens as the embedded store), with the IDF that
+//! Qdrant keeps over the collection (the `idf` modifier), so the engine scores the text
+//! side as BM25.
+//!
+//! Search is the Query API (`POST .../points/query`; the older `.../points/search` is gone
+//! from Qdrant's current OpenAPI description). With query text, two prefetches (the dense
+//! vector's nearest neighbours and the text's best BM25 matches) are fused by the
+//! engine's reciprocal rank fusion, `1 / (k + rank)` summed over both lists (rank from
+//! 0); that score times `k / 2` is the fused relevance, in [0, 1] (1: first in both
+//! lists), which stands for similarity in the services' formulas. Without text, or in a
+//! collection created before it had the sparse vector, the dense query alone. Rescoring
 //! (`search` with a `rescore` formula) is done here over a candidate set: the
-//! `RESCORE_CANDIDATES` most similar points when similarity counts, every point passing
-//! the filter when it does not (e.g. "the latest episode of a session").
+//! `RESCORE_CANDIDATES` best points when similarity counts, every point passing the
+//! filter when it does not (e.g. "the latest episode of a session").
 //!
 //! Settings (`[roles.vector-store]`): `endpoint = "http://host:6333"`, the secret
-//! `api_key` (sent as `api-key`), `timeout_ms` (connect, default 3000).
+//! `api_key` (sent as `api-key`), `timeout_ms` (connect, default 3000), `retrieval`
+//! (`fused` = `rrf`, the default; `rrf:K` for another `k`; `vector` for the dense vector
+//! alone).
 
 mod convert;
 mod http;
 
 use serde_json::{Value, json};
+use ww_lexical::Sparse;
 
-use crate::http::Qdrant;
+use crate::http::{Qdrant, TEXT_VECTOR};
 
 mod bindings {
     wit_bindgen::generate!({
@@ -49,6 +62,81 @@ const UPSERT_BATCH: usize = 256;
 const RESCORE_CANDIDATES: u32 = 512;
 /// Points per page when every point passing a filter is read.
 const SCROLL_PAGE: u32 = 1024;
+/// Candidates each side of a fused search brings to the fusion, at least.
+const FUSION_DEPTH: u32 = 200;
+/// Reciprocal rank fusion's `k` by default: chosen by measurement (docs/recall.md).
+const DEFAULT_RRF_K: u32 = 2;
+
+/// How a search with query text ranks: the `retrieval` setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retrieval {
+    /// The dense vector alone.
+    Vector,
+    /// The dense and the text's sparse candidates fused by Qdrant's reciprocal rank
+    /// fusion with this `k`.
+    Rrf { k: u32 },
+}
+
+impl Retrieval {
+    fn parse(setting: Option<&str>) -> Result<Self, String> {
+        match setting.map(str::trim) {
+            None | Some("" | "fused" | "rrf") => Ok(Self::Rrf { k: DEFAULT_RRF_K }),
+            Some("vector") => Ok(Self::Vector),
+            Some(other) => match other.strip_prefix("rrf:").map(str::parse::<u32>) {
+                Some(Ok(k)) if k >= 1 => Ok(Self::Rrf { k }),
+                _ => Err(format!(
+                    "unknown value {other:?} (fused, rrf, rrf:K with K ≥ 1, or vector)"
+                )),
+            },
+        }
+    }
+}
+
+/// The Query API's request for the `limit` best points from `offset`: the dense vector's
+/// nearest neighbours, or with `fusion` (its `k` and the query text's sparse vector) both
+/// sides' candidates fused by the engine. `depth` candidates a side, at least.
+fn query_body(
+    vector: &[f32],
+    fusion: Option<(u32, &Sparse)>,
+    filter: &Value,
+    limit: u32,
+    offset: u32,
+) -> Value {
+    let Some((k, text)) = fusion else {
+        return json!({
+            "query": vector,
+            "filter": filter,
+            "limit": limit,
+            "offset": offset,
+            "with_payload": true,
+        });
+    };
+    let depth = FUSION_DEPTH.max(limit + offset).min(MAX_LIMIT);
+    json!({
+        "prefetch": [
+            { "query": vector, "filter": filter, "limit": depth },
+            {
+                "query": { "indices": text.indices, "values": text.values },
+                "using": TEXT_VECTOR,
+                "filter": filter,
+                "limit": depth,
+            },
+        ],
+        "query": { "rrf": { "k": k } },
+        "limit": limit,
+        "offset": offset,
+        "with_payload": true,
+    })
+}
+
+/// The [0, 1] relevance of a score the query returned: the cosine as it is, a fused
+/// score scaled by its most, `2 / k`.
+fn relevance(score: f32, fused_k: Option<u32>) -> f32 {
+    match fused_k {
+        Some(k) => (score * k as f32 / 2.0).clamp(0.0, 1.0),
+        None => score,
+    }
+}
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {
     Error::Validation(ValidationError {
@@ -125,18 +213,33 @@ impl Guest for QdrantStore {
     }
 
     fn upsert(collection: Collection, points: Vec<Point>) -> Result<(), Error> {
+        let collection = name(collection);
+        let text_vector = http::with(|q| q.has_text_vector(collection))?;
         let mut body = Vec::with_capacity(points.len());
         for point in &points {
             if point.vector.iter().any(|x| !x.is_finite()) {
                 return Err(invalid("vector", "must be finite numbers"));
             }
+            let text = point
+                .text
+                .as_deref()
+                .filter(|_| text_vector)
+                .map(ww_lexical::document)
+                .filter(|sparse| !sparse.is_empty());
+            // With text, the dense vector goes by the default (empty) name beside it.
+            let vector = match text {
+                Some(text) => json!({
+                    "": point.vector,
+                    TEXT_VECTOR: { "indices": text.indices, "values": text.values },
+                }),
+                None => json!(point.vector),
+            };
             body.push(json!({
                 "id": convert::point_id(&point.id),
-                "vector": point.vector,
+                "vector": vector,
                 "payload": convert::payload(&point.id, &point.payload)?,
             }));
         }
-        let collection = name(collection);
         http::with(|q| {
             for batch in body.chunks(UPSERT_BATCH) {
                 q.call(
@@ -154,19 +257,40 @@ impl Guest for QdrantStore {
         let collection = name(request.collection);
         let filter = convert::filter(&request.filter)?;
         let wanted = request.limit as usize + request.offset as usize;
+        let text = request
+            .text
+            .as_deref()
+            .map(ww_lexical::query)
+            .filter(|sparse| !sparse.is_empty());
+        let fused_k = match (http::with(|q| Ok(q.retrieval))?, &text) {
+            (Retrieval::Rrf { k }, Some(_)) if http::with(|q| q.has_text_vector(collection))? => {
+                Some(k)
+            }
+            _ => None,
+        };
+        ww_guest::add_span_attribute("store.fused", fused_k.is_some());
+        let fusion = fused_k.zip(text.as_ref());
         let Some(formula) = request.rescore else {
-            let body = json!({
-                "query": request.vector,
-                "filter": filter,
-                "limit": request.limit,
-                "offset": request.offset,
-                "with_payload": true,
-            });
+            let body = query_body(
+                &request.vector,
+                fusion,
+                &filter,
+                request.limit,
+                request.offset,
+            );
             let hits = http::with(|q| q.query(collection, body.clone()))?;
-            return convert::scored(&hits, |_, similarity| f64::from(similarity));
+            return convert::scored(&hits, |_, score| f64::from(relevance(score, fused_k))).map(
+                |mut hits| {
+                    for hit in &mut hits {
+                        hit.similarity = relevance(hit.similarity, fused_k);
+                    }
+                    hits
+                },
+            );
         };
         check_rescore(&formula)?;
         let score = |payload: &serde_json::Map<String, Value>, similarity: f32| {
+            let similarity = relevance(similarity, fused_k);
             formula.similarity_weight * f64::from(similarity.max(0.0))
                 + formula
                     .terms
@@ -176,14 +300,13 @@ impl Guest for QdrantStore {
         };
         let mut hits = if formula.similarity_weight > 0.0 {
             let candidates = RESCORE_CANDIDATES.max(wanted as u32).min(MAX_LIMIT);
-            let body = json!({
-                "query": request.vector,
-                "filter": filter,
-                "limit": candidates,
-                "with_payload": true,
-            });
+            let body = query_body(&request.vector, fusion, &filter, candidates, 0);
             let hits = http::with(|q| q.query(collection, body.clone()))?;
-            convert::scored(&hits, score)?
+            let mut hits = convert::scored(&hits, score)?;
+            for hit in &mut hits {
+                hit.similarity = relevance(hit.similarity, fused_k);
+            }
+            hits
         } else {
             // Similarity does not count: every point passing the filter is a candidate.
             let mut all = Vec::new();

@@ -414,7 +414,12 @@ async fn consolidation_marks_duplicates_builds_entities_and_merges_skills() {
     assert_eq!(kept.iter().map(|(id, _)| id).collect::<Vec<_>>(), [&better]);
 
     // The session and the stats.
-    let info = memory.get_session_id(request("session"), SESSION, None);
+    let info = memory.get_session_id(
+        request("session"),
+        &ww_host::session::Session::given(SESSION),
+        None,
+    );
+    assert_eq!(info.session_source, "given");
     assert_eq!(info.session_id, SESSION);
     assert_eq!(info.server_name, "world-weaver");
     let stats = memory

@@ -3,13 +3,14 @@
 //!
 //! ```toml
 //! plugin_dir = "target/wasm32-wasip2/release"   # relative component paths start here
+//! data_dir = "./data"      # the default store's directory and the default session
+//!                          # (WW_DATA_DIR wins)
+//! tokens = "tokens.toml"   # HTTP bearer tokens bound to sessions (WW_TOKENS_FILE wins)
 //!
 //! [limits]                  # every call into any component
 //! deadline_ms = 10000       # (stores: 60000)
 //! long_deadline_ms = 600000 # consolidation calls
 //! memory_mb = 256           # (stores: 2048)
-//!
-//! data_dir = "./data"      # the default store's directory (WW_DATA_DIR wins)
 //!
 //! [roles.embedder]
 //! component = "embedder_bert.wasm"
@@ -288,7 +289,11 @@ pub struct FileConfig {
     /// Compiled-code cache.
     pub cache_dir: Option<PathBuf>,
     /// The default store's data directory (`WW_DATA_DIR` overrides it; default `./data`).
+    /// It also keeps the default session (`default-session`).
     pub data_dir: Option<PathBuf>,
+    /// HTTP bearer tokens bound to sessions: a TOML file of `[[token]]` tables
+    /// (`sha256`, `session`), written by `ww-memory token add` (`WW_TOKENS_FILE` wins).
+    pub tokens: Option<PathBuf>,
     /// Limits for every component.
     #[serde(default)]
     pub limits: LimitsConfig,

@@ -14,5 +14,6 @@ pub mod config;
 pub mod gateway;
 pub mod memory;
 pub mod plugins;
+pub mod session;
 pub mod telemetry;
 pub mod tracing_capability;

@@ -9,11 +9,12 @@ use clap::{Parser, Subcommand};
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
-use ww_host::config::{FileConfig, Role};
+use ww_host::config::{self, FileConfig, Role};
 use ww_host::gateway::http::{self, HttpOptions};
 use ww_host::gateway::{Gateway, tools};
 use ww_host::memory::Memory;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
+use ww_host::session::{self, Session, TokenBindings};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
 
@@ -40,8 +41,9 @@ struct Cli {
     #[arg(long, env = "WW_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
 
-    /// The session this process's calls belong to (default: a new one, printed on
-    /// stderr, so it can be given again).
+    /// The session this process's calls belong to (default: the data directory's
+    /// default session, created on the first start and kept, so a restart continues the
+    /// same memory).
     #[arg(long, env = "WW_SESSION_ID", global = true)]
     session: Option<String>,
 
@@ -83,6 +85,12 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         batch: u32,
     },
+    /// Bearer tokens for HTTP, each bound to a session (several agents, one server,
+    /// each with its own episodes).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Call one exported function, as one traced request, and print its result.
     ///
     /// Arguments are WAVE values, e.g.
@@ -100,11 +108,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new token bound to SESSION, append its SHA-256 to the tokens file, print
+    /// the token (shown this once: the file keeps only its digest).
+    Add {
+        /// The session its requests are served in.
+        session: String,
+        /// The tokens file (default: the configuration's `tokens`).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
 #[derive(clap::Args, Default)]
 struct ServeArgs {
     /// Serve streamable HTTP on this address instead of stdio, e.g. `127.0.0.1:8765`;
     /// the endpoint is `http://ADDR/mcp`. Set WW_AUTH_TOKEN to require
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>`; the configuration's `tokens` file (or
+    /// WW_TOKENS_FILE) binds further tokens to their own sessions.
     #[arg(long, env = "WW_HTTP", value_name = "ADDR")]
     http: Option<SocketAddr>,
     /// A `Host` header value to accept besides loopback names (repeatable), needed when
@@ -140,14 +162,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Some(path), _) => Some(FileConfig::load(path)?),
         (
             None,
-            Command::Call { .. } | Command::Serve(_) | Command::Plugins | Command::Reembed { .. },
+            Command::Call { .. }
+            | Command::Serve(_)
+            | Command::Plugins
+            | Command::Reembed { .. }
+            | Command::Token { .. },
         ) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
             ..FileConfig::default()
         }),
         (None, _) => None,
     };
-    let (components, file_cache_dir) = match file {
+    let (components, file_cache_dir, data_dir, tokens_file) = match file {
         Some(mut file) => {
             // A file without `plugin_dir` finds components where the flag or
             // WW_PLUGIN_DIR says.
@@ -159,7 +185,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(dir) = std::env::var_os("WW_MODEL_DIR") {
                 file.override_model_dir(PathBuf::from(dir));
             }
-            (file.component_specs(), file.cache_dir.clone())
+            let data_dir = file
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+            let tokens = std::env::var_os("WW_TOKENS_FILE")
+                .map(PathBuf::from)
+                .or_else(|| file.tokens.clone());
+            (
+                file.component_specs(),
+                file.cache_dir.clone(),
+                data_dir,
+                tokens,
+            )
         }
         None => {
             let components = ComponentSpec::from_dir(&cli.plugins_dir).with_context(|| {
@@ -168,9 +206,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cli.plugins_dir.display()
                 )
             })?;
-            (components, None)
+            (
+                components,
+                None,
+                PathBuf::from(config::DEFAULT_DATA_DIR),
+                None,
+            )
         }
     };
+    if let Command::Token {
+        command: TokenCommand::Add { session, file },
+    } = &command
+    {
+        let path = file.clone().or(tokens_file).ok_or_else(|| {
+            anyhow!("no tokens file: give --file, set WW_TOKENS_FILE, or name `tokens` in the configuration")
+        })?;
+        let token = TokenBindings::add(&path, session)?;
+        eprintln!(
+            "a token for session {session}, its digest added to {} (the token is not kept: \
+             copy it now)",
+            path.display()
+        );
+        println!("{token}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if components.is_empty() {
         bail!(
             "no components (*.wasm) in {}; run `make plugins` or set WW_PLUGIN_DIR",
@@ -186,17 +245,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let code = match command {
         Command::Serve(args) => {
-            let session = session_or_new(cli.session);
+            let session = resolve_session(cli.session, &data_dir)?;
             let memory = Memory::new(std::sync::Arc::new(host));
             // Loads the embedder (a model's weights) and the store before the first
             // request, and refuses vectors another embedder wrote.
             let embedder = memory.check_embedder().await?;
             tracing::info!("embedder {embedder}");
-            let gateway = Gateway::new(memory, &session, "pipe");
+            let tokens = match &tokens_file {
+                Some(path) => Some(std::sync::Arc::new(TokenBindings::load(path)?)),
+                None => None,
+            };
+            tracing::info!("{session}");
+            let gateway = Gateway::new(memory, session, "pipe");
             match args.http {
-                Some(addr) => serve_http(gateway, addr, args).await?,
+                Some(addr) => serve_http(gateway, addr, args, tokens).await?,
                 None => {
-                    tracing::info!("serving MCP on stdio, session {session}");
+                    tracing::info!("serving MCP on stdio");
                     let server = gateway
                         .serve(rmcp::transport::stdio())
                         .await
@@ -215,7 +279,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
             traceparent,
         } => {
-            let session = session_or_new(cli.session);
+            let session = resolve_session(cli.session, &data_dir)?;
+            tracing::info!("{session}");
             let args: serde_json::Value = serde_json::from_str(&args)
                 .with_context(|| "the arguments are not valid JSON".to_owned())?;
             let mut request = Request::new(format!("call.{tool}"));
@@ -245,6 +310,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry.shutdown().await;
             return Ok(code);
         }
+        // Answered above, before any component loads.
+        Command::Token { .. } => ExitCode::SUCCESS,
         Command::Reembed { batch } => {
             let memory = Memory::new(std::sync::Arc::new(host));
             let code = reembed(&memory, batch).await?;
@@ -356,15 +423,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Serves `gateway` over streamable HTTP on `addr` until interrupted.
-async fn serve_http(gateway: Gateway, addr: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_http(
+    gateway: Gateway,
+    addr: SocketAddr,
+    args: ServeArgs,
+    tokens: Option<std::sync::Arc<TokenBindings>>,
+) -> anyhow::Result<()> {
     let options = HttpOptions {
         token: std::env::var("WW_AUTH_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        tokens,
         allowed_hosts: args.allowed_hosts,
         allowed_origins: args.allowed_origins,
     };
-    if !addr.ip().is_loopback() && options.token.is_none() {
+    if let Some(tokens) = &options.tokens {
+        tracing::info!("{} bearer tokens bound to their sessions", tokens.len());
+    }
+    if !addr.ip().is_loopback() && options.token.is_none() && options.tokens.is_none() {
         tracing::warn!(
             "listening on {addr}, beyond loopback, without WW_AUTH_TOKEN: anyone who can \
              reach it can read and write this memory"
@@ -375,7 +451,7 @@ async fn serve_http(gateway: Gateway, addr: SocketAddr, args: ServeArgs) -> anyh
     tracing::info!(
         "serving MCP over streamable HTTP at http://{local}{}{}",
         http::PATH,
-        if options.token.is_some() {
+        if options.token.is_some() || options.tokens.is_some() {
             " (bearer token required)"
         } else {
             ""
@@ -460,13 +536,13 @@ async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The session asked for, or a new one (said on stderr, so it can be reused).
-fn session_or_new(session: Option<String>) -> String {
-    session.unwrap_or_else(|| {
-        let session = uuid::Uuid::new_v4().to_string();
-        eprintln!("session {session} (set WW_SESSION_ID or --session to reuse one)");
-        session
-    })
+/// The session asked for, or the data directory's default one.
+fn resolve_session(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<Session> {
+    match given {
+        Some(id) if session::valid_id(&id) => Ok(Session::given(&id)),
+        Some(id) => bail!("{id:?} is not a session id (1 to 128 characters, no spaces)"),
+        None => Ok(session::default_session(data_dir)?),
+    }
 }
 
 fn main() -> ExitCode {

@@ -25,8 +25,9 @@ CACHE = ROOT / "target/ww-test-cache"
 MODEL = Path(os.environ.get("WW_MODEL_DIR", ROOT / "target/models/all-MiniLM-L6-v2"))
 
 
-def server_env(data_dir: Path, session: str, **extra: str) -> dict[str, str]:
-    """The environment a test server runs with: its own data, the shared code cache."""
+def server_env(data_dir: Path, session: str | None, **extra: str) -> dict[str, str]:
+    """The environment a test server runs with: its own data, the shared code cache; no
+    session means the data directory's default one."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -34,9 +35,10 @@ def server_env(data_dir: Path, session: str, **extra: str) -> dict[str, str]:
         "WW_MODEL_DIR": str(MODEL),
         "WW_CACHE_DIR": str(CACHE),
         "WW_DATA_DIR": str(data_dir),
-        "WW_SESSION_ID": session,
         "WW_LOG": "warn,ww_memory=info",
     }
+    if session is not None:
+        env["WW_SESSION_ID"] = session
     env.update(extra)
     return env
 
@@ -77,7 +79,7 @@ class HttpServer:
                 self.process.wait()
 
 
-def start_http(data_dir: Path, session: str, **env: str) -> HttpServer:
+def start_http(data_dir: Path, session: str | None, **env: str) -> HttpServer:
     """Starts an HTTP server and waits until it says where it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()

@@ -67,14 +67,16 @@ def test_help_explains_the_commands(tmp_path: Path) -> None:
     assert "--http" in serve.stdout and "WW_AUTH_TOKEN" in serve.stdout
 
 
-def test_a_session_is_generated_and_said_when_none_is_given(tmp_path: Path) -> None:
-    env = server_env(tmp_path / "data", "unused")
-    del env["WW_SESSION_ID"]
-    out = subprocess.run(
-        [str(BIN), "call", "get_session_id"], env=env, capture_output=True, text=True, timeout=300
-    )
-    session = json.loads(out.stdout)["session_id"]
-    assert f"session {session}" in out.stderr
+def test_without_a_session_calls_share_the_data_directorys_default_one(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "data", None)
+    calls = [
+        subprocess.run([str(BIN), "call", "get_session_id"], env=env, capture_output=True, text=True, timeout=300)
+        for _ in range(2)
+    ]
+    first, second = (json.loads(c.stdout) for c in calls)
+    assert first["session_id"] == second["session_id"]
+    assert first["session_source"] == "data-directory"
+    assert f"session {first['session_id']} (the data directory's default session" in calls[0].stderr
 
 
 def test_the_shipped_embedded_configuration_is_the_default_spelled_out(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
+use crate::session::TokenBindings;
 
 /// The path the MCP endpoint is served at.
 pub const PATH: &str = "/mcp";
@@ -30,6 +31,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct HttpOptions {
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Tokens bound to sessions (the configuration's `tokens` file): a request carrying
+    /// one of them is served in its session. With either this or `token`, a request
+    /// must carry one of the tokens.
+    pub tokens: Option<Arc<TokenBindings>>,
     /// `Host` values accepted besides the loopback names (`localhost`, `127.0.0.1`,
     /// `::1`), e.g. the server's own name when it listens beyond loopback.
     pub allowed_hosts: Vec<String>,
@@ -70,32 +75,61 @@ pub fn router(
         config,
     );
     let router = axum::Router::new().route_service(PATH, service);
-    match &options.token {
-        Some(token) => router.layer(middleware::from_fn_with_state(
-            Arc::<[u8]>::from(token.as_bytes()),
-            require_token,
-        )),
-        None => router,
+    if options.token.is_none() && options.tokens.is_none() {
+        return router;
     }
+    let accepted = Arc::new(Accepted {
+        token: options.token.as_ref().map(|t| Arc::from(t.as_bytes())),
+        tokens: options.tokens.clone(),
+    });
+    router.layer(middleware::from_fn_with_state(accepted, require_token))
 }
 
-/// Refuses a request without the configured bearer token (compared in constant time).
-async fn require_token(State(token): State<Arc<[u8]>>, request: Request, next: Next) -> Response {
+/// The bearer tokens a server accepts.
+struct Accepted {
+    /// `WW_AUTH_TOKEN`: the server's own session.
+    token: Option<Arc<[u8]>>,
+    /// Tokens bound to sessions.
+    tokens: Option<Arc<TokenBindings>>,
+}
+
+/// Refuses a request without an accepted bearer token (compared in constant time); a
+/// token bound to a session puts that session in the request's extensions, where the
+/// gateway finds it.
+async fn require_token(
+    State(accepted): State<Arc<Accepted>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
-    match presented {
-        Some(presented) if bool::from(presented.ct_eq(&token)) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a bearer token is required (the server's WW_AUTH_TOKEN)",
-        )
-            .into_response(),
+        .map(str::to_owned);
+    if let Some(presented) = presented {
+        let server_token = accepted
+            .token
+            .as_ref()
+            .is_some_and(|token| bool::from(presented.as_bytes().ct_eq(token)));
+        if server_token {
+            return next.run(request).await;
+        }
+        if let Some(session) = accepted
+            .tokens
+            .as_ref()
+            .and_then(|tokens| tokens.session_for(&presented))
+        {
+            request.extensions_mut().insert(session);
+            return next.run(request).await;
+        }
     }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required (WW_AUTH_TOKEN, or one of the configuration's tokens file)",
+    )
+        .into_response()
 }
 
 /// Serves `gateway` over streamable HTTP on `listener` until `shutdown` is cancelled.

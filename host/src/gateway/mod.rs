@@ -19,16 +19,18 @@ use serde_json::Value;
 
 use crate::memory::Memory;
 use crate::plugins::Request;
+use crate::session::Session;
 use crate::tracing_capability::IncomingContext;
 
 /// How long a result waits for the progress notifications that precede it to be sent.
 const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// One MCP connection's server: the memory API, bound to one session.
+/// One MCP connection's server: the memory API, bound to one session (over HTTP, a
+/// request's bearer token may bind it to another: [`crate::session::TokenBindings`]).
 #[derive(Clone)]
 pub struct Gateway {
     memory: Memory,
-    session: Arc<str>,
+    session: Session,
     /// `pipe` (stdio) or `tcp` (HTTP), for `network.transport`.
     transport: &'static str,
     tools: Arc<Vec<rmcp::model::Tool>>,
@@ -36,10 +38,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// A server for `session` over `transport` (`pipe` or `tcp`).
-    pub fn new(memory: Memory, session: &str, transport: &'static str) -> Self {
+    pub fn new(memory: Memory, session: impl Into<Session>, transport: &'static str) -> Self {
         Self {
             memory,
-            session: Arc::from(session),
+            session: session.into(),
             transport,
             tools: tools::catalog(),
         }
@@ -91,6 +93,14 @@ impl ServerHandler for Gateway {
                 None,
             ));
         }
+        // Over HTTP, the session the request's bearer token is bound to (set by the
+        // token check); otherwise the connection's.
+        let session = context
+            .extensions
+            .get::<::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Session>())
+            .unwrap_or(&self.session)
+            .clone();
         // `params._meta`, wherever the SDK left it; over HTTP, the request's trace
         // headers stand in for what `_meta` does not carry.
         let mut meta = context.meta.0.0.clone();
@@ -123,7 +133,7 @@ impl ServerHandler for Gateway {
                 "jsonrpc.request.id",
                 format!("{}", context.id),
             ))
-            .with_attribute(KeyValue::new("mcp.session.id", self.session.to_string()))
+            .with_attribute(KeyValue::new("mcp.session.id", session.id.to_string()))
             .with_attribute(KeyValue::new("network.transport", self.transport))
             .with_attribute(KeyValue::new("openinference.span.kind", "TOOL"));
         // The version the handshake settled or, on a stateless (2026-07-28) request, the
@@ -189,7 +199,7 @@ impl ServerHandler for Gateway {
             &self.memory,
             call,
             tools::Caller {
-                session: &self.session,
+                session: &session,
                 protocol_version: protocol.as_deref(),
             },
             &name,

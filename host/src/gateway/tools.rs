@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::memory::*;
 use crate::plugins::Request;
+use crate::session::Session;
 
 /// A tool without arguments still refuses unknown ones.
 #[derive(serde::Deserialize, JsonSchema)]
@@ -99,7 +100,7 @@ fn json<T: Serialize>(value: T) -> Result<Value, Failure> {
 #[derive(Clone, Copy, Debug)]
 pub struct Caller<'a> {
     /// The session.
-    pub session: &'a str,
+    pub session: &'a Session,
     /// The negotiated MCP protocol version.
     pub protocol_version: Option<&'a str>,
 }
@@ -147,7 +148,7 @@ async fn dispatch(
     name: &str,
     args: Value,
 ) -> Result<Value, Failure> {
-    let (m, r, session) = (memory, request, caller.session);
+    let (m, r, session) = (memory, request, &*caller.session.id);
     match name {
         "create_episode" => json(m.create_episode(r, session, parse(args)?).await?),
         "recall_episodes" => json(m.recall_episodes(r, session, parse(args)?).await?),
@@ -166,7 +167,7 @@ async fn dispatch(
         "get_provenance" => json(m.get_provenance(r, parse(args)?).await?),
         "get_session_id" => {
             parse::<NoArguments>(args)?;
-            json(m.get_session_id(r, session, caller.protocol_version))
+            json(m.get_session_id(r, caller.session, caller.protocol_version))
         }
         "memory_stats" => json(m.memory_stats(r, parse(args)?).await?),
         other => {

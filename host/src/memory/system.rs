@@ -14,6 +14,7 @@ use crate::bindings::api::ww::memory::{
 };
 use crate::config::Role;
 use crate::plugins::{Request, RequestCall};
+use crate::session::Session;
 use crate::tracing_capability::ProgressSink;
 
 /// The phases of `consolidate_now` with kind `all`, in the order they run.
@@ -89,6 +90,10 @@ pub struct ConsolidationReport {
 pub struct SessionInfo {
     /// The session this connection is bound to.
     pub session_id: String,
+    /// Why it is this one: `given` (`WW_SESSION_ID` or `--session`), `data-directory`
+    /// (the data directory's default session, which a restart keeps) or `token` (bound
+    /// to the HTTP request's bearer token).
+    pub session_source: String,
     /// The server.
     pub server_name: String,
     /// Its version.
@@ -321,13 +326,14 @@ impl Memory {
     pub fn get_session_id(
         &self,
         request: Request,
-        session: &str,
+        session: &Session,
         protocol_version: Option<&str>,
     ) -> SessionInfo {
         let mut call = self.host.begin(request);
-        call.annotate(vec![KeyValue::new("session.id", session.to_owned())]);
+        call.annotate(vec![KeyValue::new("session.id", session.id.to_string())]);
         SessionInfo {
-            session_id: session.to_owned(),
+            session_id: session.id.to_string(),
+            session_source: session.source_name().to_owned(),
             server_name: "world-weaver".to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: protocol_version.map(str::to_owned),

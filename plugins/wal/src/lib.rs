@@ -11,6 +11,10 @@
 //! Plain `std`: it runs inside a `wasm32-wasip2` component (on its preopened data
 //! directory) and natively, where its tests run.
 
+mod journal;
+
+pub use journal::{Journal, JournalRecovery, Replay, SnapshotWriter};
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -43,7 +47,7 @@ pub struct Wal {
 
 /// Read one frame at the reader's position: `Ok(None)` at a clean end of file,
 /// `Err(reason)` for a torn or corrupt frame.
-fn read_frame(
+pub(crate) fn read_frame(
     reader: &mut impl Read,
     remaining: u64,
     buffer: &mut Vec<u8>,
@@ -182,8 +186,15 @@ impl Wal {
 /// Make a newly created file's directory entry durable too (best effort: not every
 /// platform lets a directory be opened for syncing).
 fn sync_parent(path: &Path) {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(dir);
+    }
+}
+
+/// Make a directory's entries (created, renamed, removed files) durable, as far as the
+/// platform lets a directory be synced.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
         let _ = dir.sync_all();
     }
 }

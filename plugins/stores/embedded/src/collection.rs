@@ -6,8 +6,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 
+use serde::{Deserialize, Serialize};
 use ww_guest::store::vector::{EmbedderId, Point, Rescore, ScoreTerm, StoredPoint};
 use ww_guest::store::{Condition, Field, FieldValue, Filter};
 
@@ -195,6 +196,35 @@ pub struct Points {
     /// One column of cells per field name, indexed by slot.
     columns: Vec<Vec<Cell>>,
     short_texts: HashMap<String, u32>,
+}
+
+/// A collection as a snapshot begins it: everything but its slots.
+#[derive(Serialize, Deserialize)]
+pub struct PointsHeader {
+    pub dimension: u32,
+    pub embedder: Option<EmbedderId>,
+    /// The lexical index's terms by id.
+    pub terms: Vec<String>,
+}
+
+/// A run of slots as a snapshot holds them: each slot's vector, its 8-bit copy and the
+/// numbers derived from it are kept as they are, so loading copies memory instead of
+/// recomputing them, and the lexical index's documents as term ids, so no text is
+/// tokenised again.
+#[derive(Serialize, Deserialize)]
+pub struct Slots {
+    pub ids: Vec<String>,
+    /// The vectors' f32 values, little-endian, slot after slot.
+    #[serde(with = "serde_bytes")]
+    pub vectors: Vec<u8>,
+    /// Their 8-bit codes, slot after slot.
+    #[serde(with = "serde_bytes")]
+    pub codes: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub l1_norms: Vec<f32>,
+    pub norms: Vec<f32>,
+    pub payloads: Vec<Vec<Field>>,
+    pub documents: Vec<(Vec<(u32, u32)>, u32)>,
 }
 
 /// A filter condition with its field name resolved (`None`: no point has that field).
@@ -393,6 +423,106 @@ impl Points {
                 self.lexical.set(self.ids.len() - 1, point.text.as_deref());
             }
         }
+    }
+
+    /// Everything but the slots, for a snapshot.
+    pub fn header(&self) -> PointsHeader {
+        PointsHeader {
+            dimension: self.dimension,
+            embedder: self.embedder.clone(),
+            terms: self.lexical.terms(),
+        }
+    }
+
+    /// The slots in `range`, for a snapshot.
+    pub fn slots(&self, range: Range<usize>) -> Slots {
+        let d = self.dimension as usize;
+        let mut vectors = Vec::with_capacity(range.len() * d * 4);
+        let mut codes = Vec::with_capacity(range.len() * d);
+        for slot in range.clone() {
+            for x in self.vectors.get(slot) {
+                vectors.extend_from_slice(&x.to_le_bytes());
+            }
+            codes.extend(self.codes.get(slot).iter().map(|&c| c as u8));
+        }
+        Slots {
+            ids: self.ids[range.clone()].to_vec(),
+            vectors,
+            codes,
+            scales: self.scales[range.clone()].to_vec(),
+            l1_norms: self.l1_norms[range.clone()].to_vec(),
+            norms: self.norms[range.clone()].to_vec(),
+            payloads: range.clone().map(|slot| self.payload(slot)).collect(),
+            documents: range.map(|slot| self.lexical.document(slot)).collect(),
+        }
+    }
+
+    /// An empty collection as a snapshot's header describes it.
+    pub fn from_header(header: PointsHeader) -> Self {
+        let mut points = Self::new(header.dimension);
+        points.embedder = header.embedder;
+        points.lexical = Lexical::with_terms(header.terms);
+        points
+    }
+
+    /// Append a snapshot's run of slots; one that does not add up is refused whole.
+    pub fn push_slots(&mut self, slots: Slots) -> Result<(), String> {
+        let n = slots.ids.len();
+        let d = self.dimension as usize;
+        if slots.vectors.len() != n * d * 4
+            || slots.codes.len() != n * d
+            || [slots.scales.len(), slots.l1_norms.len(), slots.norms.len()] != [n; 3]
+            || slots.payloads.len() != n
+            || slots.documents.len() != n
+        {
+            return Err(format!("a run of {n} slots whose parts differ in length"));
+        }
+        let Slots {
+            ids,
+            vectors,
+            codes,
+            scales,
+            l1_norms,
+            norms,
+            payloads,
+            documents,
+        } = slots;
+        let mut vector = vec![0.0_f32; d];
+        let mut code = vec![0_i8; d];
+        for (i, ((id, payload), (terms, length))) in
+            ids.into_iter().zip(payloads).zip(documents).enumerate()
+        {
+            for (x, bytes) in vector
+                .iter_mut()
+                .zip(vectors[i * d * 4..(i + 1) * d * 4].chunks_exact(4))
+            {
+                *x = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            }
+            for (c, &byte) in code.iter_mut().zip(&codes[i * d..(i + 1) * d]) {
+                *c = byte as i8;
+            }
+            let slot = self.ids.len();
+            if self.index.contains_key(&id) {
+                return Err(format!("point {id} twice"));
+            }
+            self.lexical.push_document(terms, length)?;
+            // Interned before the slot exists: a new field's column is made as long as
+            // the slots before it, like every other column, then all grow by one.
+            let payload = self.intern_all(payload);
+            self.index.insert(id.clone(), slot);
+            self.ids.push(id);
+            self.vectors.push(&vector);
+            self.codes.push(&code);
+            self.payloads.push(payload);
+            for column in &mut self.columns {
+                column.push(Cell::Absent);
+            }
+            self.fill_cells(slot);
+        }
+        self.scales.extend(scales);
+        self.l1_norms.extend(l1_norms);
+        self.norms.extend(norms);
+        Ok(())
     }
 
     /// Remove a point: the last slot moves into its place.

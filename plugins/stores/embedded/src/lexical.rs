@@ -77,6 +77,56 @@ impl Lexical {
         self.total_length += u64::from(length);
     }
 
+    /// The terms by id, as a snapshot keeps them.
+    pub fn terms(&self) -> Vec<String> {
+        let mut terms = vec![String::new(); self.postings.len()];
+        for (term, &id) in &self.term_ids {
+            terms[id as usize] = term.clone();
+        }
+        terms
+    }
+
+    /// `slot`'s terms with their counts, and its length.
+    pub fn document(&self, slot: usize) -> (Vec<(u32, u32)>, u32) {
+        self.documents.get(slot).cloned().unwrap_or_default()
+    }
+
+    /// An empty index with the terms of a snapshot.
+    pub fn with_terms(terms: Vec<String>) -> Self {
+        let mut index = Self {
+            postings: vec![Vec::new(); terms.len()],
+            ..Self::default()
+        };
+        for (id, term) in terms.into_iter().enumerate() {
+            index.term_ids.insert(term, id as u32);
+        }
+        index
+    }
+
+    /// Append the next slot's document as a snapshot kept it (term ids of this index);
+    /// a term id out of range is refused.
+    pub fn push_document(&mut self, terms: Vec<(u32, u32)>, length: u32) -> Result<(), String> {
+        if let Some((bad, _)) = terms
+            .iter()
+            .find(|(t, _)| *t as usize >= self.postings.len())
+        {
+            return Err(format!(
+                "a document names term {bad} of {}",
+                self.postings.len()
+            ));
+        }
+        let slot = self.documents.len() as u32;
+        for &(term, count) in &terms {
+            self.postings[term as usize].push((slot, count));
+        }
+        if !terms.is_empty() {
+            self.indexed += 1;
+            self.total_length += u64::from(length);
+        }
+        self.documents.push((terms, length));
+        Ok(())
+    }
+
     /// Remove `slot`'s text from the index (the slot stays, empty).
     fn clear(&mut self, slot: usize) {
         let (terms, length) = std::mem::take(&mut self.documents[slot]);

@@ -2,9 +2,15 @@
 //!
 //! Everything lives in memory and every change is first appended to a write-ahead log in
 //! the component's data directory (`/data`, the only directory the host grants it) and
-//! synced: a call returns `Ok` only once its change is durable. On the first call after
-//! start — or after a trap, when the host gives it a fresh instance — the log is replayed;
-//! a torn tail is cut off and reported (stderr and a span event). Search is exact cosine
+//! synced: a call returns `Ok` only once its change is durable. When the log outgrows the
+//! live data (more log bytes than the last snapshot holds, and at least the setting
+//! `compact_min_bytes`, 16 MiB by default), the write that found it so also writes a
+//! snapshot of the state and starts a new log (`ww_wal::Journal`: atomic, crash-safe,
+//! the previous snapshot kept as a fallback), so the disk holds a small multiple of the
+//! live data however many recalls reinforce. On the first call after start — or after a
+//! trap, when the host gives it a fresh instance — the latest intact snapshot is loaded
+//! and the logs after it replayed; a torn tail is cut off and reported (stderr and a span
+//! event). Search is exact cosine
 //! similarity over the points that pass the filter, optionally ranked by a rescoring
 //! formula in the same pass.
 
@@ -28,10 +34,15 @@ use ww_guest::store::{
     Condition, Error, Field, Filter, GraphStore, StoreHealth, ValidationError, VectorStore,
 };
 use ww_guest::{add_span_attribute, add_span_event, kv};
-use ww_wal::Wal;
+use ww_wal::{Journal, Replay};
 
-/// The log, inside the data directory the host grants.
-const LOG_PATH: &str = "/data/store.wal";
+/// The data directory the host grants.
+const DATA_DIR: &str = "/data";
+/// The journal's files there: `store.wal` (the first log, the store's only file before
+/// snapshots), `store.<g>.wal`, `store.<g>.snapshot`.
+const JOURNAL: &str = "store";
+/// Log bytes below which no compaction happens (the `compact_min_bytes` setting).
+const COMPACT_MIN_BYTES: u64 = 16 << 20;
 /// Results per call, at most.
 const MAX_LIMIT: u32 = 10_000;
 /// Vector length, at most.
@@ -106,8 +117,30 @@ fn describe(embedder: &EmbedderId) -> String {
 }
 
 struct Store {
-    wal: Wal,
+    journal: Journal,
     state: State,
+    /// The `compact_min_bytes` setting.
+    compact_min_bytes: u64,
+}
+
+/// Replays a journal into a state.
+struct Replaying<'a>(&'a mut State);
+
+impl Replay for Replaying<'_> {
+    fn reset(&mut self) {
+        *self.0 = State::default();
+    }
+
+    fn snapshot_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let record = postcard::from_bytes(record).map_err(std::io::Error::other)?;
+        self.0.restore(record).map_err(std::io::Error::other)
+    }
+
+    fn log_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let op: Op = postcard::from_bytes(record).map_err(std::io::Error::other)?;
+        self.0.apply(op);
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -127,27 +160,37 @@ fn storage(message: impl std::fmt::Display) -> Error {
 }
 
 fn open() -> Result<Store, Error> {
+    let compact_min_bytes = ww_guest::settings::parsed::<u64>("compact_min_bytes")
+        .map_err(|e| storage(format!("the compact_min_bytes setting: {e}")))?
+        .unwrap_or(COMPACT_MIN_BYTES);
     let mut state = State::default();
-    let (wal, recovery) = Wal::open(Path::new(LOG_PATH), |record| {
-        let op: Op = postcard::from_bytes(record).map_err(std::io::Error::other)?;
-        state.apply(op);
-        Ok(())
-    })
-    .map_err(|e| storage(format!("cannot open the store's log: {e}")))?;
+    let (journal, recovery) =
+        Journal::open(Path::new(DATA_DIR), JOURNAL, &mut Replaying(&mut state))
+            .map_err(|e| storage(format!("cannot open the store's log: {e}")))?;
+    let (snapshot, snapshot_records) = recovery.snapshot.unwrap_or((0, 0));
     add_span_event(
         "store.recovered",
         vec![
-            kv("store.records", recovery.records),
-            kv("store.dropped_bytes", recovery.dropped_bytes),
+            kv("store.snapshot.generation", snapshot),
+            kv("store.snapshot.records", snapshot_records),
+            kv("store.records", recovery.log_records),
+            kv("store.dropped_bytes", recovery.tail.dropped_bytes),
         ],
     );
-    if let Some(reason) = &recovery.reason {
+    for (generation, reason) in &recovery.skipped {
+        eprintln!("embedded store: passed over snapshot {generation}: {reason}");
+    }
+    if let Some(reason) = &recovery.tail.reason {
         eprintln!(
             "embedded store: recovered {} records; dropped the last {} bytes ({reason})",
-            recovery.records, recovery.dropped_bytes
+            recovery.log_records, recovery.tail.dropped_bytes
         );
     }
-    Ok(Store { wal, state })
+    Ok(Store {
+        journal,
+        state,
+        compact_min_bytes,
+    })
 }
 
 /// Run `f` on the open store, opening it first if needed.
@@ -165,14 +208,45 @@ fn with_store<R>(f: impl FnOnce(&mut Store) -> Result<R, Error>) -> Result<R, Er
 }
 
 impl Store {
-    /// Log `op` durably, then apply it.
+    /// Log `op` durably, then apply it; compact when the log has outgrown the state.
     fn commit(&mut self, op: Op) -> Result<(), Error> {
         let bytes = postcard::to_allocvec(&op).map_err(storage)?;
-        self.wal
+        self.journal
             .append(&bytes)
             .map_err(|e| storage(format!("cannot write the log: {e}")))?;
         self.state.apply(op);
+        if self.journal.should_compact(self.compact_min_bytes) {
+            self.compact();
+        }
         Ok(())
+    }
+
+    /// Write a snapshot and start a new log. A failure loses nothing (the write that
+    /// triggered it is already durable, the logs stay): it is reported and retried at
+    /// the next write.
+    fn compact(&mut self) {
+        let log_bytes = self.journal.log_bytes();
+        let state = &self.state;
+        match self
+            .journal
+            .compact(|out| state.snapshot(|record| out.record(record)))
+        {
+            Ok(bytes) => add_span_event(
+                "store.compacted",
+                vec![
+                    kv("store.snapshot.bytes", bytes),
+                    kv("store.log.bytes", log_bytes),
+                    kv("store.snapshot.generation", self.journal.generation()),
+                ],
+            ),
+            Err(e) => {
+                eprintln!("embedded store: compaction failed, the logs are kept: {e}");
+                add_span_event(
+                    "store.compaction_failed",
+                    vec![kv("error.message", e.to_string())],
+                );
+            }
+        }
     }
 
     fn dimension(&self, collection: Collection) -> Result<u32, Error> {
@@ -488,10 +562,11 @@ impl VectorStore for EmbeddedStore {
                 .map(|c| c.len())
                 .sum();
             Ok(format!(
-                "{points} vectors, {} nodes, {} edges, log {} bytes",
+                "{points} vectors, {} nodes, {} edges, snapshot {} bytes, log {} bytes",
                 store.state.nodes.len(),
                 store.state.edges.len(),
-                store.wal.len_bytes()
+                store.journal.snapshot_bytes(),
+                store.journal.log_bytes()
             ))
         });
         StoreHealth {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::collection::Points;
+use crate::collection::{Points, PointsHeader, Slots};
 
 use serde::{Deserialize, Serialize};
 use ww_guest::store::Field;
@@ -58,6 +58,27 @@ pub enum Op {
     },
 }
 
+/// One record of a snapshot: the state, collection by collection in runs of slots,
+/// then the graph in runs of nodes and edges.
+#[derive(Serialize, Deserialize)]
+pub enum SnapshotRecord {
+    Collection {
+        collection: Collection,
+        header: PointsHeader,
+    },
+    Slots {
+        collection: Collection,
+        slots: Slots,
+    },
+    Nodes(Vec<Node>),
+    Edges(Vec<Edge>),
+}
+
+/// Slots per snapshot record (about 1.6 MB of 384-dimension vectors).
+const SLOTS_PER_RECORD: usize = 1024;
+/// Nodes or edges per snapshot record.
+const GRAPH_PER_RECORD: usize = 4096;
+
 /// (source, relation, target).
 pub type EdgeKey = (String, u8, String);
 
@@ -96,6 +117,76 @@ pub fn merge(fields: &mut Vec<Field>, updates: Vec<Field>) {
 impl State {
     pub fn collection(&self, collection: Collection) -> Option<&Points> {
         self.collections[slot(collection)].as_ref()
+    }
+
+    /// Write the whole state as snapshot records, each passed to `record` encoded.
+    pub fn snapshot(
+        &self,
+        mut record: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut emit = |r: &SnapshotRecord| {
+            let bytes = postcard::to_allocvec(r).map_err(std::io::Error::other)?;
+            record(&bytes)
+        };
+        for collection in [
+            Collection::Episodes,
+            Collection::Entities,
+            Collection::Procedures,
+        ] {
+            let Some(points) = self.collection(collection) else {
+                continue;
+            };
+            emit(&SnapshotRecord::Collection {
+                collection,
+                header: points.header(),
+            })?;
+            for start in (0..points.len()).step_by(SLOTS_PER_RECORD) {
+                let end = (start + SLOTS_PER_RECORD).min(points.len());
+                emit(&SnapshotRecord::Slots {
+                    collection,
+                    slots: points.slots(start..end),
+                })?;
+            }
+        }
+        let nodes: Vec<&Node> = self.nodes.values().collect();
+        for run in nodes.chunks(GRAPH_PER_RECORD) {
+            emit(&SnapshotRecord::Nodes(
+                run.iter().map(|n| (*n).clone()).collect(),
+            ))?;
+        }
+        let edges: Vec<&Edge> = self.edges.values().collect();
+        for run in edges.chunks(GRAPH_PER_RECORD) {
+            emit(&SnapshotRecord::Edges(
+                run.iter().map(|e| (*e).clone()).collect(),
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Apply one snapshot record (onto the state the records before it made).
+    pub fn restore(&mut self, record: SnapshotRecord) -> Result<(), String> {
+        match record {
+            SnapshotRecord::Collection { collection, header } => {
+                self.collections[slot(collection)] = Some(Points::from_header(header));
+            }
+            SnapshotRecord::Slots { collection, slots } => {
+                self.collections[slot(collection)]
+                    .as_mut()
+                    .ok_or_else(|| format!("slots of {collection:?} before its header"))?
+                    .push_slots(slots)?;
+            }
+            SnapshotRecord::Nodes(nodes) => {
+                for node in nodes {
+                    self.apply(Op::UpsertNode(node));
+                }
+            }
+            SnapshotRecord::Edges(edges) => {
+                for edge in edges {
+                    self.apply(Op::UpsertEdge(edge));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn apply(&mut self, op: Op) {

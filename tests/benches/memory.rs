@@ -8,7 +8,10 @@
 //! first size — the cost of tracing: the same recalls against a copy of the store with
 //! tracing on (OTLP over gRPC to a local receiver), alternated with tracing off, and
 //! `consolidate_now deep` over those episodes. Before that, `semantic_recall` and
-//! `spread_activation` on a graph of 10k entities and 50k relations.
+//! `spread_activation` on a graph of 10k entities and 50k relations. After, for each
+//! size (`WW_BENCH=startup`): disk use and start-up time with the log alone after
+//! reinforcing recalls, the cost of the compaction that follows (the write that pays
+//! it), and disk use and start-up time after it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -251,6 +254,91 @@ async fn deep_consolidation_bench(dir: &Path, n: usize) {
     );
 }
 
+fn disk_mib(dir: &Path) -> f64 {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// From loading the components (compiled code cached) to the first answered call that
+/// opens the store: what a restart costs before it serves.
+async fn ready(config: ww_host::config::FileConfig) -> (Duration, Memory) {
+    use ww_host::memory::MemoryStatsArgs;
+    let start = Instant::now();
+    let memory = ww_tests::memory_with(config, ww_tests::telemetry(&[])).await;
+    memory
+        .memory_stats(Request::new("bench.stats"), MemoryStatsArgs::default())
+        .await
+        .expect("memory_stats");
+    (start.elapsed(), memory)
+}
+
+/// Start-up and disk before and after compaction, at `n` episodes reinforced by
+/// `recalls` recalls of limit 10.
+async fn startup_bench(n: usize, recalls: usize) {
+    let dir = bench_dir(&format!("startup-{n}"));
+    let mut words = Words(0x5717 + n as u64);
+    // The log alone: compaction off while filling and recalling.
+    let never = ww_tests::compacting_config(&dir, i64::MAX as u64, 1.0);
+    let memory = ww_tests::memory_with(never.clone(), ww_tests::telemetry(&[])).await;
+    fill(&memory, SESSION, n, &mut words).await;
+    for _ in 0..recalls {
+        recall_once(&memory, words.sentence(4)).await;
+    }
+    drop(memory);
+    let log_only = disk_mib(&dir);
+    let mut opens = Vec::new();
+    for _ in 0..3 {
+        let (took, memory) = ready(never.clone()).await;
+        opens.push(took);
+        drop(memory);
+    }
+    opens.sort();
+    println!(
+        "{n} episodes after {recalls} reinforcing recalls, log only: {log_only:.0} MiB on disk, ready to serve in {} (median of 3)",
+        ms(opens[1])
+    );
+    // The default compaction: the first write finds the log larger than the live data.
+    let compacting = ww_tests::compacting_config(&dir, 16 << 20, 1.0);
+    let (_, memory) = ready(compacting.clone()).await;
+    let first = recall_once(&memory, words.sentence(4)).await;
+    let second = recall_once(&memory, words.sentence(4)).await;
+    drop(memory);
+    println!(
+        "  the recall whose reinforcement compacts: {} (the next: {}); on disk after: {:.0} MiB",
+        ms(first),
+        ms(second),
+        disk_mib(&dir)
+    );
+    // Once the first snapshot exists the log it covers is kept as the fallback until
+    // the next compaction; a second one shows the steady state.
+    let memory = ww_tests::memory_with(
+        ww_tests::compacting_config(&dir, 0, 0.0),
+        ww_tests::telemetry(&[]),
+    )
+    .await;
+    recall_once(&memory, words.sentence(4)).await;
+    drop(memory);
+    let mut opens = Vec::new();
+    for _ in 0..3 {
+        let (took, memory) = ready(compacting.clone()).await;
+        opens.push(took);
+        drop(memory);
+    }
+    opens.sort();
+    println!(
+        "  after compaction: {:.0} MiB on disk (the snapshot, the previous one and their logs), ready to serve in {} (median of 3)",
+        disk_mib(&dir),
+        ms(opens[1])
+    );
+}
+
 fn enabled(part: &str) -> bool {
     std::env::var("WW_BENCH").map_or(true, |parts| parts.split(',').any(|p| p.trim() == part))
 }
@@ -262,7 +350,7 @@ async fn main() {
     if enabled("graph") {
         graph_bench(10_000, 50_000).await;
     }
-    if !enabled("episodes") && !enabled("deep") {
+    if !enabled("episodes") && !enabled("deep") && !enabled("startup") {
         return;
     }
     let sizes: Vec<usize> = std::env::var("WW_BENCH_SIZES")
@@ -270,6 +358,16 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    if enabled("startup") {
+        for &n in &sizes {
+            // 10 reinforcements per episode at 10k; at 100k a tenth of that (a
+            // million recalls would take half an hour here).
+            startup_bench(n, n.min(10_000)).await;
+        }
+    }
+    if !enabled("episodes") && !enabled("deep") {
+        return;
+    }
     for (index, &n) in sizes.iter().enumerate() {
         let dir = bench_dir(&format!("episodes-{n}"));
         let mut words = Words(0x5eed_0000 + n as u64);

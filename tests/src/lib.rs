@@ -233,6 +233,29 @@ pub fn default_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig
     config
 }
 
+/// [`default_config`] with the embedded store compacting once its log passes
+/// `min_bytes` and `ratio` × the last snapshot's size, so tests see compactions at a
+/// small scale.
+pub fn compacting_config(
+    data_dir: &std::path::Path,
+    min_bytes: u64,
+    ratio: f64,
+) -> ww_host::config::FileConfig {
+    let mut config = ww_host::config::FileConfig::parse(
+        &format!(
+            "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n\n\
+             [roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
+             settings = {{ compact_min_bytes = {min_bytes}, compact_ratio = {ratio:?} }}\n\n\
+             [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n"
+        ),
+        "the tests' configuration",
+    )
+    .expect("valid configuration");
+    config.plugin_dir = Some(component_dir());
+    config.data_dir = Some(data_dir.to_owned());
+    config
+}
+
 /// The shipped default configuration (the model embedder, with the model `make model`
 /// fetched) over the built components, with its data in `data_dir`.
 pub fn model_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig {

@@ -217,10 +217,10 @@ impl Journal {
         self.generation
     }
 
-    /// Whether the logs have outgrown the live data: more log bytes than the last
-    /// snapshot has, and at least `min_bytes`.
-    pub fn should_compact(&self, min_bytes: u64) -> bool {
-        self.log_bytes >= min_bytes && self.log_bytes > self.snapshot_bytes
+    /// Whether the logs have outgrown the live data: at least `min_bytes`, and more
+    /// than `ratio` × the last snapshot's size (1: the log holds more than the state).
+    pub fn should_compact(&self, min_bytes: u64, ratio: f64) -> bool {
+        self.log_bytes >= min_bytes && self.log_bytes as f64 > ratio * self.snapshot_bytes as f64
     }
 
     /// Compact: start a new log, write the state with `write` as a snapshot covering
@@ -466,11 +466,11 @@ mod tests {
         for i in 0..1000 {
             put(&mut journal, &mut map, i % 10, i);
         }
-        assert!(journal.should_compact(100));
+        assert!(journal.should_compact(100, 1.0));
         let bytes = journal.compact(|out| map.write(out)).unwrap();
         assert_eq!(journal.snapshot_bytes(), bytes);
         assert_eq!(journal.log_bytes(), 0);
-        assert!(!journal.should_compact(100));
+        assert!(!journal.should_compact(100, 1.0));
         put(&mut journal, &mut map, 42, 1);
         journal.compact(|out| map.write(out)).unwrap();
         put(&mut journal, &mut map, 43, 2);

@@ -2,7 +2,8 @@
 //! `create_episode` has returned it (acknowledged). The crash test kills it with `kill -9`
 //! and checks every acknowledged episode is there after a restart.
 //!
-//! Usage: `episode_writer <data dir> <session> <count>`
+//! Usage: `episode_writer <data dir> <session> <count> [compact_min_bytes compact_ratio]`
+//! (the store's compaction settings, for the compaction crash test).
 
 use std::io::Write as _;
 
@@ -16,7 +17,15 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: episode_writer <data dir> <session> <count>");
     };
     let count: u32 = count.parse()?;
-    let memory = ww_tests::memory(dir.as_ref(), ww_tests::telemetry(&[])).await;
+    let telemetry = ww_tests::telemetry(&[]);
+    let memory = match args.next() {
+        Some(min) => {
+            let ratio = args.next().unwrap_or_else(|| "1".to_owned()).parse()?;
+            let config = ww_tests::compacting_config(dir.as_ref(), min.parse()?, ratio);
+            ww_tests::memory_with(config, telemetry).await
+        }
+        None => ww_tests::memory(dir.as_ref(), telemetry).await,
+    };
     let mut stdout = std::io::stdout().lock();
     for i in 0..count {
         let created = memory

@@ -304,8 +304,14 @@ impl Points {
             FieldValue::Number(n) => Cell::Number(*n),
             FieldValue::Flag(b) => Cell::Flag(*b),
             FieldValue::Text(t) if t.len() <= SHORT_TEXT => {
+                // Looked up before inserting: most texts are known (a session, a kind),
+                // and `entry` would copy the text every time.
+                if let Some(&id) = self.short_texts.get(t.as_str()) {
+                    return Cell::Text(id);
+                }
                 let next = self.short_texts.len() as u32;
-                Cell::Text(*self.short_texts.entry(t.clone()).or_insert(next))
+                self.short_texts.insert(t.clone(), next);
+                Cell::Text(next)
             }
             FieldValue::Text(_) | FieldValue::Texts(_) => Cell::Other,
         }

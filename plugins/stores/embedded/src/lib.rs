@@ -3,8 +3,8 @@
 //! Everything lives in memory and every change is first appended to a write-ahead log in
 //! the component's data directory (`/data`, the only directory the host grants it) and
 //! synced: a call returns `Ok` only once its change is durable. When the log outgrows the
-//! live data (more log bytes than the last snapshot holds, and at least the setting
-//! `compact_min_bytes`, 16 MiB by default), the write that found it so also writes a
+//! live data (more log bytes than `compact_ratio` × the last snapshot, 1 by default, and
+//! at least `compact_min_bytes`, 16 MiB by default), the write that found it so also writes a
 //! snapshot of the state and starts a new log (`ww_wal::Journal`: atomic, crash-safe,
 //! the previous snapshot kept as a fallback), so the disk holds a small multiple of the
 //! live data however many recalls reinforce. On the first call after start — or after a
@@ -43,6 +43,9 @@ const DATA_DIR: &str = "/data";
 const JOURNAL: &str = "store";
 /// Log bytes below which no compaction happens (the `compact_min_bytes` setting).
 const COMPACT_MIN_BYTES: u64 = 16 << 20;
+/// Compaction once the log holds more than this × the last snapshot's bytes (the
+/// `compact_ratio` setting): lower starts faster and writes more.
+const COMPACT_RATIO: f64 = 1.0;
 /// Results per call, at most.
 const MAX_LIMIT: u32 = 10_000;
 /// Vector length, at most.
@@ -119,8 +122,9 @@ fn describe(embedder: &EmbedderId) -> String {
 struct Store {
     journal: Journal,
     state: State,
-    /// The `compact_min_bytes` setting.
+    /// The `compact_min_bytes` and `compact_ratio` settings.
     compact_min_bytes: u64,
+    compact_ratio: f64,
 }
 
 /// Replays a journal into a state.
@@ -163,6 +167,16 @@ fn open() -> Result<Store, Error> {
     let compact_min_bytes = ww_guest::settings::parsed::<u64>("compact_min_bytes")
         .map_err(|e| storage(format!("the compact_min_bytes setting: {e}")))?
         .unwrap_or(COMPACT_MIN_BYTES);
+    let compact_ratio = match ww_guest::settings::parsed::<f64>("compact_ratio") {
+        Ok(None) => COMPACT_RATIO,
+        Ok(Some(r)) if r.is_finite() && r >= 0.0 => r,
+        Ok(Some(r)) => {
+            return Err(storage(format!(
+                "the compact_ratio setting: {r} is not a number ≥ 0"
+            )));
+        }
+        Err(e) => return Err(storage(format!("the compact_ratio setting: {e}"))),
+    };
     let mut state = State::default();
     let (journal, recovery) =
         Journal::open(Path::new(DATA_DIR), JOURNAL, &mut Replaying(&mut state))
@@ -190,6 +204,7 @@ fn open() -> Result<Store, Error> {
         journal,
         state,
         compact_min_bytes,
+        compact_ratio,
     })
 }
 
@@ -215,7 +230,10 @@ impl Store {
             .append(&bytes)
             .map_err(|e| storage(format!("cannot write the log: {e}")))?;
         self.state.apply(op);
-        if self.journal.should_compact(self.compact_min_bytes) {
+        if self
+            .journal
+            .should_compact(self.compact_min_bytes, self.compact_ratio)
+        {
             self.compact();
         }
         Ok(())

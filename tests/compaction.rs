@@ -1,0 +1,212 @@
+//! The embedded store's snapshots and log compaction through the real components: the
+//! data directory stays within a bound however many recalls reinforce, a restart loads
+//! the snapshot and the logs after it, a torn snapshot gives way to the previous one, and
+//! `kill -9` of a writing, compacting host loses no acknowledged write.
+
+use std::collections::BTreeSet;
+use std::io::BufRead as _;
+use std::path::Path;
+
+use ww_host::memory::{Memory, MemoryStatsArgs, RecallEpisodes};
+use ww_host::plugins::Request;
+use ww_tests::bench::{Words, fill};
+use ww_tests::{compacting_config, data_dir, memory_with, telemetry};
+
+const SESSION: &str = "compaction";
+
+async fn open(dir: &Path, min_bytes: u64, ratio: f64) -> Memory {
+    memory_with(compacting_config(dir, min_bytes, ratio), telemetry(&[])).await
+}
+
+/// Bytes in `dir`, and the size of its newest snapshot.
+fn disk(dir: &Path) -> (u64, u64) {
+    let mut total = 0;
+    let mut newest = (0, 0);
+    for entry in std::fs::read_dir(dir).expect("data directory") {
+        let entry = entry.expect("entry");
+        let len = entry.metadata().expect("metadata").len();
+        total += len;
+        let name = entry.file_name().into_string().expect("utf-8 name");
+        let generation = name
+            .strip_prefix("store.")
+            .and_then(|n| n.strip_suffix(".snapshot"))
+            .and_then(|g| g.parse::<u64>().ok());
+        if let Some(g) = generation
+            && g >= newest.0
+        {
+            newest = (g, len);
+        }
+    }
+    (total, newest.1)
+}
+
+async fn episodes(memory: &Memory) -> u64 {
+    let stats = memory
+        .memory_stats(request("stats"), MemoryStatsArgs::default())
+        .await
+        .expect("memory_stats");
+    stats.counts.episodes
+}
+
+fn request(name: &str) -> Request {
+    Request::new(format!("test.{name}"))
+}
+
+async fn recall(memory: &Memory, query: String, limit: u32, offset: u32) -> Vec<String> {
+    memory
+        .recall_episodes(
+            request("recall"),
+            SESSION,
+            RecallEpisodes {
+                query,
+                limit: Some(limit),
+                offset: Some(offset),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("recall")
+        .episodes
+        .into_iter()
+        .map(|hit| hit.episode.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reinforcing_recalls_keep_the_disk_bounded_and_a_restart_reads_the_snapshot() {
+    const EPISODES: usize = 1_000;
+    const RECALLS: usize = 2_000; // 20,000 reinforcing writes (limit 10)
+    const MIN: u64 = 256 << 10;
+    let dir = data_dir("compaction-bound");
+    let memory = open(&dir, MIN, 1.0).await;
+    let mut words = Words(7);
+    fill(&memory, SESSION, EPISODES, &mut words).await;
+    let mut worst = 0.0_f64;
+    for i in 0..RECALLS {
+        assert_eq!(recall(&memory, words.sentence(3), 10, 0).await.len(), 10);
+        if i % 50 == 0 {
+            let (total, snapshot) = disk(&dir);
+            if snapshot > 0 {
+                worst = worst.max(total as f64 / snapshot.max(MIN) as f64);
+            }
+        }
+    }
+    let (total, snapshot) = disk(&dir);
+    assert!(snapshot > 0, "no snapshot was written");
+    // Two snapshots, the log the last one covers and the current log, each at most the
+    // live data (or the minimum), and a snapshot being written: under 5×.
+    assert!(
+        worst < 5.0,
+        "the data directory reached {worst:.1}× the live data"
+    );
+    let before = episodes(&memory).await;
+    assert_eq!(before, EPISODES as u64);
+    let ranked = recall(&memory, "alpha beta gamma".to_owned(), 20, 0).await;
+    drop(memory);
+    eprintln!("data directory {total} bytes, snapshot {snapshot} bytes, worst {worst:.2}×");
+
+    // A restart loads the snapshot and the log after it: the same memories, the same
+    // ranking (reinforcement included).
+    let memory = open(&dir, MIN, 1.0).await;
+    assert_eq!(episodes(&memory).await, before);
+    assert_eq!(
+        recall(&memory, "alpha beta gamma".to_owned(), 20, 0).await,
+        ranked
+    );
+    drop(memory);
+
+    // The newest snapshot torn (a disk that lied about a sync): the previous one and the
+    // logs after it give the same store.
+    let newest = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".snapshot"))
+        .max_by_key(|n| {
+            n.trim_start_matches("store.")
+                .trim_end_matches(".snapshot")
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .expect("a snapshot");
+    let path = dir.join(&newest);
+    let bytes = std::fs::read(&path).expect("read snapshot");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("tear it");
+    let memory = open(&dir, MIN, 1.0).await;
+    assert_eq!(episodes(&memory).await, before);
+    assert_eq!(
+        recall(&memory, "alpha beta gamma".to_owned(), 20, 0).await,
+        ranked
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_writing_and_compacting_loses_no_acknowledged_episode() {
+    let dir = data_dir("compaction-kill");
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut mid_compaction = 0;
+    for round in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_episode_writer"))
+            .arg(&dir)
+            .arg(SESSION)
+            .arg("100000")
+            // Compact whenever the log passes 4 KiB, whatever the state's size: most
+            // of the writer's time goes to snapshots.
+            .arg("4096")
+            .arg("0")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the writer");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let wanted = 5 + seed % 40;
+        for _ in 0..wanted {
+            let line = lines
+                .next()
+                .expect("the writer stopped early")
+                .expect("line");
+            acknowledged.insert(line.split(' ').next().unwrap_or_default().to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(seed % 20_000));
+        child.kill().expect("kill -9");
+        for line in lines.map_while(Result::ok) {
+            acknowledged.insert(line.split(' ').next().unwrap_or_default().to_owned());
+        }
+        child.wait().expect("reap");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        mid_compaction += usize::from(names.iter().any(|n| n.ends_with(".tmp")));
+
+        let memory = open(&dir, 4096, 0.0).await;
+        let mut stored = BTreeSet::new();
+        for offset in (0..).step_by(100) {
+            let page = recall(&memory, "crash test episode".to_owned(), 100, offset).await;
+            if page.is_empty() {
+                break;
+            }
+            stored.extend(page);
+        }
+        let lost: Vec<&String> = acknowledged.difference(&stored).collect();
+        assert!(lost.is_empty(), "round {round}: lost {lost:?}");
+    }
+    let snapshots = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))
+        })
+        .count();
+    eprintln!(
+        "{} episodes acknowledged over 20 kills, {mid_compaction} kills during a snapshot",
+        acknowledged.len()
+    );
+    assert!(snapshots > 0, "the writers never compacted");
+    assert!(
+        mid_compaction > 0,
+        "no kill landed while a snapshot was being written"
+    );
+}

@@ -100,6 +100,9 @@ class QdrantStandIn:
         self.collections: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        # Bytes of junk the next query answer carries (a test's way to make the adapter
+        # run out of memory on one call); 0: none.
+        self.oversize_next_query = 0
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -323,6 +326,9 @@ class QdrantStandIn:
             hits = self.ranked(c, body)
         offset = body.get("offset") or 0
         chosen = hits[offset : offset + (body.get("limit") or 10)]
+        if self.oversize_next_query:
+            junk, self.oversize_next_query = "x" * self.oversize_next_query, 0
+            return {"points": [{"id": str(i), "version": 0, "score": 0.5, "payload": {"junk": junk}} for i in range(1)]}
         return {
             "points": [
                 self.record(pid, c["points"][pid], bool(body.get("with_payload")), bool(body.get("with_vector")), score)

@@ -180,3 +180,39 @@ def test_an_unknown_retrieval_setting_stops_the_start_by_name(qdrant: QdrantStan
     run = subprocess.run([str(BIN), "serve"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert 'the retrieval setting: unknown value "bm42"' in run.stderr
+
+
+async def test_a_store_that_traps_on_one_call_is_a_storage_error_and_the_service_lives_on(
+    qdrant: QdrantStandIn, tmp_path: Path
+) -> None:
+    config = remote_config(tmp_path / "q.toml", qdrant_url=qdrant.url, qdrant_key_env="WW_TEST_QDRANT_KEY")
+    # The adapter with 32 MB of memory; the stand-in's poisoned answer is 64 MB.
+    config.write_text(config.read_text().replace("secrets", "limits = { memory_mb = 32 }\nsecrets"))
+    env = server_env(tmp_path / "data", "trap", WW_CONFIG=str(config), WW_TEST_QDRANT_KEY=KEY)
+    params = StdioServerParameters(command=str(BIN), args=["serve"], env=env)
+    async with Client(stdio_client(params)) as client:
+        created = await client.call_tool("create_episode", {"content": "the adapter survives its own trap"})
+        assert not created.is_error, created.content
+
+        async def components() -> dict[str, dict]:
+            stats = await client.call_tool("memory_stats", {"detailed": True})
+            assert "components" in stats.structured_content, stats.structured_content
+            return {c["name"]: c for c in stats.structured_content["components"]}
+
+        before = await components()
+        qdrant.oversize_next_query = 64 << 20
+        failed = await client.call_tool("recall_episodes", {"query": "adapter"})
+        assert failed.is_error
+        error = json.loads(failed.content[0].text)
+        assert error["code"] == "STORAGE_ERROR", error
+        assert "component qdrant failed" in error["message"] and "memory limit" in error["message"]
+
+        # Only the adapter trapped and was replaced; the episodic service kept its
+        # instance, and the next call works.
+        after = await components()
+        assert after["qdrant"]["traps"] == before["qdrant"]["traps"] + 1
+        assert after["episodic"]["traps"] == 0
+        assert after["episodic"]["instantiations"] == before["episodic"]["instantiations"]
+        found = await client.call_tool("recall_episodes", {"query": "adapter"})
+        assert not found.is_error, found.content
+        assert found.structured_content["count"] == 1

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanKind};
+use wasmtime::component::types::{ComponentFunc, Type};
 use wasmtime::component::{Linker, Val};
 
 use super::component::{ComponentState, PluginComponent};
@@ -53,7 +54,7 @@ pub fn route_interface(
             function: function.clone(),
             target: target.clone(),
         });
-        instance.func_new_async(function, move |mut store, _ty, params, results| {
+        instance.func_new_async(function, move |mut store, ty, params, results| {
             let route = route.clone();
             Box::new(async move {
                 let tracing = &mut store.data_mut().tracing;
@@ -121,8 +122,17 @@ pub fn route_interface(
                             vec![],
                             Some(exception),
                         );
-                        // The callee trapped: the caller cannot get a value, so it traps too.
-                        Err(wasmtime::Error::from(error))
+                        // The callee trapped (and was discarded). A function that
+                        // returns a `result` gives its caller the error case instead,
+                        // so the fault stays where it happened; one that cannot say
+                        // "failed" leaves the caller nothing to return, and it traps too.
+                        match trapped_result(&ty, route.role, &error.to_string()) {
+                            Some(value) if results.len() == 1 => {
+                                results[0] = value;
+                                Ok(())
+                            }
+                            _ => Err(wasmtime::Error::from(error)),
+                        }
                     }
                 };
                 store.data_mut().tracing.enter(scope);
@@ -131,6 +141,43 @@ pub fn route_interface(
         })?;
     }
     Ok(())
+}
+
+/// What a caller gets in place of the result of a call whose callee trapped: the `Err`
+/// of the function's `result`, carrying `message` in the error type's case for the
+/// callee's role (`storage` for a store, `embedding` for an embedder; otherwise the first
+/// of `internal`, `unavailable`, `storage`, `embedding` the type has), or as the error
+/// itself when it is a string. `None` when the function returns no `result`, or its
+/// error type has no such case.
+fn trapped_result(ty: &ComponentFunc, role: Option<Role>, message: &str) -> Option<Val> {
+    let mut results = ty.results();
+    let (Some(Type::Result(result)), None) = (results.next(), results.next()) else {
+        return None;
+    };
+    let error = match result.err() {
+        None => None,
+        Some(Type::String) => Some(Val::String(message.to_owned())),
+        Some(Type::Variant(variant)) => {
+            let preferred: &[&str] = match role {
+                Some(Role::VectorStore | Role::GraphStore) => &["storage"],
+                Some(Role::Embedder) => &["embedding"],
+                _ => &[],
+            };
+            let fallback = ["internal", "unavailable", "storage", "embedding"];
+            let case = preferred
+                .iter()
+                .chain(&fallback)
+                .find_map(|name| variant.cases().find(|case| case.name == *name))?;
+            let payload = match case.ty {
+                None => None,
+                Some(Type::String) => Some(Box::new(Val::String(message.to_owned()))),
+                Some(_) => return None,
+            };
+            Some(Val::Variant(case.name.to_owned(), payload))
+        }
+        Some(_) => return None,
+    };
+    Some(Val::Result(Err(error.map(Box::new))))
 }
 
 /// The semantic-convention attributes every call of a role's function carries: the

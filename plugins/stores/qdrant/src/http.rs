@@ -252,6 +252,21 @@ impl Qdrant {
             .ok_or_else(|| storage("Qdrant's query answer has no points"))
     }
 
+    /// Points passing the request's filter; 0 in a collection not created yet (nothing
+    /// of its kind stored so far).
+    pub fn count(&self, collection: &str, body: Value) -> Result<u64, Error> {
+        let path = format!("/collections/{collection}/points/count");
+        let (status, answer) = self.send("POST", &path, Some(body))?;
+        match status {
+            200..=299 => answer
+                .pointer("/result/count")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| storage("Qdrant's count answer has no count")),
+            404 => Ok(0),
+            other => Err(self.refusal("POST", &path, other, &answer)),
+        }
+    }
+
     /// The points with these ids that exist.
     pub fn get(
         &self,

@@ -385,17 +385,7 @@ impl Guest for QdrantStore {
     fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
         let collection = name(collection);
         let body = json!({ "filter": convert::filter(&filter)?, "exact": true });
-        let result = http::with(|q| {
-            q.call(
-                "POST",
-                &format!("/collections/{collection}/points/count"),
-                Some(body.clone()),
-            )
-        })?;
-        result
-            .get("count")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::Storage("Qdrant's count answer has no count".into()))
+        http::with(|q| q.count(collection, body.clone()))
     }
 
     fn scroll(

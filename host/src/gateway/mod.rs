@@ -22,6 +22,9 @@ use crate::plugins::Request;
 use crate::session::Session;
 use crate::tracing_capability::IncomingContext;
 
+/// Progress reports queued for the client at most.
+const PROGRESS_QUEUE: usize = 64;
+
 /// How long a result waits for the progress notifications that precede it to be sent.
 const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -170,8 +173,10 @@ impl ServerHandler for Gateway {
             .or_else(|| context.meta.get_progress_token());
         let mut forwarding = None;
         if let Some(token) = token {
+            // Bounded: a guest reporting faster than the client reads loses reports in
+            // between (progress only matters as its latest value), never memory.
             let (sender, mut reports) =
-                tokio::sync::mpsc::unbounded_channel::<(u64, u64, String)>();
+                tokio::sync::mpsc::channel::<(u64, u64, String)>(PROGRESS_QUEUE);
             let peer = context.peer.clone();
             forwarding = Some(tokio::spawn(async move {
                 // MCP progress only ever increases: a report that does not move it on (a
@@ -191,7 +196,7 @@ impl ServerHandler for Gateway {
                 }
             }));
             call = call.with_progress(Arc::new(move |done, total, message: &str| {
-                let _ = sender.send((done, total, message.to_owned()));
+                let _ = sender.try_send((done, total, message.to_owned()));
             }));
         }
         let args = Value::Object(request.arguments.unwrap_or_default());

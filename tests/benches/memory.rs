@@ -279,6 +279,18 @@ async fn ready(config: ww_host::config::FileConfig) -> (Duration, Memory) {
     (start.elapsed(), memory)
 }
 
+/// The median of three starts on `config`.
+async fn median_ready(config: &ww_host::config::FileConfig) -> Duration {
+    let mut opens = Vec::new();
+    for _ in 0..3 {
+        let (took, memory) = ready(config.clone()).await;
+        opens.push(took);
+        drop(memory);
+    }
+    opens.sort();
+    opens[1]
+}
+
 /// Start-up and disk before and after compaction, at `n` episodes reinforced by
 /// `recalls` recalls of limit 10.
 async fn startup_bench(n: usize, recalls: usize) {
@@ -293,16 +305,10 @@ async fn startup_bench(n: usize, recalls: usize) {
     }
     drop(memory);
     let log_only = disk_mib(&dir);
-    let mut opens = Vec::new();
-    for _ in 0..3 {
-        let (took, memory) = ready(never.clone()).await;
-        opens.push(took);
-        drop(memory);
-    }
-    opens.sort();
+    let log_only_ready = median_ready(&never).await;
     println!(
         "{n} episodes after {recalls} reinforcing recalls, log only: {log_only:.0} MiB on disk, ready to serve in {} (median of 3)",
-        ms(opens[1])
+        ms(log_only_ready)
     );
     // The default compaction: the first write finds the log larger than the live data.
     let compacting = ww_tests::compacting_config(&dir, 16 << 20, 1.0);
@@ -325,17 +331,11 @@ async fn startup_bench(n: usize, recalls: usize) {
     .await;
     recall_once(&memory, words.sentence(4)).await;
     drop(memory);
-    let mut opens = Vec::new();
-    for _ in 0..3 {
-        let (took, memory) = ready(compacting.clone()).await;
-        opens.push(took);
-        drop(memory);
-    }
-    opens.sort();
+    let compacted_ready = median_ready(&compacting).await;
     println!(
         "  after compaction: {:.0} MiB on disk (the snapshot, the previous one and their logs), ready to serve in {} (median of 3)",
         disk_mib(&dir),
-        ms(opens[1])
+        ms(compacted_ready)
     );
 }
 

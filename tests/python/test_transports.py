@@ -228,3 +228,29 @@ async def test_eight_clients_at_once_lose_no_write(tmp_path: Path) -> None:
             assert set(links) < set(ids)
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_closing_an_http_session_is_answered_as_the_sdks_expect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_http(tmp_path / "http", "http-close")
+    try:
+        # The official SDK ends its session with a DELETE when it closes: no warning.
+        with caplog.at_level("WARNING"):
+            async with Client(server.url, mode="legacy") as client:
+                await client.call_tool("get_session_id", {})
+        assert not [r for r in caplog.records if "Session termination failed" in r.getMessage()]
+        # The same by hand: 204 No Content, and the session is gone.
+        async with httpx.AsyncClient(timeout=60) as http:
+            opened = await http.post(server.url, content=json.dumps(INITIALIZE), headers=ACCEPT)
+            session = opened.headers["mcp-session-id"]
+            ended = await http.delete(server.url, headers={**ACCEPT, "mcp-session-id": session})
+            assert ended.status_code == 204 and ended.content == b""
+            listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            after = await http.post(
+                server.url, content=json.dumps(listed), headers={**ACCEPT, "mcp-session-id": session}
+            )
+            assert after.status_code == 404
+    finally:
+        server.stop()

@@ -74,7 +74,9 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let router = axum::Router::new().route_service(PATH, service);
+    let router = axum::Router::new()
+        .route_service(PATH, service)
+        .layer(middleware::from_fn(session_ended));
     if options.token.is_none() && options.tokens.is_none() {
         return router;
     }
@@ -83,6 +85,19 @@ pub fn router(
         tokens: options.tokens.clone(),
     });
     router.layer(middleware::from_fn_with_state(accepted, require_token))
+}
+
+/// A session ended by `DELETE` is answered `204 No Content`: rmcp answers `202
+/// Accepted`, which the official SDKs do not expect of a DELETE (the Python SDK logs
+/// "Session termination failed: 202" every time it closes a session).
+async fn session_ended(request: Request, next: Next) -> Response {
+    let delete = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+    }
+    response
 }
 
 /// The bearer tokens a server accepts.

@@ -66,8 +66,8 @@ impl Session {
         match &self.source {
             Source::Given => "given by WW_SESSION_ID or --session".to_owned(),
             Source::DataDirectory(file) => format!(
-                "the data directory's default session, kept in {} (WW_SESSION_ID or \
-                 --session chooses another)",
+                "the data directory's default session, kept in {}; WW_SESSION_ID or \
+                 --session chooses another",
                 file.display()
             ),
             Source::Token => "bound to the request's bearer token".to_owned(),

@@ -219,18 +219,23 @@ pub fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The hash embedder's role, as the tests' configurations begin.
+const HASH_EMBEDDER_ROLE: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
+
+/// The configuration file `text` over the built components, with its data in `data_dir`.
+fn tests_config(text: &str, data_dir: &std::path::Path) -> ww_host::config::FileConfig {
+    let mut config = ww_host::config::FileConfig::parse(text, "the tests' configuration")
+        .expect("valid configuration");
+    config.plugin_dir = Some(component_dir());
+    config.data_dir = Some(data_dir.to_owned());
+    config
+}
+
 /// The default configuration over the built components, with its data in `data_dir`,
 /// but the hash embedder instead of the model: the memory model's tests need
 /// deterministic, fast vectors, not a model's (the model embedder has tests of its own).
 pub fn default_config(data_dir: &std::path::Path) -> ww_host::config::FileConfig {
-    let mut config = ww_host::config::FileConfig::parse(
-        "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n",
-        "the tests' configuration",
-    )
-    .expect("valid configuration");
-    config.plugin_dir = Some(component_dir());
-    config.data_dir = Some(data_dir.to_owned());
-    config
+    tests_config(HASH_EMBEDDER_ROLE, data_dir)
 }
 
 /// [`default_config`] with the embedded store compacting once its log passes
@@ -241,19 +246,12 @@ pub fn compacting_config(
     min_bytes: u64,
     ratio: f64,
 ) -> ww_host::config::FileConfig {
-    let mut config = ww_host::config::FileConfig::parse(
-        &format!(
-            "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n\n\
-             [roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
-             settings = {{ compact_min_bytes = {min_bytes}, compact_ratio = {ratio:?} }}\n\n\
-             [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n"
-        ),
-        "the tests' configuration",
-    )
-    .expect("valid configuration");
-    config.plugin_dir = Some(component_dir());
-    config.data_dir = Some(data_dir.to_owned());
-    config
+    let stores = format!(
+        "\n[roles.vector-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n\
+         settings = {{ compact_min_bytes = {min_bytes}, compact_ratio = {ratio:?} }}\n\n\
+         [roles.graph-store]\ncomponent = \"store_embedded.wasm\"\nname = \"embedded\"\n"
+    );
+    tests_config(&format!("{HASH_EMBEDDER_ROLE}{stores}"), data_dir)
 }
 
 /// The shipped default configuration (the model embedder, with the model `make model`

@@ -142,19 +142,22 @@ fn payload_of(point: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Search hits, scored by `score(payload, cosine)`.
+/// Search hits: each one's similarity is `relevance(the score Qdrant gave it)`, and it
+/// is scored by `score(payload, similarity)`.
 pub fn scored(
     hits: &Value,
+    relevance: impl Fn(f32) -> f32,
     score: impl Fn(&Map<String, Value>, f32) -> f64,
 ) -> Result<Vec<ScoredPoint>, Error> {
     let hits = hits.as_array().ok_or_else(|| bad_answer("hit list"))?;
     hits.iter()
         .map(|hit| {
             let payload = payload_of(hit);
-            let similarity = hit
-                .get("score")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| bad_answer("score"))? as f32;
+            let similarity = relevance(
+                hit.get("score")
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| bad_answer("score"))? as f32,
+            );
             Ok(ScoredPoint {
                 id: id_of(hit, &payload)?,
                 score: score(&payload, similarity),

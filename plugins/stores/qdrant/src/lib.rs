@@ -262,12 +262,13 @@ impl Guest for QdrantStore {
             .as_deref()
             .map(ww_lexical::query)
             .filter(|sparse| !sparse.is_empty());
-        let fused_k = match (http::with(|q| Ok(q.retrieval))?, &text) {
-            (Retrieval::Rrf { k }, Some(_)) if http::with(|q| q.has_text_vector(collection))? => {
-                Some(k)
-            }
-            _ => None,
-        };
+        let fused_k = http::with(|q| {
+            Ok(match (q.retrieval, &text) {
+                (Retrieval::Rrf { k }, Some(_)) if q.has_text_vector(collection)? => Some(k),
+                _ => None,
+            })
+        })?;
+        let relevance = |score: f32| relevance(score, fused_k);
         ww_guest::add_span_attribute("store.fused", fused_k.is_some());
         let fusion = fused_k.zip(text.as_ref());
         let Some(formula) = request.rescore else {
@@ -279,18 +280,10 @@ impl Guest for QdrantStore {
                 request.offset,
             );
             let hits = http::with(|q| q.query(collection, body.clone()))?;
-            return convert::scored(&hits, |_, score| f64::from(relevance(score, fused_k))).map(
-                |mut hits| {
-                    for hit in &mut hits {
-                        hit.similarity = relevance(hit.similarity, fused_k);
-                    }
-                    hits
-                },
-            );
+            return convert::scored(&hits, relevance, |_, similarity| f64::from(similarity));
         };
         check_rescore(&formula)?;
         let score = |payload: &serde_json::Map<String, Value>, similarity: f32| {
-            let similarity = relevance(similarity, fused_k);
             formula.similarity_weight * f64::from(similarity.max(0.0))
                 + formula
                     .terms
@@ -302,11 +295,7 @@ impl Guest for QdrantStore {
             let candidates = RESCORE_CANDIDATES.max(wanted as u32).min(MAX_LIMIT);
             let body = query_body(&request.vector, fusion, &filter, candidates, 0);
             let hits = http::with(|q| q.query(collection, body.clone()))?;
-            let mut hits = convert::scored(&hits, score)?;
-            for hit in &mut hits {
-                hit.similarity = relevance(hit.similarity, fused_k);
-            }
-            hits
+            convert::scored(&hits, relevance, score)?
         } else {
             // Similarity does not count: every point passing the filter is a candidate.
             let mut all = Vec::new();

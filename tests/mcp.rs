@@ -366,3 +366,85 @@ async fn over_http_the_traceparent_header_is_the_parent_unless_meta_names_one() 
     client.cancel().await.unwrap();
     shutdown.cancel();
 }
+
+/// A client that cancels a request when the first progress report of it arrives.
+#[derive(Clone, Default)]
+struct CancelOnProgress(std::sync::Arc<tokio::sync::Notify>);
+
+impl rmcp::ClientHandler for CancelOnProgress {
+    async fn on_progress(
+        &self,
+        _params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_consolidate_now_stops_and_the_next_call_works() {
+    use rmcp::model::{CallToolRequest, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    use ww_tests::bench::{Words, fill};
+    use ww_tests::otlp::AttrValue;
+    let receiver = OtlpReceiver::grpc().await;
+    let memory = memory(
+        &data_dir("mcp-cancel"),
+        otlp_telemetry(&receiver.endpoint(), "grpc"),
+    )
+    .await;
+    // More than a page of episodes: each consolidation phase takes several steps.
+    fill(&memory, "mcp-session", 1_100, &mut Words(11)).await;
+    let handler = CancelOnProgress::default();
+    let progressed = handler.0.clone();
+    let client = connect_with(memory.clone(), "mcp-session", handler).await;
+    let params = CallToolRequestParams::new("consolidate_now")
+        .with_arguments(arguments(json!({"kind": "all"})));
+    let handle = client
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    // `notifications/cancelled` once the consolidation is under way (sent right behind
+    // the request, it could overtake it in the client and name a request the server
+    // does not know yet).
+    progressed.notified().await;
+    handle
+        .cancel(Some("no longer needed".to_owned()))
+        .await
+        .unwrap();
+    // The next call is served at once.
+    let recalled = call(&client, "recall_episodes", json!({"query": "anything"})).await;
+    assert_eq!(recalled.is_error, Some(false), "{recalled:?}");
+    // The cancelled call stopped at the step of light or deep consolidation that saw the
+    // cancellation, skill consolidation never started, and the spans say so (the client
+    // gets no answer, as MCP has it).
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == "mcp.consolidate_now")
+        })
+        .await;
+    let root = spans
+        .iter()
+        .find(|s| s.name == "mcp.consolidate_now")
+        .unwrap();
+    assert_eq!(
+        root.attributes.get("ww.cancelled"),
+        Some(&AttrValue::Bool(true)),
+        "{root:?}"
+    );
+    assert!(root.failure().is_none(), "a stop on request is no failure");
+    let phases: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id && s.name.contains(".consolidate_"))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(phases.contains(&"episodic.consolidate_light"), "{phases:?}");
+    assert!(
+        !phases.contains(&"procedural.consolidate_skills"),
+        "{phases:?}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -237,3 +237,118 @@ async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component
         ["caller.step=relay%201", "tenant=acme", "user.id=u%2042"]
     );
 }
+
+/// A loopback server that takes requests and never answers; `arrived` is notified when
+/// the first request's bytes are in.
+async fn silent_listener() -> (String, Arc<tokio::sync::Notify>) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let notify = arrived.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let mut buffer = [0u8; 4096];
+            if let Ok(n) = stream.read(&mut buffer).await
+                && n > 0
+            {
+                notify.notify_one();
+            }
+            held.push(stream);
+        }
+    });
+    (address, arrived)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_half_way_discards_its_instances_and_still_ends_its_spans() {
+    use ww_tests::otlp::{AttrValue, OtlpReceiver};
+    let (address, arrived) = silent_listener().await;
+    let receiver = OtlpReceiver::grpc().await;
+    let config = HostConfig {
+        components: vec![
+            component("fixture_caller.wasm"),
+            ComponentSpec {
+                endpoint: Some(format!("http://{address}")),
+                ..component("fixture_worker.wasm")
+            },
+        ],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    };
+    let telemetry = ww_tests::otlp_telemetry(&receiver.endpoint(), "grpc");
+    let host = ComponentHost::load(config, telemetry).await.expect("load");
+    host.warm_up().await.expect("instantiate");
+    let caller = host.component("fixture-caller").unwrap().clone();
+    let worker = host.component("fixture-worker").unwrap().clone();
+    let instantiations = (caller.instantiations(), worker.instantiations());
+    assert!(caller.memory_bytes() > 0 && worker.memory_bytes() > 0);
+    // The caller calls the worker, which waits on an endpoint that never answers: both
+    // are half-way through a call when the request's future is dropped (as a cancelled
+    // request that did not stop in time, or a server shutting down, drops it).
+    let params = [
+        Val::String("step".to_owned()),
+        Val::String("1".to_owned()),
+        Val::String(format!("http://{address}/never")),
+    ];
+    let abandoned = host.invoke(
+        Request::new("test.abandoned"),
+        ww_tests::DRIVER,
+        "relay-baggage",
+        &params,
+    );
+    tokio::select! {
+        outcome = abandoned => panic!("the endpoint never answers, yet: {outcome:?}"),
+        () = arrived.notified() => {}
+    }
+    // Neither instance went back to its pool: no memory is held for them any more.
+    assert_eq!((caller.memory_bytes(), worker.memory_bytes()), (0, 0));
+    // The next request gets fresh instances and works.
+    let out = host
+        .invoke(
+            Request::new("test.after"),
+            ww_tests::DRIVER,
+            "run",
+            &[Val::String("again".to_owned()), ww_tests::mode("succeed")],
+        )
+        .await
+        .expect("call after the abandoned one");
+    assert!(matches!(out.first(), Some(Val::Result(Ok(_)))), "{out:?}");
+    assert_eq!(
+        (caller.instantiations(), worker.instantiations()),
+        (instantiations.0 + 1, instantiations.1 + 1)
+    );
+    assert_eq!((caller.traps(), worker.traps()), (0, 0));
+    // The abandoned request's spans were exported, each marked; its root failed with
+    // the reason.
+    host.telemetry().flush().await;
+    let spans = receiver
+        .wait_for(std::time::Duration::from_secs(10), |s| {
+            s.iter().any(|s| s.name == "test.after")
+        })
+        .await;
+    let root = spans.iter().find(|s| s.name == "test.abandoned").unwrap();
+    let failure = root.failure().expect("the abandoned request failed");
+    assert_eq!(failure.kind, "cancelled");
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
+    let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+    for name in [
+        "test.abandoned",
+        "fixture-worker.fetch-with-baggage",
+        "GET /never",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    // The request's own spans; the outgoing HTTP request's span belongs to wasi:http's
+    // client, which ends it when its future is dropped.
+    for span in trace.iter().filter(|s| !s.name.starts_with("GET ")) {
+        assert_eq!(
+            span.attributes.get("ww.cancelled"),
+            Some(&AttrValue::Bool(true)),
+            "{span:#?}"
+        );
+    }
+}

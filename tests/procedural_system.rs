@@ -590,3 +590,71 @@ async fn every_service_operation_is_an_internal_span_in_one_trace() {
             .any(|s| s.name == "embedded.scroll" && s.parent_span_id == deep.span_id)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_consolidation_stops_at_its_next_step_and_says_what_it_did() {
+    use tokio_util::sync::CancellationToken;
+    use ww_tests::bench::{Words, fill};
+    let memory = open("consolidation-cancelled").await;
+    // More than one page (1,000) of episodes: reading them is more than one step.
+    fill(&memory, SESSION, 1_100, &mut Words(7)).await;
+    let episodic = memory.host().component("episodic").unwrap().clone();
+    let semantic = memory.host().component("semantic").unwrap().clone();
+    let semantic_instances = semantic.instantiations();
+    // The client cancels as soon as the first progress report reaches it.
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let sink = move |done: u64, total: u64, message: &str| {
+        seen.lock().unwrap().push((done, total, message.to_owned()));
+        cancel.cancel();
+    };
+    let report = memory
+        .consolidate_now(
+            request("consolidate")
+                .with_progress(Arc::new(sink))
+                .with_cancellation(token),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::All),
+            },
+        )
+        .await
+        .expect("a cancelled consolidation still reports");
+    assert!(report.cancelled);
+    // Light consolidation read its first page, saw the cancellation and stopped there,
+    // marking nothing; deep and skill consolidation never started.
+    let light = report.light.expect("light ran");
+    assert_eq!((light.examined, light.marked_duplicates), (1_000, 0));
+    assert!(
+        report.deep.is_none() && report.skill.is_none(),
+        "{report:?}"
+    );
+    assert_eq!(reports.lock().unwrap().len(), 1, "{:?}", reports);
+    assert_eq!(
+        semantic.instantiations(),
+        semantic_instances,
+        "deep never ran"
+    );
+    // The services are fine: the next consolidation runs whole.
+    let traps = episodic.traps();
+    let report = memory
+        .consolidate_now(
+            request("consolidate"),
+            ConsolidateNow {
+                kind: Some(ConsolidationKind::All),
+            },
+        )
+        .await
+        .expect("consolidate_now after a cancelled one");
+    assert!(!report.cancelled);
+    assert_eq!(report.light.unwrap().examined, 1_100);
+    assert_eq!(report.deep.unwrap().episodes_examined, 1_100);
+    assert!(report.skill.is_some());
+    assert_eq!(episodic.traps(), traps);
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(
+        json.get("cancelled").is_none(),
+        "only said when true: {json}"
+    );
+}

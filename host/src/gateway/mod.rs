@@ -28,6 +28,16 @@ const PROGRESS_QUEUE: usize = 64;
 /// How long a result waits for the progress notifications that precede it to be sent.
 const PROGRESS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a cancelled call may take to stop on its own before it is abandoned. The
+/// components see the cancellation and stop their long operations at the next step (a
+/// consolidation returns what it had done); a short call simply finishes. One that does
+/// neither is dropped, and its instances with it (never lent half-way to another call).
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// JSON-RPC error code of a request that was cancelled (LSP's `RequestCancelled`; MCP
+/// defines none, and a client that cancelled never reads the answer anyway).
+const REQUEST_CANCELLED: rmcp::model::ErrorCode = rmcp::model::ErrorCode(-32800);
+
 /// One MCP connection's server: the memory API, bound to one session (over HTTP, a
 /// request's bearer token may bind it to another: [`crate::session::TokenBindings`]).
 #[derive(Clone)]
@@ -129,6 +139,7 @@ impl ServerHandler for Gateway {
         }
         let mut call = Request::new(format!("mcp.{name}"))
             .for_tool(name.clone())
+            .with_cancellation(context.ct.clone())
             .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))
             .with_attribute(KeyValue::new("gen_ai.tool.name", name.clone()))
             .with_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"))
@@ -200,17 +211,20 @@ impl ServerHandler for Gateway {
             }));
         }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = tools::call(
-            &self.memory,
-            call,
-            tools::Caller {
-                session: &session,
-                protocol_version: protocol.as_deref(),
-            },
-            &name,
-            args,
-        )
-        .await;
+        let caller = tools::Caller {
+            session: &session,
+            protocol_version: protocol.as_deref(),
+        };
+        let serving = tools::call(&self.memory, call, caller, &name, args);
+        tokio::pin!(serving);
+        // rmcp cancels `ct` on `notifications/cancelled` for this request and when the
+        // client goes away (stdio closed, HTTP session ended or, stateless, disconnected).
+        let result = tokio::select! {
+            result = &mut serving => Some(result),
+            () = context.ct.cancelled() => tokio::time::timeout(CANCEL_GRACE, &mut serving)
+                .await
+                .ok(),
+        };
         if let Some(mut forwarding) = forwarding {
             // The request, and with it the sender, is gone: this ends once all is sent,
             // unless the client stopped reading; then the result does not wait for it.
@@ -221,6 +235,14 @@ impl ServerHandler for Gateway {
                 forwarding.abort();
             }
         }
+        let Some(result) = result else {
+            tracing::info!("{name} abandoned: cancelled, and still running {CANCEL_GRACE:?} later");
+            return Err(McpError::new(
+                REQUEST_CANCELLED,
+                "the request was cancelled",
+                None,
+            ));
+        };
         Ok(match result {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => CallToolResult::structured_error(

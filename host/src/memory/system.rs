@@ -81,6 +81,10 @@ pub struct ConsolidationReport {
     /// Skill consolidation's counts, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skill: Option<SkillReport>,
+    /// The request was cancelled: the phase that was running stopped at its next step
+    /// (its counts are what it had done), later phases did not run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
     /// Wall time, in milliseconds.
     pub duration_ms: f64,
 }
@@ -244,6 +248,7 @@ impl Memory {
             light: None,
             deep: None,
             skill: None,
+            cancelled: false,
             duration_ms: 0.0,
         };
         let outcome = self
@@ -251,6 +256,11 @@ impl Memory {
             .await;
         report.duration_ms = started.elapsed().as_secs_f64() * 1e3;
         match outcome {
+            Ok(()) if report.cancelled => {
+                call.annotate(vec![KeyValue::new("ww.cancelled", true)]);
+                tracing::info!("consolidate_now cancelled: {report:?}");
+                Ok(report)
+            }
             Ok(()) => {
                 // A phase with nothing to do may not have reported at all.
                 if let Some(progress) = progress.filter(|_| kind == ConsolidationKind::All) {
@@ -276,6 +286,12 @@ impl Memory {
         report: &mut ConsolidationReport,
     ) -> Result<(), MemoryError> {
         let now = now_ms();
+        // A cancelled request stops after the phase that saw it (each phase stops at its
+        // own next step too).
+        let stop = |call: &RequestCall<'_>, report: &mut ConsolidationReport| {
+            report.cancelled = call.is_cancelled();
+            report.cancelled
+        };
         if matches!(kind, ConsolidationKind::Light | ConsolidationKind::All) {
             phase.store(0, Ordering::Relaxed);
             let r: episodic::LightReport = self
@@ -290,6 +306,9 @@ impl Memory {
                 examined: r.examined,
                 marked_duplicates: r.marked_duplicates,
             });
+            if stop(call, report) {
+                return Ok(());
+            }
         }
         if matches!(kind, ConsolidationKind::Deep | ConsolidationKind::All) {
             phase.store(1, Ordering::Relaxed);
@@ -302,6 +321,9 @@ impl Memory {
                 entities_created: r.entities_created,
                 entities_updated: r.entities_updated,
             });
+            if stop(call, report) {
+                return Ok(());
+            }
         }
         if matches!(kind, ConsolidationKind::Skill | ConsolidationKind::All) {
             phase.store(2, Ordering::Relaxed);
@@ -318,6 +340,7 @@ impl Memory {
                 merged: r.merged,
                 deprecated: r.deprecated,
             });
+            stop(call, report);
         }
         Ok(())
     }

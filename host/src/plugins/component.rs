@@ -106,6 +106,14 @@ struct MeasuredLimits {
     own: u64,
 }
 
+impl Drop for MeasuredLimits {
+    /// The instance is gone, whatever ended it (a trap, a call whose future was dropped,
+    /// a failed instantiation, the host shutting down): its memory no longer counts.
+    fn drop(&mut self) {
+        self.memory.fetch_sub(self.own, Ordering::Relaxed);
+    }
+}
+
 impl wasmtime::ResourceLimiter for MeasuredLimits {
     fn memory_growing(
         &mut self,
@@ -695,11 +703,11 @@ impl PluginComponent {
         let (scope, result, trapped) = self
             .run_on(&mut live, scope, interface, function, deadline, invoke)
             .await;
-        if trapped {
-            // A trapped instance cannot be entered again: its memory is no longer held.
-            let own = live.store.data().limits.own;
-            self.memory.fetch_sub(own, Ordering::Relaxed);
-        } else {
+        // A trapped instance cannot be entered again: dropped, its memory no longer
+        // counts. So is one whose call's future is dropped mid-call (the request was
+        // abandoned): `live` is out of the pool until here, and an instance stopped
+        // half-way through a call is never lent to the next request.
+        if !trapped {
             self.idle_instances().push(live);
         }
         (scope, result)

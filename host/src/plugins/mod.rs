@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentNamedList, Lift, Linker, Lower, Val};
@@ -299,6 +300,9 @@ pub struct Request {
     pub baggage: Option<String>,
     /// Where the components' progress reports go.
     pub progress: Option<ProgressSink>,
+    /// Cancelled when the client cancels the request or goes away: components see it
+    /// (`progress.cancelled`) and stop their long operations at the next step.
+    pub cancellation: Option<CancellationToken>,
     /// The MCP tool served, when this is a tool call: its duration is then recorded as
     /// `mcp.server.operation.duration`.
     pub tool: Option<String>,
@@ -324,6 +328,7 @@ impl Request {
             parent: None,
             baggage: None,
             progress: None,
+            cancellation: None,
             tool: None,
         }
     }
@@ -337,6 +342,12 @@ impl Request {
     /// Send the components' progress reports to `sink`.
     pub fn with_progress(mut self, sink: ProgressSink) -> Self {
         self.progress = Some(sink);
+        self
+    }
+
+    /// Let `token` cancel the request.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
         self
     }
 
@@ -581,6 +592,7 @@ impl ComponentHost {
             request.baggage.as_deref(),
         );
         scope.set_progress(request.progress);
+        scope.set_cancellation(request.cancellation);
         let root = scope.start(None, request.name, request.kind, request.attributes, None);
         RequestCall {
             host: self,
@@ -677,6 +689,11 @@ impl RequestCall<'_> {
         if let Some(scope) = &mut self.scope {
             scope.set_attributes(&None, self.root, attributes);
         }
+    }
+
+    /// Whether the request was cancelled (see [`Request::with_cancellation`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.scope.as_ref().is_some_and(RequestScope::is_cancelled)
     }
 
     /// Say how the request failed (a low-cardinality code), for its metrics.

@@ -265,6 +265,10 @@ impl crate::bindings::ww::memory::progress::Host for TracingCtx {
         self.truncated(&mut message, MAX_STRING_VALUE_BYTES);
         self.scope.report_progress(done, total, &message);
     }
+
+    fn cancelled(&mut self) -> bool {
+        self.scope.is_cancelled()
+    }
 }
 
 /// Link the tracing, metrics and progress interfaces for stores whose data exposes a

@@ -12,6 +12,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::Span;
+use tokio_util::sync::CancellationToken;
 
 use super::limits::*;
 use super::w3c::{self, IncomingContext};
@@ -76,6 +77,8 @@ pub type ProgressSink = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
 pub struct RequestScope {
     telemetry: Arc<Telemetry>,
     progress: Option<ProgressSink>,
+    /// Cancelled when the client cancels the request or goes away.
+    cancellation: Option<CancellationToken>,
     /// Open spans in start order; the last is the innermost.
     open: Vec<OpenSpan>,
     /// The parent of the request's first span, when the request came with one.
@@ -103,6 +106,7 @@ impl RequestScope {
         let mut scope = Self {
             telemetry,
             progress: None,
+            cancellation: None,
             open: Vec::new(),
             remote_parent: None,
             baggage: Vec::new(),
@@ -132,6 +136,19 @@ impl RequestScope {
         if let Some(sink) = &self.progress {
             sink(done, total, message);
         }
+    }
+
+    /// Cancel this request when `token` is cancelled.
+    pub fn set_cancellation(&mut self, token: Option<CancellationToken>) {
+        self.cancellation = token;
+    }
+
+    /// Whether the request was cancelled: the components' long operations stop at their
+    /// next step.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// The telemetry this scope records into.
@@ -417,9 +434,24 @@ impl RequestScope {
 }
 
 impl Drop for RequestScope {
-    /// A scope dropped on an error path still ends what it holds: an open span that is
-    /// never ended is never exported.
+    /// A finished request's scope is empty ([`RequestScope::finish`]). One dropped with
+    /// spans open was abandoned: its future was dropped mid-call (a cancelled request
+    /// whose call did not stop in time, a server shutting down). Its spans still end, as
+    /// an open span that is never ended is never exported, marked `ww.cancelled`; the
+    /// outermost, the request's own, failed with the reason.
     fn drop(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        for open in &mut self.open {
+            open.span.set_attribute(KeyValue::new("ww.cancelled", true));
+        }
+        let abandoned = Exception {
+            kind: "cancelled".to_owned(),
+            message: "the request was abandoned before its call returned".to_owned(),
+            stacktrace: None,
+        };
+        self.record_exception_at(0, abandoned);
         self.close_all();
     }
 }

@@ -106,6 +106,13 @@ pub fn report_progress(done: u64, total: u64, message: &str) {
     bindings::ww::memory::progress::report(done, total, message);
 }
 
+/// Whether the request was cancelled (the client sent `notifications/cancelled` or went
+/// away). A long operation checks between steps, stops at the next one and returns what
+/// it has done; a short one need not look.
+pub fn cancelled() -> bool {
+    bindings::ww::memory::progress::cancelled()
+}
+
 /// The test fixtures' interfaces. Only the fixture components use these.
 pub mod fixtures {
     /// Worker side: implement [`worker::Guest`] and call `ww_guest::export_fixture_worker!`.

@@ -23,7 +23,7 @@ use ww_guest::services::vector_store::{
     self as vectors, Collection, PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
-use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, span, traced};
+use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, span, traced};
 use ww_service_common::{
     Quantized, check_text, check_unit, embed, invalid, new_id, similar_at_least,
 };
@@ -455,6 +455,11 @@ fn consolidate_light() -> Result<LightReport, Error> {
             examined += 1;
         }
         report_progress(examined, total, "reading episodes");
+        if cancelled() {
+            // Duplicates found among part of the episodes could contradict what the
+            // whole finds: nothing is marked.
+            return Ok(stopped(examined, 0));
+        }
         match last {
             Some(id) => after = Some(id),
             None => break,
@@ -489,8 +494,14 @@ fn consolidate_light() -> Result<LightReport, Error> {
             }
         }
     }
+    let mut marked = 0;
     for batch in updates.chunks(PAGE as usize) {
+        if cancelled() {
+            // Each batch stands on its own; the next run finds the rest.
+            return Ok(stopped(examined, marked));
+        }
         vectors::update_payload(Collection::Episodes, batch)?;
+        marked += batch.len() as u64;
     }
     add_span_attribute("consolidation.examined", examined);
     add_span_attribute("consolidation.duplicates", updates.len());
@@ -499,6 +510,18 @@ fn consolidate_light() -> Result<LightReport, Error> {
         examined,
         marked_duplicates: updates.len() as u64,
     })
+}
+
+/// The report of a light consolidation that stopped at a step because its request was
+/// cancelled.
+fn stopped(examined: u64, marked_duplicates: u64) -> LightReport {
+    add_span_attribute("consolidation.examined", examined);
+    add_span_attribute("consolidation.duplicates", marked_duplicates);
+    add_span_attribute("consolidation.cancelled", true);
+    LightReport {
+        examined,
+        marked_duplicates,
+    }
 }
 
 struct Episodic;

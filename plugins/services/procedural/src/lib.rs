@@ -12,7 +12,7 @@ use ww_guest::services::vector_store::{
     self as vectors, Collection, PayloadUpdate, Point, Rescore, ScoreTerm, SearchRequest,
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter};
-use ww_guest::{add_span_attribute, add_span_event, kv, report_progress, traced};
+use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, traced};
 use ww_service_common::{
     Fields, Quantized, check_id, check_optional, check_text, check_unit, embed, equals, flag,
     integer, invalid, new_id, number, similar_at_least, text,
@@ -427,6 +427,10 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
             let quantized = Quantized::new(&vector);
             skills.push((skill, successes, (vector, quantized)));
         }
+        if cancelled() {
+            // Merges decided on part of the skills could pick another leader.
+            return Ok(stopped(skills.len() as u64, 0, 0));
+        }
         after = Some(last);
     }
     // Best first: success rate, then experience; each skill merges into the first better
@@ -457,7 +461,13 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
     }
     let examined = skills.len() as u64;
     let mut merged_into: std::collections::BTreeSet<usize> = Default::default();
+    let mut deprecated = 0u64;
     for (done, &(index, leader)) in absorbed.iter().enumerate() {
+        if cancelled() {
+            // The merges done so far are complete (their leaders' versions move on
+            // below); the next run finds the rest.
+            break;
+        }
         let (skill, successes, _) = &skills[index];
         let mut skill = skill.clone();
         let leader_id = skills[leader].0.id.clone();
@@ -473,6 +483,7 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
             properties: vec![integer("merged_at", now)],
         })?;
         merged_into.insert(leader);
+        deprecated += 1;
         report_progress(done as u64 + 1, absorbed.len() as u64, "merging skills");
     }
     for &leader in &merged_into {
@@ -481,14 +492,31 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
         skill.version += 1;
         save(&skill, *successes)?;
     }
+    if deprecated < absorbed.len() as u64 {
+        return Ok(stopped(examined, merged_into.len() as u64, deprecated));
+    }
     add_span_attribute("consolidation.skills", examined);
     add_span_attribute("consolidation.merged", merged_into.len());
-    add_span_attribute("consolidation.deprecated", absorbed.len());
+    add_span_attribute("consolidation.deprecated", deprecated);
     Ok(SkillReport {
         examined,
         merged: merged_into.len() as u64,
-        deprecated: absorbed.len() as u64,
+        deprecated,
     })
+}
+
+/// The report of a skill consolidation that stopped at a step because its request was
+/// cancelled.
+fn stopped(examined: u64, merged: u64, deprecated: u64) -> SkillReport {
+    add_span_attribute("consolidation.skills", examined);
+    add_span_attribute("consolidation.merged", merged);
+    add_span_attribute("consolidation.deprecated", deprecated);
+    add_span_attribute("consolidation.cancelled", true);
+    SkillReport {
+        examined,
+        merged,
+        deprecated,
+    }
 }
 
 struct Procedural;

@@ -12,7 +12,7 @@ use ww_guest::semantic::{DeepReport, EntityType};
 use ww_guest::services::graph_store::{self as graph, Direction};
 use ww_guest::services::vector_store::{self as vectors, Collection};
 use ww_guest::services::{Condition, Error, Filter};
-use ww_guest::{add_span_attribute, report_progress, traced};
+use ww_guest::{add_span_attribute, cancelled, report_progress, traced};
 use ww_service_common::{Fields, Quantized, similar_at_least};
 
 use crate::entity;
@@ -85,15 +85,38 @@ fn read_episodes() -> Result<Vec<Episode>, Error> {
             });
         }
         report_progress(episodes.len() as u64, total * 2, "reading episodes");
+        if cancelled() {
+            break;
+        }
         after = Some(last);
     }
     Ok(episodes)
+}
+
+/// The report of a deep consolidation that stopped at a step because its request was
+/// cancelled (the flag stays set once set, so each step's check sees it).
+fn stopped(report: DeepReport) -> DeepReport {
+    add_span_attribute("consolidation.episodes", report.episodes_examined);
+    add_span_attribute("consolidation.entities_created", report.entities_created);
+    add_span_attribute("consolidation.entities_updated", report.entities_updated);
+    add_span_attribute("consolidation.cancelled", true);
+    report
 }
 
 #[traced("semantic.consolidate_deep", kind = Internal)]
 pub fn deep(now: i64) -> Result<DeepReport, Error> {
     let episodes = read_episodes()?;
     let total = episodes.len() as u64;
+    let mut report = DeepReport {
+        episodes_examined: total,
+        clusters: 0,
+        entities_created: 0,
+        entities_updated: 0,
+    };
+    if cancelled() {
+        // Clusters of part of the episodes are not the clusters: nothing is written.
+        return Ok(stopped(report));
+    }
     // Leader clustering, in id (creation) order: each episode joins the first cluster
     // whose first episode it is similar enough to, or starts one.
     let mut clusters: Vec<Vec<usize>> = Vec::new();
@@ -113,6 +136,9 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
         }
         if index % 500 == 499 {
             report_progress(total + index as u64 + 1, total * 2, "clustering episodes");
+            if cancelled() {
+                return Ok(stopped(report));
+            }
         }
     }
     let big: Vec<Vec<&Episode>> = clusters
@@ -120,13 +146,17 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
         .filter(|c| c.len() >= MIN_CLUSTER)
         .map(|c| c.iter().map(|&i| &episodes[i]).collect())
         .collect();
-    let (mut created, mut updated) = (0u64, 0u64);
+    report.clusters = big.len() as u64;
     for members in &big {
+        if cancelled() {
+            // Each cluster is written whole or not at all; the next run does the rest.
+            return Ok(stopped(report));
+        }
         let name = cluster_name(members);
         let existing = crate::find_active(&name, entity::type_name(EntityType::Concept))?;
         let id = match existing {
             Some(id) => {
-                updated += 1;
+                report.entities_updated += 1;
                 id
             }
             None => {
@@ -142,7 +172,7 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
                     now,
                 );
                 crate::store_new(&entity)?;
-                created += 1;
+                report.entities_created += 1;
                 entity.id
             }
         };
@@ -164,12 +194,7 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
     report_progress(total * 2, total * 2, "entities written");
     add_span_attribute("consolidation.episodes", total);
     add_span_attribute("consolidation.clusters", big.len());
-    add_span_attribute("consolidation.entities_created", created);
-    add_span_attribute("consolidation.entities_updated", updated);
-    Ok(DeepReport {
-        episodes_examined: total,
-        clusters: big.len() as u64,
-        entities_created: created,
-        entities_updated: updated,
-    })
+    add_span_attribute("consolidation.entities_created", report.entities_created);
+    add_span_attribute("consolidation.entities_updated", report.entities_updated);
+    Ok(report)
 }

@@ -20,7 +20,7 @@ MODEL_DOWNLOAD := target/models/download
 MODEL_DIR := target/models/all-MiniLM-L6-v2
 export WW_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
 
-.PHONY: help target plugins model build run test bench-recall test-python test-qdrant py-venv fmt fmt-check clippy bench clean
+.PHONY: help target plugins model build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -82,7 +82,7 @@ clippy: plugins
 
 # The Python SDK's tests run inside `cargo test` (host/tests/python_sdk.rs), against the
 # binary that run builds: one build of everything.
-test: fmt-check clippy plugins model py-venv
+test: fmt-check clippy plugins model py-venv inspector
 	$(CARGO) test --workspace
 	# Guest crates whose tests need no component run natively: the SDK's documented
 	# example, the write-ahead log (with its kill -9 test), the vector arithmetic, the
@@ -91,7 +91,7 @@ test: fmt-check clippy plugins model py-venv
 	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-lexical -p ww-bolt -p ww-http -p store-embedded
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
-test-python: plugins model py-venv
+test-python: plugins model py-venv inspector
 	$(CARGO) test -p ww-host --test python_sdk -- --nocapture
 
 # The storage conformance suite against a live Qdrant (the graph on FalkorDB, as in CI):
@@ -108,6 +108,17 @@ py-venv: $(PY_VENV)/.installed
 $(PY_VENV)/.installed: tests/python/requirements.txt
 	test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+# The MCP Inspector's CLI (npm, pinned; runs on Node 20), which the tests drive against the
+# server over stdio and HTTP: a client users reach for first.
+INSPECTOR := target/inspector
+INSPECTOR_PACKAGE := @modelcontextprotocol/inspector@0.15.0
+inspector: $(INSPECTOR)/.installed
+
+$(INSPECTOR)/.installed:
+	mkdir -p $(INSPECTOR)
+	npm install --prefix $(INSPECTOR) --no-audit --no-fund --loglevel=error '$(INSPECTOR_PACKAGE)'
 	touch $@
 
 bench: build py-venv

@@ -338,3 +338,82 @@ fn tail_sampling_is_off_until_asked_and_its_settings_are_checked() {
         "WW_OTEL_TAIL_SAMPLING",
     );
 }
+
+#[test]
+fn the_standard_exporter_choice_decides_which_exporters_run() {
+    let c = config(&[("OTEL_TRACES_EXPORTER", "otlp,console")]).unwrap();
+    assert!(c.otlp.is_some() && c.console && c.zipkin.is_none());
+    let c = config(&[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap();
+    let zipkin = c.zipkin.clone().expect("zipkin on");
+    assert_eq!(zipkin.endpoint, "http://localhost:9411/api/v2/spans");
+    assert_eq!(zipkin.timeout, Duration::from_secs(10));
+    assert!(c.otlp.is_none() && !c.console && c.is_recording());
+    assert!(
+        c.describe()
+            .contains("Zipkin http://localhost:9411/api/v2/spans")
+    );
+    let c = config(&[
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        (
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+            "http://127.0.0.1:9999/api/v2/spans",
+        ),
+        ("OTEL_EXPORTER_ZIPKIN_TIMEOUT", "500"),
+    ])
+    .unwrap();
+    let zipkin = c.zipkin.unwrap();
+    assert_eq!(zipkin.endpoint, "http://127.0.0.1:9999/api/v2/spans");
+    assert_eq!(zipkin.timeout, Duration::from_millis(500));
+    // The list is the whole choice: it wins over the on/off switches.
+    let c = config(&[
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_CONSOLE", "true"),
+    ])
+    .unwrap();
+    assert!(!c.is_recording());
+    // WW_OTEL_EXPORTER wins over the standard variable.
+    let c = config(&[
+        ("WW_OTEL_EXPORTER", "console"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+    ])
+    .unwrap();
+    assert!(c.console && c.zipkin.is_none());
+    // The SDK switched off still means off.
+    let c = config(&[
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_SDK_DISABLED", "true"),
+    ])
+    .unwrap();
+    assert!(!c.is_recording());
+    let m = error_naming(
+        &[("OTEL_TRACES_EXPORTER", "jaeger")],
+        "OTEL_TRACES_EXPORTER",
+    );
+    assert!(m.contains("otlp, zipkin, console"), "{m}");
+    error_naming(&[("WW_OTEL_EXPORTER", "none,otlp")], "WW_OTEL_EXPORTER");
+    error_naming(
+        &[
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "localhost:9411"),
+        ],
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+    );
+}
+
+#[test]
+fn span_names_and_content_capture_are_opt_in() {
+    use ww_host::telemetry::SpanNames;
+    let c = config(&[]).unwrap();
+    assert_eq!((c.span_names, c.capture_content), (SpanNames::Mcp, false));
+    let c = config(&[
+        ("WW_OTEL_SPAN_NAMES", "semconv"),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.span_names, c.capture_content),
+        (SpanNames::Semconv, true)
+    );
+    error_naming(&[("WW_OTEL_SPAN_NAMES", "otel")], "WW_OTEL_SPAN_NAMES");
+}

@@ -13,6 +13,13 @@ use ww_tests::mcp::{arguments, call, connect_with};
 use ww_tests::otlp::{OtlpReceiver, kind};
 use ww_tests::{data_dir, memory, otlp_telemetry, telemetry};
 
+/// A tool error's `{code, message, field?}`, sent as JSON text.
+fn error_body(result: &rmcp::model::CallToolResult) -> Value {
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    let text = &result.content[0].as_text().expect("text").text;
+    serde_json::from_str(text).expect("a JSON body")
+}
+
 async fn connect(memory: ww_host::memory::Memory) -> RunningService<RoleClient, ()> {
     ww_tests::mcp::connect(memory, "mcp-session").await
 }
@@ -91,24 +98,20 @@ async fn a_client_lists_the_17_tools_and_gets_results_and_tool_errors() {
     )
     .await;
     assert_eq!(bad.is_error, Some(true));
-    let error = bad.structured_content.unwrap();
+    // The body is text only: structured content must match the output schema.
+    assert!(bad.structured_content.is_none());
+    let error = error_body(&bad);
     assert_eq!(error["code"], json!("VALIDATION_ERROR"));
     assert_eq!(error["field"], json!("surprise"));
     let missing = call(&client, "mark_important", json!({"episode_id": "nope"})).await;
-    assert_eq!(
-        missing.structured_content.unwrap()["code"],
-        json!("NOT_FOUND")
-    );
+    assert_eq!(error_body(&missing)["code"], json!("NOT_FOUND"));
     let huge = call(
         &client,
         "create_episode",
         json!({"content": "x".repeat(10 << 20)}),
     )
     .await;
-    assert_eq!(
-        huge.structured_content.unwrap()["code"],
-        json!("VALIDATION_ERROR")
-    );
+    assert_eq!(error_body(&huge)["code"], json!("VALIDATION_ERROR"));
     // An unknown tool is a protocol error.
     let unknown = client
         .call_tool(CallToolRequestParams::new("no_such_tool"))
@@ -447,4 +450,150 @@ async fn a_cancelled_consolidate_now_stops_and_the_next_call_works() {
         "{phases:?}"
     );
     client.cancel().await.unwrap();
+}
+
+/// The OpenTelemetry GenAI memory conventions on the services' spans; by opt-in, MCP span
+/// names in the conventions' form and a search's query text.
+async fn memory_conventions(opt_in: bool) -> Vec<ww_tests::otlp::ReceivedSpan> {
+    let receiver = OtlpReceiver::grpc().await;
+    let endpoint = receiver.endpoint();
+    let mut vars = vec![
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_ENDPOINT", endpoint.as_str()),
+        ("WW_OTEL_SERVICE_NAME", "ww-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("WW_OTEL_METRICS", "false"),
+    ];
+    if opt_in {
+        vars.push(("WW_OTEL_SPAN_NAMES", "semconv"));
+        vars.push(("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"));
+    }
+    let telemetry = ww_tests::telemetry(&vars);
+    let dir = data_dir(&format!("mcp-genai-memory-{opt_in}"));
+    let client = connect(memory(&dir, telemetry.clone()).await).await;
+    let created = call(
+        &client,
+        "create_episode",
+        json!({"content": "the cache warmed up"}),
+    )
+    .await;
+    let id = created.structured_content.unwrap()["id"].clone();
+    call(&client, "recall_episodes", json!({"query": "cache"})).await;
+    telemetry.flush().await;
+    let recall_root = if opt_in {
+        "tools/call recall_episodes"
+    } else {
+        "mcp.recall_episodes"
+    };
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == recall_root)
+        })
+        .await;
+    let named = |name: &str| spans.iter().find(|s| s.name == name).unwrap().clone();
+    let create = named("episodic.create");
+    assert_eq!(
+        create.attr_str("gen_ai.operation.name"),
+        Some("create_memory")
+    );
+    assert_eq!(
+        create.attr_str("gen_ai.memory.store.id"),
+        Some("ww_episodes")
+    );
+    assert_eq!(create.attr_str("gen_ai.memory.record.id"), id.as_str());
+    let recall = named("episodic.recall");
+    assert_eq!(
+        recall.attr_str("gen_ai.operation.name"),
+        Some("search_memory")
+    );
+    assert_eq!(
+        recall.attr_str("gen_ai.memory.store.id"),
+        Some("ww_episodes")
+    );
+    assert_eq!(
+        recall.attributes.get("gen_ai.memory.record.count"),
+        Some(&ww_tests::otlp::AttrValue::Int(1))
+    );
+    // The root keeps saying what the tool call is, in either naming.
+    let root = named(recall_root);
+    assert_eq!(root.attr_str("gen_ai.operation.name"), Some("execute_tool"));
+    assert_eq!(root.attr_str("mcp.method.name"), Some("tools/call"));
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_spans_carry_the_genai_memory_conventions_and_content_only_by_opt_in() {
+    let spans = memory_conventions(false).await;
+    let root = spans
+        .iter()
+        .find(|s| s.name == "mcp.recall_episodes")
+        .unwrap();
+    assert_eq!(root.attr_str("gen_ai.memory.query.text"), None);
+    assert!(!spans.iter().any(|s| s.name.starts_with("tools/call")));
+    let spans = memory_conventions(true).await;
+    let root = spans
+        .iter()
+        .find(|s| s.name == "tools/call recall_episodes")
+        .unwrap();
+    assert_eq!(root.attr_str("gen_ai.memory.query.text"), Some("cache"));
+    assert!(!spans.iter().any(|s| s.name.starts_with("mcp.")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_zipkin_exporter_a_call_reaches_a_zipkin_collector_as_one_tree() {
+    use ww_tests::zipkin::ZipkinReceiver;
+    let collector = ZipkinReceiver::start().await;
+    let endpoint = collector.endpoint();
+    let telemetry = ww_tests::telemetry(&[
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "ww-zipkin-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ]);
+    assert!(telemetry.is_recording());
+    let client = connect(memory(&data_dir("mcp-zipkin"), telemetry.clone()).await).await;
+    call(
+        &client,
+        "create_episode",
+        json!({"content": "zipkin draws trees"}),
+    )
+    .await;
+    call(&client, "recall_episodes", json!({"query": "zipkin"})).await;
+    telemetry.flush().await;
+    let spans = collector
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == "mcp.recall_episodes")
+        })
+        .await;
+    let named = |name: &str| {
+        spans
+            .iter()
+            .rfind(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {spans:#?}"))
+    };
+    let root = named("mcp.recall_episodes");
+    assert_eq!(root.kind.as_deref(), Some("SERVER"));
+    assert_eq!(root.parent_id, None);
+    assert_eq!(root.service.as_deref(), Some("ww-zipkin-test"));
+    let recall = named("episodic.recall");
+    assert_eq!(recall.parent_id.as_ref(), Some(&root.id));
+    assert_eq!(recall.kind, None, "internal work has no Zipkin kind");
+    assert_eq!(recall.tags["gen_ai.operation.name"], json!("search_memory"));
+    let search = spans
+        .iter()
+        .find(|s| s.name == "embedded.search" && s.trace_id == root.trace_id)
+        .expect("the store's boundary span");
+    assert_eq!(search.parent_id.as_ref(), Some(&recall.id));
+    assert_eq!(search.kind.as_deref(), Some("CLIENT"));
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
+    // Every span of the call but the root has its parent in the same trace.
+    for span in &trace {
+        if let Some(parent) = &span.parent_id {
+            assert!(trace.iter().any(|s| &s.id == parent), "{span:?}");
+        }
+    }
+    assert_eq!(root.trace_id.len(), 32);
 }

@@ -262,7 +262,7 @@ async fn metrics_arrive_with_names_units_attributes_and_exemplars_of_exported_tr
         attr_str(&resource.attributes, "telemetry.sdk.language"),
         Some("rust")
     );
-    assert!(telemetry.stats().metrics.expect("metrics on").1 >= 1);
+    assert!(telemetry.stats().metrics.expect("metrics on").exports >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,4 +440,74 @@ fn check_exemplars_named(
         assert!(exemplar_value(exemplar) >= 2.0);
     }
     point.exemplars.len()
+}
+
+/// A trace-only backend (Jaeger, Tempo, Phoenix) where metrics go by default: the first
+/// answer that it takes no metrics stops their export, once, said in `memory_stats`.
+async fn trace_only_backend_stops_the_metrics_export(receiver: OtlpReceiver, protocol: &str) {
+    let telemetry = metrics_telemetry(&receiver, protocol, &[]);
+    let memory = memory(
+        &data_dir(&format!("metrics-trace-only-{protocol}")),
+        telemetry.clone(),
+    )
+    .await;
+    let client = connect(memory).await;
+    call(&client, "create_episode", json!({"content": "a"})).await;
+    telemetry.flush().await;
+    let stats = telemetry.stats().metrics.expect("metrics on");
+    let stopped = stats.stopped.expect("the export stopped");
+    assert!(stopped.contains("takes no metrics"), "{stopped}");
+    assert_eq!((stats.exports, stats.failed_exports), (0, 1));
+    // Traces still go there; metrics are not tried again.
+    call(&client, "create_episode", json!({"content": "b"})).await;
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            s.iter().filter(|s| s.name == "mcp.create_episode").count() == 2
+        })
+        .await;
+    assert!(!spans.is_empty());
+    assert_eq!(telemetry.stats().metrics.unwrap().failed_exports, 1);
+    assert!(receiver.metric_exports().is_empty());
+    // A client sees it.
+    let stats = call(&client, "memory_stats", json!({})).await;
+    let metrics = &stats.structured_content.unwrap()["tracing"]["metrics"];
+    assert_eq!(metrics["stopped"], json!(stopped), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_backend_without_metrics_stops_their_export() {
+    trace_only_backend_stops_the_metrics_export(OtlpReceiver::grpc_traces_only().await, "grpc")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_backend_without_metrics_stops_their_export() {
+    trace_only_backend_stops_the_metrics_export(
+        OtlpReceiver::http_traces_only().await,
+        "http/protobuf",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_endpoint_that_is_down_is_retried_not_stopped() {
+    let receiver = OtlpReceiver::grpc().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let telemetry = metrics_telemetry(
+        &receiver,
+        "grpc",
+        &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", down.as_str())],
+    );
+    let memory = memory(&data_dir("metrics-down"), telemetry.clone()).await;
+    let client = connect(memory).await;
+    for content in ["a", "b"] {
+        call(&client, "create_episode", json!({"content": content})).await;
+        telemetry.flush().await;
+    }
+    let stats = telemetry.stats().metrics.expect("metrics on");
+    assert_eq!(stats.failed_exports, 2, "tried at each flush");
+    assert!(stats.stopped.is_none());
 }

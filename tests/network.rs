@@ -75,6 +75,13 @@ async fn tcp_reaches_the_endpoint_and_nothing_else() {
     let host = worker(Some(format!("bolt://{allowed}"))).await.unwrap();
 
     call(&host, "tcp-connect", &allowed).await.unwrap();
+    // The listener counts a connection when its accept task gets to it.
+    for _ in 0..500 {
+        if allowed_seen.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(
         allowed_seen.load(Ordering::SeqCst),
         2,

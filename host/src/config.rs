@@ -294,6 +294,9 @@ pub struct FileConfig {
     /// HTTP bearer tokens bound to sessions: a TOML file of `[[token]]` tables
     /// (`sha256`, `session`), written by `ww-memory token add` (`WW_TOKENS_FILE` wins).
     pub tokens: Option<PathBuf>,
+    /// Whether `serve` refuses to start when a component's endpoint does not answer
+    /// (default true; false starts anyway, its calls failing until the endpoint is up).
+    pub check_endpoints: Option<bool>,
     /// Limits for every component.
     #[serde(default)]
     pub limits: LimitsConfig,

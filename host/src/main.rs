@@ -12,8 +12,10 @@ use wasmtime::component::Val;
 use ww_host::config::{self, FileConfig, Role};
 use ww_host::gateway::http::{self, HttpOptions};
 use ww_host::gateway::{Gateway, tools};
-use ww_host::memory::Memory;
-use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request, host_provided};
+use ww_host::memory::{CheckError, Memory};
+use ww_host::plugins::{
+    ComponentHost, ComponentSpec, EndpointCheck, HostConfig, Request, host_provided,
+};
 use ww_host::session::{self, Session, TokenBindings};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};
 use ww_host::tracing_capability::IncomingContext;
@@ -137,6 +139,11 @@ struct ServeArgs {
     /// `https://app.example.com:443`.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// Start even when a store's or an embedder's endpoint does not answer (the
+    /// configuration's `check_endpoints = false`): its calls fail with STORAGE_ERROR or
+    /// EMBEDDING_ERROR until it is up.
+    #[arg(long = "no-endpoint-check")]
+    no_endpoint_check: bool,
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -172,6 +179,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ..FileConfig::default()
         }),
         (None, _) => None,
+    };
+    let checked = file
+        .as_ref()
+        .and_then(|f| f.check_endpoints)
+        .unwrap_or(true);
+    let endpoint_check = match &command {
+        // Shows a configuration whatever is running; marks what does not answer.
+        Command::Plugins => EndpointCheck::Report,
+        Command::Serve(args) if args.no_endpoint_check || !checked => EndpointCheck::Report,
+        _ => EndpointCheck::Required,
     };
     let (components, file_cache_dir, data_dir, tokens_file) = match file {
         Some(mut file) => {
@@ -239,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = HostConfig {
         components,
         cache_dir: cli.cache_dir.or(file_cache_dir).or_else(default_cache_dir),
+        endpoint_check,
         ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry.clone()).await?;
@@ -249,8 +267,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let memory = Memory::new(std::sync::Arc::new(host));
             // Loads the embedder (a model's weights) and the store before the first
             // request, and refuses vectors another embedder wrote.
-            let embedder = memory.check_embedder().await?;
-            tracing::info!("embedder {embedder}");
+            match memory.check_embedder().await {
+                Ok(embedder) => tracing::info!("embedder {embedder}"),
+                // Told to serve before its stores are up: the check waits for them.
+                Err(CheckError::Unavailable(error)) if endpoint_check == EndpointCheck::Report => {
+                    tracing::warn!(
+                        "serving without the start-up check of the embedder and the stores \
+                         ({}); calls fail until they answer",
+                        error.message
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            }
             let tokens = match &tokens_file {
                 Some(path) => Some(std::sync::Arc::new(TokenBindings::load(path)?)),
                 None => None,
@@ -349,7 +377,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (component, shape) in host.components() {
                 println!("{}  ({})", component.name(), component.path().display());
                 if let Some(endpoint) = component.endpoint() {
-                    println!("  network {}  (nothing else)", endpoint.url);
+                    match component.endpoint_unreachable() {
+                        None => println!("  network {}  (nothing else)", endpoint.url),
+                        Some(reason) => println!(
+                            "  network {}  (nothing else)  UNREACHABLE: {reason}",
+                            endpoint.url
+                        ),
+                    }
                 }
                 for (interface, functions) in &shape.imports {
                     let source = match host.exporter(interface) {

@@ -30,9 +30,10 @@ class Checked:
     async def error(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         result = await self.client.call_tool(name, args)
         assert result.is_error, f"{name} should fail: {result.structured_content}"
-        body = result.structured_content
+        # The body as JSON text only: structured content must match the output schema.
+        assert result.structured_content is None
+        body = json.loads(result.content[0].text)
         assert set(body) <= {"code", "message", "field"}, body
-        assert json.loads(result.content[0].text) == body
         return body
 
 

@@ -46,6 +46,38 @@ READ_ONLY = {
 }
 
 
+# JSON Schema 2020-12: the keywords its validator implements, plus the core and
+# annotation keywords it does not validate.
+KNOWN_KEYWORDS = set(jsonschema.Draft202012Validator.VALIDATORS) | {
+    "$schema", "$id", "$defs", "$comment", "$anchor", "$dynamicAnchor", "$vocabulary",
+    "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
+    "contentMediaType", "contentEncoding", "contentSchema",
+}
+KNOWN_FORMATS = set(jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers)
+SUBSCHEMA_MAPS = ("properties", "$defs", "patternProperties", "dependentSchemas")
+SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains",
+              "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+
+
+def unknown_in(schema: Any, where: str) -> list[str]:
+    """Every keyword and format in `schema` that JSON Schema 2020-12 does not define."""
+    if not isinstance(schema, dict):
+        return []
+    found = [f"{where}: keyword {k}" for k in schema if k not in KNOWN_KEYWORDS]
+    if "format" in schema and schema["format"] not in KNOWN_FORMATS:
+        found.append(f"{where}: format {schema['format']}")
+    for key in SUBSCHEMA_MAPS:
+        for name, sub in schema.get(key, {}).items():
+            found += unknown_in(sub, f"{where}/{key}/{name}")
+    for key in SUBSCHEMA_LISTS:
+        for i, sub in enumerate(schema.get(key, [])):
+            found += unknown_in(sub, f"{where}/{key}/{i}")
+    for key in SUBSCHEMAS:
+        found += unknown_in(schema.get(key), f"{where}/{key}")
+    return found
+
+
 @asynccontextmanager
 async def connect(transport: str, mode: str, tmp_path: Path, session: str):
     """A Client on a fresh server over `transport`, negotiating by `mode`."""
@@ -82,7 +114,10 @@ async def test_a_client_lists_the_17_tools_and_calls_every_one(
             assert tool.input_schema["type"] == "object"
             assert tool.input_schema.get("additionalProperties") is False, tool.name
             assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
-            jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+            for kind, schema in [("input", tool.input_schema), ("output", tool.output_schema)]:
+                jsonschema.Draft202012Validator.check_schema(schema)
+                # Plain JSON Schema: what a client's validator knows (no custom formats).
+                assert unknown_in(schema, f"{tool.name} {kind}") == []
             assert (tool.annotations.read_only_hint is True) == (tool.name in READ_ONLY)
             assert len(tool.description or "") > 40
         await run_scenario(client, "py-scenario")

@@ -5,6 +5,8 @@ accepts connections and never answers)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -23,7 +25,8 @@ async def entity(client: Client, name: str) -> dict:
     result = await client.call_tool(
         "create_entity", {"name": name, "entity_type": "TOOL", "summary": f"{name} summary"}
     )
-    return {"error": result.is_error, **(result.structured_content or {})}
+    body = json.loads(result.content[0].text) if result.is_error else result.structured_content
+    return {"error": result.is_error, **body}
 
 
 async def recovers(client: Client, name: str) -> None:
@@ -71,3 +74,39 @@ async def test_a_stopped_store_is_a_storage_error_and_recovery_is_automatic(
         stats = (await client.call_tool("memory_stats", {})).structured_content
         graph = [s for s in stats["stores"] if s["backend"] == "neo4j"]
         assert graph and graph[0]["healthy"], stats["stores"]
+
+
+async def test_plugins_lists_a_configuration_whose_store_is_down_and_serve_can_start_anyway(
+    tmp_path: Path,
+) -> None:
+    falkordb = FalkorDB(tmp_path / "falkordb")  # not started yet
+    config = neo4j_graph_config(tmp_path / "neo4j.toml", falkordb.bolt_url)
+    env = server_env(tmp_path / "data", "down", WW_CONFIG=str(config))
+    # `plugins` shows the configuration, marking the endpoint that does not answer.
+    listed = subprocess.run(
+        [str(BIN), "plugins"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr
+    network = [line for line in listed.stdout.splitlines() if "network bolt://" in line]
+    assert len(network) == 1 and "UNREACHABLE" in network[0], listed.stdout
+    assert "graph-store" in listed.stdout and "neo4j" in listed.stdout
+    # `serve` still refuses to start on it, naming it...
+    refused = subprocess.run(
+        [str(BIN), "serve"], env=env, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode != 0
+    assert "cannot reach its endpoint" in refused.stderr and falkordb.bolt_url in refused.stderr
+    # ...unless told to start anyway: its calls are STORAGE_ERROR until the store is up.
+    params = StdioServerParameters(
+        command=str(BIN), args=["serve", "--no-endpoint-check"], env=env
+    )
+    async with Client(params, read_timeout_seconds=120) as client:
+        down = await entity(client, "while down")
+        assert down["error"] and down["code"] == "STORAGE_ERROR", down
+        await still_serving(client)
+        falkordb.start()
+        try:
+            await recovers(client, "once up")
+        finally:
+            falkordb.stop()

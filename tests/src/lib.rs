@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod mcp;
 pub mod otlp;
+pub mod zipkin;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -107,6 +108,7 @@ pub async fn fixture_host_with(telemetry: Arc<Telemetry>, limits: CallLimits) ->
         components: fixtures(),
         cache_dir: Some(cache_dir()),
         limits,
+        ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry)
         .await

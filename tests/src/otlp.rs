@@ -249,6 +249,9 @@ struct Received {
     arrived: Notify,
     /// Only count spans, keep nothing (benchmarks: the receiver shares the machine).
     count_only: bool,
+    /// Take traces only, as Jaeger, Tempo and Phoenix do: no metrics service over gRPC
+    /// (`UNIMPLEMENTED`), 404 on `/v1/metrics` over HTTP.
+    traces_only: bool,
     counted: std::sync::atomic::AtomicU64,
 }
 
@@ -347,6 +350,24 @@ impl OtlpReceiver {
         .await
     }
 
+    /// An OTLP/gRPC receiver of traces only (a trace-only backend's answer to metrics).
+    pub async fn grpc_traces_only() -> Self {
+        Self::grpc_with(Received {
+            traces_only: true,
+            ..Received::default()
+        })
+        .await
+    }
+
+    /// An OTLP/HTTP receiver of traces only (404 on `/v1/metrics`).
+    pub async fn http_traces_only() -> Self {
+        Self::http_with(Received {
+            traces_only: true,
+            ..Received::default()
+        })
+        .await
+    }
+
     /// Spans accepted by a counting receiver.
     pub fn counted(&self) -> u64 {
         self.received
@@ -359,14 +380,15 @@ impl OtlpReceiver {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(received);
         let service = TraceServiceServer::new(GrpcTraces(received.clone()));
-        let metrics = MetricsServiceServer::new(GrpcMetrics(received.clone()));
+        let metrics = (!received.traces_only)
+            .then(|| MetricsServiceServer::new(GrpcMetrics(received.clone())));
         // As collectors do: without TCP_NODELAY every answer waits ~40 ms for a delayed ACK.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
-                .add_service(metrics)
+                .add_optional_service(metrics)
                 .serve_with_incoming(incoming)
                 .await;
         });
@@ -380,9 +402,13 @@ impl OtlpReceiver {
 
     /// An OTLP/HTTP receiver accepting protobuf on `/v1/traces`.
     pub async fn http() -> Self {
+        Self::http_with(Received::default()).await
+    }
+
+    async fn http_with(received: Received) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Received::default());
+        let received = Arc::new(received);
         let shared = received.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -405,6 +431,12 @@ impl OtlpReceiver {
                                     })
                                     .collect();
                                 let body = request.into_body().collect().await?.to_bytes();
+                                if path == "/v1/metrics" && received.traces_only {
+                                    let response = hyper::Response::builder()
+                                        .status(404)
+                                        .body(Full::new(Bytes::new()));
+                                    return Ok::<_, hyper::Error>(response.expect("response"));
+                                }
                                 if path == "/v1/metrics" {
                                     let response = match ExportMetricsServiceRequest::decode(body) {
                                         Ok(export) => {

@@ -1,7 +1,8 @@
 //! The MCP gateway: the 17 tools over MCP (rmcp), each call one SERVER span `mcp.<tool>`
 //! continuing the caller's trace from `params._meta.traceparent` when it sends one.
-//! Tool failures are results with `isError` and `{code, message, field?}`; an unknown
-//! tool is a protocol error.
+//! Tool failures are results with `isError` and the JSON text `{code, message, field?}`
+//! (no `structuredContent`: that must match the tool's output schema); an unknown tool is
+//! a protocol error.
 
 pub mod http;
 pub mod tools;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::memory::Memory;
 use crate::plugins::Request;
 use crate::session::Session;
+use crate::telemetry::SpanNames;
 use crate::tracing_capability::IncomingContext;
 
 /// Progress reports queued for the client at most.
@@ -137,7 +139,12 @@ impl ServerHandler for Gateway {
                 }
             }
         }
-        let mut call = Request::new(format!("mcp.{name}"))
+        let telemetry = self.memory.host().telemetry();
+        let span_name = match telemetry.span_names() {
+            SpanNames::Mcp => format!("mcp.{name}"),
+            SpanNames::Semconv => format!("tools/call {name}"),
+        };
+        let mut call = Request::new(span_name)
             .for_tool(name.clone())
             .with_cancellation(context.ct.clone())
             .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))
@@ -210,6 +217,13 @@ impl ServerHandler for Gateway {
                 let _ = sender.try_send((done, total, message.to_owned()));
             }));
         }
+        // The GenAI memory conventions' opt-in: a search's query text, which may be
+        // sensitive, only when the user asked for content to be recorded.
+        if telemetry.captures_content()
+            && let Some(query) = tools::search_query(&name, request.arguments.as_ref())
+        {
+            call = call.with_attribute(KeyValue::new("gen_ai.memory.query.text", query));
+        }
         let args = Value::Object(request.arguments.unwrap_or_default());
         let caller = tools::Caller {
             session: &session,
@@ -245,9 +259,12 @@ impl ServerHandler for Gateway {
         };
         Ok(match result {
             Ok(value) => CallToolResult::structured(value),
-            Err(error) => CallToolResult::structured_error(
-                serde_json::to_value(&error).unwrap_or(Value::Null),
-            ),
+            // The body as text only: a tool's `structuredContent` must match its output
+            // schema (MCP), and the official TypeScript SDK checks that of error results
+            // too, turning each into a protocol error that hides the body.
+            Err(error) => CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                serde_json::to_string(&error).unwrap_or_default(),
+            )]),
         }
         .into())
     }

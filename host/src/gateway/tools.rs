@@ -32,7 +32,39 @@ pub struct ToolSpec {
 }
 
 fn schema<T: JsonSchema>() -> Value {
-    serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(plain_numbers))
+        .into_generator()
+        .into_root_schema_for::<T>();
+    serde_json::to_value(schema).unwrap_or(Value::Null)
+}
+
+/// Plain JSON Schema for numbers. schemars marks Rust's number types with formats of its
+/// own (`uint32`, `int64`, `double`, ...) that JSON Schema does not define, so validators
+/// ignore them and some warn at each (the MCP Inspector prints one line per use); what
+/// they meant is said with `minimum` / `maximum` instead, where it fits in a JSON number
+/// every client reads exactly.
+fn plain_numbers(schema: &mut schemars::Schema) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let range: (Option<i64>, Option<i64>) = match object.get("format").and_then(Value::as_str) {
+        Some("uint8") => (Some(0), Some(u8::MAX.into())),
+        Some("uint16") => (Some(0), Some(u16::MAX.into())),
+        Some("uint32") => (Some(0), Some(u32::MAX.into())),
+        Some("uint64" | "uint128" | "uint") => (Some(0), None),
+        Some("int8") => (Some(i8::MIN.into()), Some(i8::MAX.into())),
+        Some("int16") => (Some(i16::MIN.into()), Some(i16::MAX.into())),
+        Some("int32") => (Some(i32::MIN.into()), Some(i32::MAX.into())),
+        Some("int64" | "int128" | "int" | "float" | "double") => (None, None),
+        _ => return,
+    };
+    object.remove("format");
+    for (keyword, bound) in [("minimum", range.0), ("maximum", range.1)] {
+        if let Some(bound) = bound {
+            object.entry(keyword).or_insert(bound.into());
+        }
+    }
 }
 
 macro_rules! tool {
@@ -200,4 +232,18 @@ pub fn catalog() -> Arc<Vec<rmcp::model::Tool>> {
             })
             .collect(),
     )
+}
+
+/// The query text of a tool that searches memory (`gen_ai.memory.query.text`), when the
+/// arguments carry one.
+pub fn search_query(
+    tool: &str,
+    arguments: Option<&serde_json::Map<String, Value>>,
+) -> Option<String> {
+    let field = match tool {
+        "recall_episodes" | "query_at_time" | "semantic_recall" => "query",
+        "recall_skill" => "task",
+        _ => return None,
+    };
+    arguments?.get(field)?.as_str().map(str::to_owned)
 }

@@ -191,6 +191,9 @@ pub struct MetricsStatus {
     pub exports: u64,
     /// Exports that failed or timed out (the next one carries the same counts: cumulative).
     pub failed_exports: u64,
+    /// Why the export stopped: the endpoint takes no metrics (a trace-only backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// One component's counters (detailed only).
@@ -437,13 +440,12 @@ impl Memory {
             sampler: stats.sampler,
             spans_exported: stats.spans_exported,
             spans_dropped: stats.spans_dropped,
-            metrics: stats
-                .metrics
-                .map(|(exporter, exports, failed_exports)| MetricsStatus {
-                    exporter,
-                    exports,
-                    failed_exports,
-                }),
+            metrics: stats.metrics.map(|m| MetricsStatus {
+                exporter: m.description,
+                exports: m.exports,
+                failed_exports: m.failed_exports,
+                stopped: m.stopped,
+            }),
             tail_sampling: stats
                 .tail
                 .map(|counts| counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),

@@ -6,18 +6,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanKind};
 use wasmtime::component::{
     ComponentNamedList, Func, Instance, InstancePre, Lift, Lower, ResourceTable, Val,
 };
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
+use wasmtime::{
+    Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::engine::EPOCH_TICK;
 use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{Attributes, Point};
@@ -66,6 +67,8 @@ pub struct ComponentState {
     limits: MeasuredLimits,
     /// The tracing capability's per-store state.
     pub tracing: TracingCtx,
+    /// When the running call (or the instantiation) must have returned.
+    deadline: Instant,
 }
 
 impl WasiView for ComponentState {
@@ -277,6 +280,8 @@ pub struct Access {
     pub model_dir: Option<PathBuf>,
     /// The one address it may connect to.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// Why that address did not answer at load, when the host was told to load anyway.
+    pub unreachable: Option<String>,
     /// `WW_ENDPOINT` and `WW_SETTING_*`.
     pub env: Vec<(String, String)>,
 }
@@ -409,6 +414,13 @@ impl PluginComponent {
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Why its endpoint did not answer at load (loaded with [`EndpointCheck::Report`]).
+    ///
+    /// [`EndpointCheck::Report`]: super::EndpointCheck::Report
+    pub fn endpoint_unreachable(&self) -> Option<&str> {
+        self.access.unreachable.as_deref()
     }
 
     /// The one address it may reach, if any.
@@ -553,11 +565,23 @@ impl PluginComponent {
                 own: 0,
             },
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
+            deadline: Instant::now() + self.limits.deadline,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.ticks(self.limits.deadline));
+        // At every epoch tick a running guest either stops (past its deadline: a trap,
+        // `TrapReason::Deadline`) or lets the executor run other tasks before it goes on.
+        // Without the yield a guest computing for long (a consolidation, a compaction)
+        // holds its worker thread, and what tokio queued behind it there waits: the
+        // cancellation that should stop it, other requests' progress, their replies.
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        store.set_epoch_deadline(1);
         let instance =
             self.pre
                 .instantiate_async(&mut store)
@@ -572,10 +596,6 @@ impl PluginComponent {
             instance,
             funcs: HashMap::new(),
         })
-    }
-
-    fn ticks(&self, deadline: Duration) -> u64 {
-        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
     fn lookup(&self, live: &mut Live, interface: &str, function: &str) -> Result<Func, CallError> {
@@ -761,7 +781,8 @@ impl PluginComponent {
             .and_then(|_| scope.current().cloned());
         let started = std::time::Instant::now();
         let detached = live.store.data_mut().tracing.enter(scope);
-        live.store.set_epoch_deadline(self.ticks(deadline));
+        live.store.data_mut().deadline = Instant::now() + deadline;
+        live.store.set_epoch_deadline(1);
         let outcome = invoke(&mut live.store, func, std::marker::PhantomData).await;
         let mut scope = live.store.data_mut().tracing.leave(detached);
         let seconds = started.elapsed().as_secs_f64();

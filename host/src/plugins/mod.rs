@@ -136,6 +136,21 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Bounds on every call.
     pub limits: CallLimits,
+    /// What an endpoint that does not answer at load means.
+    pub endpoint_check: EndpointCheck,
+}
+
+/// Whether the components' endpoints must answer when the host loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndpointCheck {
+    /// One that does not answer stops the load ([`LoadError::Unreachable`]): a server
+    /// that starts only to fail every call helps no one.
+    #[default]
+    Required,
+    /// Load anyway, warn, and keep the reason ([`PluginComponent::endpoint_unreachable`]):
+    /// to look at a configuration, or to serve before a store is up (its calls fail
+    /// with the adapter's error until it is).
+    Report,
 }
 
 /// A component that could not be loaded or linked.
@@ -457,7 +472,7 @@ impl ComponentHost {
                 name: name.clone(),
                 message: format!("{e:#}"),
             };
-            let access = access_of(&spec).await?;
+            let access = access_of(&spec, config.endpoint_check).await?;
             let mut linker: Linker<ComponentState> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
             // wasi:http for every component; the hooks refuse any request but to the
@@ -777,8 +792,12 @@ fn observe_components(
 }
 
 /// A component's endpoint (parsed, and reachable now) and its settings environment.
-async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError> {
+async fn access_of(
+    spec: &ComponentSpec,
+    check: EndpointCheck,
+) -> Result<component::Access, LoadError> {
     let mut env = Vec::new();
+    let mut unreachable = None;
     let endpoint = match &spec.endpoint {
         None => None,
         Some(url) => {
@@ -786,14 +805,20 @@ async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError>
                 component: spec.name.clone(),
                 reason,
             })?;
-            endpoint
-                .check_reachable()
-                .await
-                .map_err(|reason| LoadError::Unreachable {
+            if let Err(reason) = endpoint.check_reachable().await {
+                let error = LoadError::Unreachable {
                     component: spec.name.clone(),
                     endpoint: url.clone(),
-                    reason,
-                })?;
+                    reason: reason.clone(),
+                };
+                match check {
+                    EndpointCheck::Required => return Err(error),
+                    EndpointCheck::Report => {
+                        tracing::warn!("{error}; loaded anyway");
+                        unreachable = Some(reason);
+                    }
+                }
+            }
             env.push(("WW_ENDPOINT".to_owned(), url.clone()));
             Some(Arc::new(endpoint))
         }
@@ -813,6 +838,7 @@ async fn access_of(spec: &ComponentSpec) -> Result<component::Access, LoadError>
         data_dir: None,
         model_dir: None,
         endpoint,
+        unreachable,
         env,
     })
 }

@@ -163,6 +163,39 @@ pub struct TelemetryConfig {
     pub tail: Option<TailConfig>,
     /// Metrics export: with OTLP, unless `WW_OTEL_METRICS=false`.
     pub metrics: Option<MetricsConfig>,
+    /// Zipkin export (`OTEL_TRACES_EXPORTER` naming `zipkin`).
+    pub zipkin: Option<ZipkinConfig>,
+    /// How MCP request spans are named (`WW_OTEL_SPAN_NAMES`).
+    pub span_names: SpanNames,
+    /// Record what the GenAI conventions make opt-in because it may be sensitive: a
+    /// memory search's query text (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`).
+    pub capture_content: bool,
+}
+
+/// Where Zipkin spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipkinConfig {
+    /// The collector's v2 spans URL (`OTEL_EXPORTER_ZIPKIN_ENDPOINT`).
+    pub endpoint: String,
+    /// Bound on one export (`OTEL_EXPORTER_ZIPKIN_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+/// The Zipkin collector's default, as the OpenTelemetry specification has it.
+pub const DEFAULT_ZIPKIN_ENDPOINT: &str = "http://localhost:9411/api/v2/spans";
+
+/// The specification's default bound on a Zipkin export.
+pub const DEFAULT_ZIPKIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an MCP request's SERVER span is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpanNames {
+    /// `mcp.<tool>`, the original design's names (the default).
+    #[default]
+    Mcp,
+    /// The MCP semantic conventions' `{mcp.method.name} {target}`, e.g.
+    /// `tools/call recall_episodes`.
+    Semconv,
 }
 
 impl Default for TelemetryConfig {
@@ -176,6 +209,9 @@ impl Default for TelemetryConfig {
             batch: BatchConfig::default(),
             tail: None,
             metrics: None,
+            zipkin: None,
+            span_names: SpanNames::Mcp,
+            capture_content: false,
         }
     }
 }
@@ -420,14 +456,57 @@ impl TelemetryConfig {
             Some((var, value)) => parse_bool(var, value)?,
             None => false,
         };
-        let enabled = match vars.first(&["WW_OTEL_ENABLED"]) {
+        let mut enabled = match vars.first(&["WW_OTEL_ENABLED"]) {
             Some((var, value)) => parse_bool(var, value)?,
             None => false,
         };
         config.console = match vars.first(&["WW_OTEL_CONSOLE"]) {
             Some((var, value)) => parse_bool(var, value)?,
             None => false,
-        } && !sdk_disabled;
+        };
+        // The standard choice of exporters, when given, is the whole choice.
+        let mut zipkin = false;
+        if let Some((var, value)) = vars.first(&["WW_OTEL_EXPORTER", "OTEL_TRACES_EXPORTER"]) {
+            let chosen: Vec<&str> = value.split(',').map(str::trim).collect();
+            for name in &chosen {
+                if !["otlp", "zipkin", "console", "none"].contains(name) {
+                    return Err(invalid(
+                        var,
+                        value,
+                        "expected a list of otlp, zipkin, console, or none",
+                    ));
+                }
+            }
+            if chosen.contains(&"none") && chosen.len() > 1 {
+                return Err(invalid(
+                    var,
+                    value,
+                    "none cannot be combined with an exporter",
+                ));
+            }
+            enabled = chosen.contains(&"otlp");
+            config.console = chosen.contains(&"console");
+            zipkin = chosen.contains(&"zipkin");
+        }
+        config.console &= !sdk_disabled;
+        let zipkin_endpoint = vars.first(&["OTEL_EXPORTER_ZIPKIN_ENDPOINT"]);
+        let zipkin_endpoint = match zipkin_endpoint {
+            Some((var, value)) => {
+                parse_endpoint(var, value)?;
+                value.to_owned()
+            }
+            None => DEFAULT_ZIPKIN_ENDPOINT.to_owned(),
+        };
+        let zipkin_timeout = match vars.first(&["OTEL_EXPORTER_ZIPKIN_TIMEOUT"]) {
+            Some((var, value)) => parse_millis(var, value)?,
+            None => DEFAULT_ZIPKIN_TIMEOUT,
+        };
+        if zipkin && !sdk_disabled {
+            config.zipkin = Some(ZipkinConfig {
+                endpoint: zipkin_endpoint,
+                timeout: zipkin_timeout,
+            });
+        }
 
         // Parse the endpoint settings even when export is off, so a typo is reported
         // the day it is made rather than the day export is switched on.
@@ -520,12 +599,22 @@ impl TelemetryConfig {
         }
         config.tail = parse_tail(vars)?;
         config.metrics = parse_metrics(vars, config.otlp.as_ref())?;
+        config.span_names = match vars.first(&["WW_OTEL_SPAN_NAMES"]) {
+            None | Some((_, "mcp")) => SpanNames::Mcp,
+            Some((_, "semconv")) => SpanNames::Semconv,
+            Some((var, value)) => return Err(invalid(var, value, "expected mcp or semconv")),
+        };
+        config.capture_content =
+            match vars.first(&["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]) {
+                Some((var, value)) => parse_bool(var, value)?,
+                None => false,
+            };
         Ok(config)
     }
 
     /// Whether spans are recorded at all (some exporter is on).
     pub fn is_recording(&self) -> bool {
-        self.otlp.is_some() || self.console
+        self.otlp.is_some() || self.console || self.zipkin.is_some()
     }
 
     /// The one start-up line saying where traces go.
@@ -542,11 +631,15 @@ impl TelemetryConfig {
             }
             sinks.push(sink);
         }
+        if let Some(zipkin) = &self.zipkin {
+            sinks.push(format!("Zipkin {}", zipkin.endpoint));
+        }
         if self.console {
             sinks.push("the console (stderr)".to_owned());
         }
         if sinks.is_empty() {
-            return "tracing disabled (set WW_OTEL_ENABLED=true or WW_OTEL_CONSOLE=true)"
+            return "tracing disabled (set WW_OTEL_ENABLED=true, WW_OTEL_CONSOLE=true or \
+                    OTEL_TRACES_EXPORTER)"
                 .to_owned();
         }
         format!(

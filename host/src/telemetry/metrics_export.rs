@@ -27,6 +27,17 @@ pub struct MetricsCounters {
     pub exports: AtomicU64,
     /// Export requests that failed or timed out.
     pub failed_exports: AtomicU64,
+    /// Why the export stopped, once the endpoint said it takes no metrics.
+    pub stopped: std::sync::OnceLock<String>,
+}
+
+/// Why an export failed.
+enum ExportError {
+    /// The endpoint does not take metrics at all: gRPC `UNIMPLEMENTED`, HTTP 404, 405 or
+    /// 501 — a trace-only backend (Jaeger, Tempo, Phoenix) where the traces go.
+    Unsupported(String),
+    /// Anything else (down, slow, refusing this once): the next export tries again.
+    Failed(String),
 }
 
 enum Control {
@@ -69,16 +80,19 @@ enum Transport {
 }
 
 impl Transport {
-    async fn send(&mut self, request: ExportMetricsServiceRequest) -> Result<(), String> {
+    async fn send(&mut self, request: ExportMetricsServiceRequest) -> Result<(), ExportError> {
         match self {
             Transport::Grpc { client, metadata } => {
                 let mut request = tonic::Request::new(request);
                 *request.metadata_mut() = metadata.clone();
-                client
-                    .export(request)
-                    .await
-                    .map(drop)
-                    .map_err(|status| status.to_string())
+                client.export(request).await.map(drop).map_err(|status| {
+                    let reason = format!("{:?}: {}", status.code(), status.message());
+                    if status.code() == tonic::Code::Unimplemented {
+                        ExportError::Unsupported(reason)
+                    } else {
+                        ExportError::Failed(reason)
+                    }
+                })
             }
             Transport::Http {
                 client,
@@ -92,11 +106,16 @@ impl Transport {
                 for (key, value) in headers.iter() {
                     builder = builder.header(key.as_str(), value.as_str());
                 }
-                let response = builder.send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", response.status()))
+                let response = builder
+                    .send()
+                    .await
+                    .map_err(|e| ExportError::Failed(e.to_string()))?;
+                let status = response.status();
+                let reason = format!("HTTP {status}");
+                match status.as_u16() {
+                    _ if status.is_success() => Ok(()),
+                    404 | 405 | 501 => Err(ExportError::Unsupported(reason)),
+                    _ => Err(ExportError::Failed(reason)),
                 }
             }
         }
@@ -173,6 +192,7 @@ pub fn spawn(
         interval: config.interval,
         timeout: config.timeout,
         description: pipeline.description.clone(),
+        endpoint: config.endpoint.clone(),
         warned: false,
     };
     runtime.spawn(worker.run(requests));
@@ -188,6 +208,7 @@ struct Worker {
     interval: Duration,
     timeout: Duration,
     description: String,
+    endpoint: String,
     warned: bool,
 }
 
@@ -219,7 +240,7 @@ impl Worker {
     async fn export(&mut self) {
         // Until something is measured (a command that serves no call) there is nothing
         // to say, and a backend that is down need not be warned about.
-        if self.metrics.is_empty() {
+        if self.metrics.is_empty() || self.counters.stopped.get().is_some() {
             return;
         }
         let request =
@@ -230,12 +251,26 @@ impl Worker {
                 self.counters.exports.fetch_add(1, Ordering::Relaxed);
                 self.warned = false;
             }
+            Ok(Err(ExportError::Unsupported(reason))) => {
+                self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                // Asking again every interval would only warn again: stop, say so once.
+                let stopped = format!(
+                    "{} takes no metrics ({reason}): a trace-only backend",
+                    self.endpoint
+                );
+                tracing::warn!(
+                    "metrics export stopped: {stopped}. Traces still go there; to send \
+                     metrics elsewhere set OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, or turn them \
+                     off with WW_OTEL_METRICS=false"
+                );
+                let _ = self.counters.stopped.set(stopped);
+            }
             outcome => {
                 self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
                 // Once per run of failures: the next export retries with every count.
                 if !self.warned {
                     let reason = match outcome {
-                        Ok(Err(e)) => e,
+                        Ok(Err(ExportError::Failed(e) | ExportError::Unsupported(e))) => e,
                         _ => format!("no answer within {:?}", self.timeout),
                     };
                     tracing::warn!("metrics export to {} failed: {reason}", self.description);

@@ -8,6 +8,7 @@ pub mod console;
 pub mod metrics;
 pub mod metrics_export;
 pub mod tail;
+pub mod zipkin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +22,8 @@ use tokio::runtime::Handle;
 
 pub use batch::{ExportCounters, Pipeline};
 pub use config::{
-    BatchConfig, ConfigError, MetricsConfig, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig,
-    Vars,
+    BatchConfig, ConfigError, MetricsConfig, OtlpConfig, Protocol, SamplerConfig, SpanNames,
+    TelemetryConfig, Vars, ZipkinConfig,
 };
 pub use console::{ConsoleSink, ConsoleTreeExporter};
 pub use metrics::Metrics;
@@ -91,8 +92,21 @@ pub struct TelemetryStats {
     pub guest_limits: Vec<(&'static str, u64)>,
     /// Tail sampling decisions and buffer, when it is on.
     pub tail: Option<Vec<(&'static str, u64)>>,
-    /// Where metrics go, and how many exports succeeded and failed, when they are on.
-    pub metrics: Option<(String, u64, u64)>,
+    /// Where metrics go and how their exports went, when they are on.
+    pub metrics: Option<MetricsExportStats>,
+}
+
+/// The metrics export's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsExportStats {
+    /// Where, every how often.
+    pub description: String,
+    /// Exports the backend accepted.
+    pub exports: u64,
+    /// Exports that failed.
+    pub failed_exports: u64,
+    /// Why the export stopped, when the endpoint takes no metrics.
+    pub stopped: Option<String>,
 }
 
 /// The host's telemetry: one tracer provider, its pipelines and counters.
@@ -106,6 +120,8 @@ pub struct Telemetry {
     metrics: Option<Arc<Metrics>>,
     metrics_pipeline: Option<MetricsPipeline>,
     next_handle: AtomicU64,
+    span_names: SpanNames,
+    capture_content: bool,
     /// Guest-input limit counters.
     pub guest_limits: GuestLimitCounters,
 }
@@ -218,6 +234,20 @@ impl TelemetryBuilder {
             };
             processors.push(processor);
         }
+        if let Some(zipkin) = &config.zipkin {
+            let exporter = zipkin::ZipkinExporter::new(&zipkin.endpoint, zipkin.timeout).map_err(
+                |reason| TelemetryError::Exporter {
+                    endpoint: zipkin.endpoint.clone(),
+                    reason,
+                },
+            )?;
+            processors.push(batch::BatchProcessor::spawn(
+                exporter,
+                &config.batch,
+                format!("Zipkin {}", zipkin.endpoint),
+                runtime,
+            ));
+        }
         if config.console {
             let exporter = match self.console_sink {
                 Some(sink) => ConsoleTreeExporter::new(sink),
@@ -319,6 +349,8 @@ impl TelemetryBuilder {
             metrics_pipeline,
             // 0 means "innermost span" in the WIT interface; handles start at 1.
             next_handle: AtomicU64::new(1),
+            span_names: config.span_names,
+            capture_content: config.capture_content,
             guest_limits: GuestLimitCounters::default(),
         }))
     }
@@ -401,6 +433,16 @@ impl Telemetry {
         self.recording
     }
 
+    /// How MCP request spans are named.
+    pub fn span_names(&self) -> SpanNames {
+        self.span_names
+    }
+
+    /// Whether opt-in content (a memory search's query text) is recorded.
+    pub fn captures_content(&self) -> bool {
+        self.capture_content && self.recording
+    }
+
     /// The instruments, when metrics are exported.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.as_ref()
@@ -443,12 +485,11 @@ impl Telemetry {
                 ("refused_measurements", load(&g.refused_measurements)),
             ],
             tail: self.tail.as_deref().map(tail::snapshot),
-            metrics: self.metrics_pipeline.as_ref().map(|p| {
-                (
-                    p.description.clone(),
-                    p.counters.exports.load(Ordering::Relaxed),
-                    p.counters.failed_exports.load(Ordering::Relaxed),
-                )
+            metrics: self.metrics_pipeline.as_ref().map(|p| MetricsExportStats {
+                description: p.description.clone(),
+                exports: p.counters.exports.load(Ordering::Relaxed),
+                failed_exports: p.counters.failed_exports.load(Ordering::Relaxed),
+                stopped: p.counters.stopped.get().cloned(),
             }),
         }
     }

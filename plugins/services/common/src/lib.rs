@@ -283,3 +283,54 @@ impl<'a> Fields<'a> {
 fn corrupt(field: &str) -> Error {
     Error::Storage(format!("a stored record has no valid `{field}` field"))
 }
+
+/// The OpenTelemetry GenAI memory conventions' operations (`gen_ai.operation.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryOperation {
+    /// A new record.
+    Create,
+    /// Records found by a query.
+    Search,
+    /// An existing record changed.
+    Update,
+    /// A record created, or the existing one of that identity returned.
+    Upsert,
+}
+
+impl MemoryOperation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create_memory",
+            Self::Search => "search_memory",
+            Self::Update => "update_memory",
+            Self::Upsert => "upsert_memory",
+        }
+    }
+}
+
+/// The store a collection is, as the conventions' `gen_ai.memory.store.id` (the name
+/// the vector store gives it).
+pub fn store_id(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Episodes => "ww_episodes",
+        Collection::Entities => "ww_entities",
+        Collection::Procedures => "ww_procedures",
+    }
+}
+
+/// Says on the current span, in the GenAI memory conventions' terms, what the operation
+/// did: which operation on which store, the record it touched (when one), how many
+/// records it created, changed or returned. Alongside the service's own attributes.
+pub fn memory_span(
+    operation: MemoryOperation,
+    collection: Collection,
+    record: Option<&str>,
+    count: usize,
+) {
+    ww_guest::add_span_attribute("gen_ai.operation.name", operation.name());
+    ww_guest::add_span_attribute("gen_ai.memory.store.id", store_id(collection));
+    if let Some(id) = record {
+        ww_guest::add_span_attribute("gen_ai.memory.record.id", id.to_owned());
+    }
+    ww_guest::add_span_attribute("gen_ai.memory.record.count", count);
+}

@@ -25,7 +25,8 @@ use ww_guest::services::vector_store::{
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
 use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, span, traced};
 use ww_service_common::{
-    Quantized, check_text, check_unit, embed, invalid, new_id, similar_at_least,
+    MemoryOperation, Quantized, check_text, check_unit, embed, invalid, memory_span, new_id,
+    similar_at_least,
 };
 
 /// Bytes of episode content, at most.
@@ -229,6 +230,7 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
         }],
     )?;
     HEADS.with_borrow_mut(|heads| heads.insert(episode.session.clone(), (id.clone(), sequence)));
+    memory_span(MemoryOperation::Create, Collection::Episodes, Some(&id), 1);
     add_span_attribute("episode.id", id);
     add_span_attribute("episode.sequence", sequence);
     Ok(episode)
@@ -297,6 +299,12 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
         score::recall_score(cosine, e.event_time, now, e.outcome, e.valence)
     })?;
     reinforce(&mut recalled, now)?;
+    memory_span(
+        MemoryOperation::Search,
+        Collection::Episodes,
+        None,
+        recalled.len(),
+    );
     add_span_attribute("recall.results", recalled.len());
     if let Some(top) = recalled.first() {
         add_span_attribute("recall.top_score", top.score.total);
@@ -370,6 +378,12 @@ fn query_at_time(request: PointInTimeRequest) -> Result<Vec<RecalledEpisode>, Er
     let found = scored(hits, |cosine, e| {
         score::point_in_time_score(cosine, e.event_time, at, weight, e.outcome, e.valence)
     })?;
+    memory_span(
+        MemoryOperation::Search,
+        Collection::Episodes,
+        None,
+        found.len(),
+    );
     add_span_attribute("recall.results", found.len());
     if let Some(top) = found.first() {
         add_span_attribute("recall.top_score", top.score.total);
@@ -392,6 +406,7 @@ fn mark_important(
     let episode = fetch(&session, &id)?;
     let old = episode.valence;
     let new = new_valence.unwrap_or(old + 0.2).clamp(0.0, 1.0);
+    memory_span(MemoryOperation::Update, Collection::Episodes, Some(&id), 1);
     vectors::update_payload(
         Collection::Episodes,
         &[PayloadUpdate {

@@ -14,8 +14,8 @@ use ww_guest::services::vector_store::{
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter};
 use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, traced};
 use ww_service_common::{
-    Fields, Quantized, check_id, check_optional, check_text, check_unit, embed, equals, flag,
-    integer, invalid, new_id, number, similar_at_least, text,
+    Fields, MemoryOperation, Quantized, check_id, check_optional, check_text, check_unit, embed,
+    equals, flag, integer, invalid, memory_span, new_id, number, similar_at_least, text,
 };
 
 /// Below this outcome a trajectory is not worth keeping.
@@ -244,6 +244,12 @@ fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
             text: Some(embedding_text(&skill)),
         }],
     )?;
+    memory_span(
+        MemoryOperation::Create,
+        Collection::Procedures,
+        Some(&skill.id),
+        1,
+    );
     add_span_attribute("skill.id", skill.id.clone());
     add_span_attribute("skill.stored", true);
     Ok(CreateOutcome::Stored(skill))
@@ -306,6 +312,12 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledSkill>, Error> {
             })
         })
         .collect::<Result<_, Error>>()?;
+    memory_span(
+        MemoryOperation::Search,
+        Collection::Procedures,
+        None,
+        recalled.len(),
+    );
     add_span_attribute("recall.results", recalled.len());
     if let Some(top) = recalled.first() {
         add_span_attribute("recall.top_score", top.score.total);
@@ -351,6 +363,12 @@ fn execute(execution: Execution, now: i64) -> Result<ExecutionResult, Error> {
         );
     }
     save(&skill, successes)?;
+    memory_span(
+        MemoryOperation::Update,
+        Collection::Procedures,
+        Some(&skill.id),
+        1,
+    );
     add_span_attribute("skill.success_rate", skill.success_rate);
     add_span_attribute("skill.executions", skill.executions);
     Ok(ExecutionResult {
@@ -386,6 +404,12 @@ fn deprecate(
     skill.deprecation_reason = reason;
     skill.replaced_by = replaced_by.clone();
     save(&skill, successes)?;
+    memory_span(
+        MemoryOperation::Update,
+        Collection::Procedures,
+        Some(&skill.id),
+        1,
+    );
     if let Some(successor) = replaced_by {
         graph::upsert_edge(&Edge {
             source: id,

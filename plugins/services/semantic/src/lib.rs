@@ -20,7 +20,8 @@ use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdat
 use ww_guest::services::{Condition, Error};
 use ww_guest::{add_span_attribute, add_span_event, kv, traced};
 use ww_service_common::{
-    Fields, check_id, check_optional, check_text, embed, equals, integer, invalid, text,
+    Fields, MemoryOperation, check_id, check_optional, check_text, embed, equals, integer, invalid,
+    memory_span, text,
 };
 
 const MAX_NAME: usize = 200;
@@ -105,6 +106,12 @@ fn create_entity(new: NewEntity, now: i64) -> Result<CreatedEntity, Error> {
         if let Some(source) = &new.source {
             link_episode(&existing, source, "source")?;
         }
+        memory_span(
+            MemoryOperation::Upsert,
+            Collection::Entities,
+            Some(&existing),
+            1,
+        );
         add_span_attribute("entity.id", existing.clone());
         add_span_attribute("entity.created", false);
         return Ok(CreatedEntity {
@@ -132,6 +139,12 @@ fn create_entity(new: NewEntity, now: i64) -> Result<CreatedEntity, Error> {
         link_episode(&entity.id, source, "source")?;
         add_span_attribute("entity.source", source.clone());
     }
+    memory_span(
+        MemoryOperation::Upsert,
+        Collection::Entities,
+        Some(&entity.id),
+        1,
+    );
     add_span_attribute("entity.id", entity.id.clone());
     add_span_attribute("entity.created", true);
     Ok(CreatedEntity {
@@ -296,6 +309,12 @@ fn supersede(request: SupersedeRequest, now: i64) -> Result<Supersession, Error>
             ],
         }],
     )?;
+    memory_span(
+        MemoryOperation::Update,
+        Collection::Entities,
+        Some(&old.id),
+        1,
+    );
     add_span_attribute("entity.successor", new.id.clone());
     add_span_attribute("relations.carried", carried);
     Ok(Supersession {

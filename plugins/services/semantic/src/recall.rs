@@ -13,7 +13,9 @@ use ww_guest::services::graph_store::{self as graph, Direction, Edge};
 use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdate, SearchRequest};
 use ww_guest::services::{Condition, Error, Filter};
 use ww_guest::{add_span_attribute, add_span_event, kv, span, traced};
-use ww_service_common::{check_id, check_text, cosine, embed, integer, invalid};
+use ww_service_common::{
+    MemoryOperation, check_id, check_text, cosine, embed, integer, invalid, memory_span,
+};
 
 use crate::entity::{self, SEMANTIC};
 
@@ -172,6 +174,12 @@ pub fn recall(request: RecallRequest) -> Result<Vec<RecalledEntity>, Error> {
     });
     scored.truncate(request.limit as usize);
     reinforce(&mut scored, now)?;
+    memory_span(
+        MemoryOperation::Search,
+        Collection::Entities,
+        None,
+        scored.len(),
+    );
     add_span_attribute("recall.results", scored.len());
     if let Some(top) = scored.first() {
         add_span_attribute("recall.top_score", top.score.total);

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use ww_guest::semantic::{Activation, SpreadRequest, SpreadResult};
 use ww_guest::services::Error;
 use ww_guest::services::graph_store::{self as graph, Direction};
+use ww_guest::services::vector_store::Collection;
 use ww_guest::{add_span_attribute, add_span_event, kv, traced};
-use ww_service_common::{check_id, check_unit, invalid};
+use ww_service_common::{MemoryOperation, check_id, check_unit, invalid, memory_span};
 
 use crate::entity::{self, SEMANTIC};
 
@@ -99,6 +100,12 @@ pub fn spread(request: SpreadRequest) -> Result<SpreadResult, Error> {
             .total_cmp(&a.value)
             .then_with(|| a.entity_id.cmp(&b.entity_id))
     });
+    memory_span(
+        MemoryOperation::Search,
+        Collection::Entities,
+        None,
+        activations.len(),
+    );
     add_span_attribute("spread.activated", activations.len());
     add_span_attribute("spread.truncated", truncated);
     Ok(SpreadResult {

@@ -210,3 +210,55 @@ async fn kill_9_while_writing_and_compacting_loses_no_acknowledged_episode() {
         "no kill landed while a snapshot was being written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trace_that_wrote_a_memory_survives_compaction_and_a_restart() {
+    use ww_host::memory::CreateEpisode;
+    use ww_tests::otlp::OtlpReceiver;
+    let receiver = OtlpReceiver::grpc().await;
+    let dir = data_dir("compaction-traces");
+    let config = || compacting_config(&dir, 16 << 10, 0.5);
+    let traced = || ww_tests::otlp_telemetry(&receiver.endpoint(), "grpc");
+    let memory = memory_with(config(), traced()).await;
+    let created = memory
+        .create_episode(
+            request("create"),
+            SESSION,
+            CreateEpisode {
+                content: "the lighthouse keeper logged a storm".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create_episode");
+    let id = created.id.clone();
+    let writer = |memory: Memory| {
+        let id = id.clone();
+        async move {
+            let recalled = memory
+                .recall_episodes(
+                    request("recall"),
+                    SESSION,
+                    RecallEpisodes {
+                        query: "lighthouse keeper storm".to_owned(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("recall");
+            let hit = recalled
+                .episodes
+                .into_iter()
+                .find(|hit| hit.episode.id == id)
+                .expect("the episode is recalled");
+            hit.episode.created_by_trace.expect("who wrote it")
+        }
+    };
+    let before = writer(memory.clone()).await;
+    // Enough writes after it for several compactions.
+    fill(&memory, SESSION, 400, &mut Words(3)).await;
+    assert!(disk(&dir).1 > 0, "no snapshot was written");
+    drop(memory);
+    let memory = memory_with(config(), traced()).await;
+    assert_eq!(writer(memory).await, before);
+}

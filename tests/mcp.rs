@@ -597,3 +597,193 @@ async fn with_the_zipkin_exporter_a_call_reaches_a_zipkin_collector_as_one_tree(
     }
     assert_eq!(root.trace_id.len(), 32);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recalled_episode_names_the_trace_that_wrote_it_and_the_recall_links_to_it() {
+    let receiver = OtlpReceiver::grpc().await;
+    let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
+    let client = connect(memory(&data_dir("mcp-provenance-traces"), telemetry.clone()).await).await;
+    let created = call(
+        &client,
+        "create_episode",
+        json!({"content": "the canary rolled back"}),
+    )
+    .await;
+    let id = created.structured_content.unwrap()["id"].clone();
+    let recalled = call(&client, "recall_episodes", json!({"query": "canary"})).await;
+    let episode = recalled.structured_content.unwrap()["episodes"][0]["episode"].clone();
+    assert_eq!(episode["id"], id);
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == "mcp.recall_episodes")
+        })
+        .await;
+    let named = |name: &str| spans.iter().find(|s| s.name == name).unwrap();
+    // The recall result names the span that stored the episode, in the first trace.
+    let create = named("episodic.create");
+    let writer = &episode["created_by_trace"];
+    assert_eq!(writer["trace_id"], json!(create.trace_id));
+    assert_eq!(writer["span_id"], json!(create.span_id));
+    assert_eq!(create.trace_id, named("mcp.create_episode").trace_id);
+    // The recall, in a trace of its own, links to it.
+    let recall = named("episodic.recall");
+    assert_ne!(recall.trace_id, create.trace_id);
+    assert_eq!(recall.links.len(), 1, "{:?}", recall.links);
+    let link = &recall.links[0];
+    assert_eq!(
+        (&link.trace_id, &link.span_id),
+        (&create.trace_id, &create.span_id)
+    );
+    assert_eq!(
+        link.attributes.get("ww.memory.id"),
+        Some(&ww_tests::otlp::AttrValue::Str(
+            id.as_str().unwrap().to_owned()
+        ))
+    );
+    // Changing it records who changed it.
+    call(&client, "mark_important", json!({"episode_id": id})).await;
+    let recalled = call(&client, "recall_episodes", json!({"query": "canary"})).await;
+    let episode = recalled.structured_content.unwrap()["episodes"][0]["episode"].clone();
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == "episodic.mark_important")
+        })
+        .await;
+    let mark = spans
+        .iter()
+        .find(|s| s.name == "episodic.mark_important")
+        .unwrap();
+    assert_eq!(episode["updated_by_trace"]["span_id"], json!(mark.span_id));
+    assert_eq!(
+        episode["created_by_trace"]["span_id"],
+        json!(create.span_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_tracing_no_trace_is_stored_or_returned() {
+    let client = connect(memory(&data_dir("mcp-provenance-untraced"), telemetry(&[])).await).await;
+    call(
+        &client,
+        "create_episode",
+        json!({"content": "nobody watched"}),
+    )
+    .await;
+    let recalled = call(&client, "recall_episodes", json!({"query": "watched"})).await;
+    let episode = &recalled.structured_content.unwrap()["episodes"][0]["episode"];
+    assert!(episode.get("created_by_trace").is_none(), "{episode}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entities_relations_skills_and_consolidation_remember_their_writers() {
+    let receiver = OtlpReceiver::grpc().await;
+    let telemetry = otlp_telemetry(&receiver.endpoint(), "grpc");
+    let client = connect(memory(&data_dir("mcp-provenance-kinds"), telemetry.clone()).await).await;
+    let body = |result: rmcp::model::CallToolResult| result.structured_content.unwrap();
+    let entity = |name: &str| json!({"name": name, "entity_type": "TOOL", "summary": "a tool"});
+    let a = body(call(&client, "create_entity", entity("hammer")).await)["entity"].clone();
+    let b = body(call(&client, "create_entity", entity("anvil")).await)["entity"].clone();
+    let relation = body(
+        call(
+            &client,
+            "create_relation",
+            json!({"source_id": a["id"], "target_id": b["id"], "relation_type": "USES"}),
+        )
+        .await,
+    );
+    let superseded = body(
+        call(
+            &client,
+            "supersede_fact",
+            json!({"entity_id": a["id"], "new_summary": "a heavier tool"}),
+        )
+        .await,
+    );
+    let provenance = body(
+        call(
+            &client,
+            "get_provenance",
+            json!({"entity_id": superseded["new"]["id"]}),
+        )
+        .await,
+    );
+    let skill = body(
+        call(
+            &client,
+            "create_skill",
+            json!({"trajectory": [{"action": "strike"}], "outcome_score": 0.9, "domain": "smithing"}),
+        )
+        .await,
+    )["skill"]
+        .clone();
+    let executed = call(
+        &client,
+        "execute_skill",
+        json!({"skill_id": skill["id"], "success": true}),
+    )
+    .await;
+    assert_eq!(executed.is_error, Some(false));
+    let recalled_skill =
+        body(call(&client, "recall_skill", json!({"task": "strike"})).await)["skills"][0]["skill"]
+            .clone();
+    for i in 0..3 {
+        let args = json!({"content": format!("the forge fire went out again {i}")});
+        call(&client, "create_episode", args).await;
+    }
+    let deep = call(&client, "consolidate_now", json!({"kind": "deep"})).await;
+    assert_eq!(deep.is_error, Some(false), "{deep:?}");
+    telemetry.flush().await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name == "semantic.consolidate_deep")
+        })
+        .await;
+    let spans_named = |name: &str| -> Vec<&ww_tests::otlp::ReceivedSpan> {
+        spans.iter().filter(|s| s.name == name).collect()
+    };
+    let names = |by: &Value| (by["trace_id"].clone(), by["span_id"].clone());
+    let of = |span: &ww_tests::otlp::ReceivedSpan| (json!(span.trace_id), json!(span.span_id));
+    let creates = spans_named("semantic.create_entity");
+    assert_eq!(names(&a["created_by_trace"]), of(creates[0]));
+    assert_eq!(names(&b["created_by_trace"]), of(creates[1]));
+    assert_eq!(
+        names(&relation["created_by_trace"]),
+        of(spans_named("semantic.create_relation")[0])
+    );
+    // A supersession wrote the new version and changed the old one, in one span.
+    let supersede = of(spans_named("semantic.supersede_fact")[0]);
+    assert_eq!(names(&superseded["new"]["created_by_trace"]), supersede);
+    assert_eq!(names(&superseded["old"]["updated_by_trace"]), supersede);
+    assert_eq!(
+        names(&superseded["old"]["created_by_trace"]),
+        of(creates[0])
+    );
+    assert_eq!(names(&provenance["entity"]["created_by_trace"]), supersede);
+    // A skill: stored by one span, its last run recorded by another.
+    assert_eq!(
+        names(&skill["created_by_trace"]),
+        of(spans_named("procedural.create_skill")[0])
+    );
+    assert_eq!(
+        names(&recalled_skill["updated_by_trace"]),
+        of(spans_named("procedural.execute_skill")[0])
+    );
+    // Deep consolidation links to the spans that wrote the episodes it clustered.
+    let consolidation = spans_named("semantic.consolidate_deep")[0];
+    let episode_writers: Vec<_> = spans_named("episodic.create")
+        .into_iter()
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    let linked: Vec<_> = consolidation
+        .links
+        .iter()
+        .map(|l| (l.trace_id.clone(), l.span_id.clone()))
+        .collect();
+    assert_eq!(linked.len(), 3, "{consolidation:?}");
+    assert!(
+        linked.iter().all(|l| episode_writers.contains(l)),
+        "{linked:?}"
+    );
+}

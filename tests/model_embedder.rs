@@ -214,7 +214,12 @@ async fn recall_finds_a_paraphrase_that_shares_no_content_word_first() {
 async fn a_store_of_another_embedder_is_refused_until_reembedded() {
     let dir = data_dir("model-reembed");
     {
-        let hashed = memory_with(default_config(&dir), telemetry(&[])).await;
+        // Traced: each episode records the span that stored it, which re-embedding keeps.
+        let hashed = memory_with(
+            default_config(&dir),
+            telemetry(&[("WW_OTEL_CONSOLE", "true")]),
+        )
+        .await;
         for content in &MEMORIES[..3] {
             store(&hashed, content).await;
         }
@@ -257,6 +262,13 @@ async fn a_store_of_another_embedder_is_refused_until_reembedded() {
         .expect("rebuilt with the model");
     let recalled = recall_paraphrase(&memory).await;
     assert_eq!(recalled.episodes.len(), 3);
+    assert!(
+        recalled
+            .episodes
+            .iter()
+            .all(|hit| hit.episode.created_by_trace.is_some()),
+        "re-embedding keeps who wrote each memory"
+    );
     assert!(
         recalled.episodes[0]
             .episode

@@ -129,6 +129,19 @@ pub struct ReceivedSpan {
     pub start_unix_nano: u64,
     /// End, ns since the epoch.
     pub end_unix_nano: u64,
+    /// Links: the linked span's trace id and span id (hex), and the link's attributes.
+    pub links: Vec<ReceivedLink>,
+}
+
+/// A span link as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedLink {
+    /// The linked span's trace id.
+    pub trace_id: String,
+    /// The linked span's id.
+    pub span_id: String,
+    /// The link's attributes.
+    pub attributes: BTreeMap<String, AttrValue>,
 }
 
 /// OTLP span kinds.
@@ -231,6 +244,15 @@ fn convert_request(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                     service_name: service_name.clone(),
                     start_unix_nano: span.start_time_unix_nano,
                     end_unix_nano: span.end_time_unix_nano,
+                    links: span
+                        .links
+                        .into_iter()
+                        .map(|link| ReceivedLink {
+                            trace_id: hex(&link.trace_id),
+                            span_id: hex(&link.span_id),
+                            attributes: convert_attributes(link.attributes),
+                        })
+                        .collect(),
                 });
             }
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, Millis, finite, format_time, now_ms, parse_time};
+use super::{Memory, MemoryError, Millis, TraceRef, finite, format_time, now_ms, parse_time};
 use crate::bindings::api::ww::memory::episodic as wit;
 use crate::plugins::Request;
 
@@ -134,6 +134,13 @@ pub struct EpisodeView {
     /// Marked by consolidation as a near-duplicate of this episode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<String>,
+    /// The span of the request that stored it, when that request was traced (sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_trace: Option<TraceRef>,
+    /// The span of the last request that changed it (`mark_important`, consolidation),
+    /// when traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by_trace: Option<TraceRef>,
 }
 
 impl From<wit::Episode> for EpisodeView {
@@ -162,6 +169,8 @@ impl From<wit::Episode> for EpisodeView {
             last_access: format_time(e.last_access),
             previous: e.previous,
             duplicate_of: e.duplicate_of,
+            created_by_trace: e.created_by.map(Into::into),
+            updated_by_trace: e.updated_by.map(Into::into),
         }
     }
 }

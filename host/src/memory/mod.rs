@@ -196,6 +196,25 @@ pub fn format_time(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
+/// The span of a sampled request that wrote a memory: open it in the trace backend
+/// (Jaeger `/trace/<trace_id>`, Phoenix's trace view) to see how the memory came to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct TraceRef {
+    /// W3C trace id, 32 lowercase hex digits.
+    pub trace_id: String,
+    /// W3C span id, 16 lowercase hex digits: the service span that wrote it.
+    pub span_id: String,
+}
+
+impl From<crate::bindings::api::ww::memory::types::TraceRef> for TraceRef {
+    fn from(t: crate::bindings::api::ww::memory::types::TraceRef) -> Self {
+        Self {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+        }
+    }
+}
+
 /// The memory services behind one API: validated calls into the components the
 /// configuration chose, one traced request each.
 #[derive(Clone)]

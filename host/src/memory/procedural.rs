@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, finite, format_time, now_ms};
+use super::{Memory, MemoryError, TraceRef, finite, format_time, now_ms};
 use crate::bindings::api::ww::memory::procedural as wit;
 use crate::plugins::Request;
 
@@ -125,6 +125,12 @@ pub struct SkillView {
     /// Last run (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,
+    /// The span of the request that stored it, when that request was traced (sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_trace: Option<TraceRef>,
+    /// The span of the last request that changed it, when traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by_trace: Option<TraceRef>,
 }
 
 fn json_or_text(text: Option<String>) -> Option<serde_json::Value> {
@@ -157,6 +163,8 @@ impl From<wit::Skill> for SkillView {
             session: s.session,
             created: format_time(s.created),
             last_run: s.last_run.map(format_time),
+            created_by_trace: s.created_by.map(Into::into),
+            updated_by_trace: s.updated_by.map(Into::into),
         }
     }
 }

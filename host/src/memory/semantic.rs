@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, MemoryError, finite, format_time, now_ms, parse_time};
+use super::{Memory, MemoryError, TraceRef, finite, format_time, now_ms, parse_time};
 use crate::bindings::api::ww::memory::semantic as wit;
 use crate::plugins::Request;
 
@@ -188,6 +188,12 @@ pub struct EntityView {
     pub stability: f64,
     /// Created (RFC 3339).
     pub created: String,
+    /// The span of the request that stored it, when that request was traced (sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_trace: Option<TraceRef>,
+    /// The span of the last request that changed it, when traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by_trace: Option<TraceRef>,
 }
 
 impl From<wit::Entity> for EntityView {
@@ -206,6 +212,8 @@ impl From<wit::Entity> for EntityView {
             last_access: format_time(e.last_access),
             stability: e.stability,
             created: format_time(e.created),
+            created_by_trace: e.created_by.map(Into::into),
+            updated_by_trace: e.updated_by.map(Into::into),
         }
     }
 }
@@ -230,6 +238,9 @@ pub struct RelationView {
     pub relation_type: RelationType,
     /// Strength.
     pub weight: f64,
+    /// The span of the request that stored it, when that request was traced (sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_trace: Option<TraceRef>,
 }
 
 /// The parts of an entity's recall score.
@@ -357,6 +368,8 @@ impl Memory {
             target_id: input.target_id,
             relation_type: input.relation_type.into(),
             weight: input.weight.unwrap_or(0.1),
+            // Only the service's own span says who wrote it.
+            created_by: None,
         };
         let stored: wit::Relation = self
             .run(request, SEMANTIC, "create-relation", (relation, now_ms()))
@@ -366,6 +379,7 @@ impl Memory {
             target_id: stored.target_id,
             relation_type: stored.relation_type.into(),
             weight: stored.weight,
+            created_by_trace: stored.created_by.map(Into::into),
         })
     }
 

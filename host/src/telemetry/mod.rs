@@ -61,6 +61,8 @@ pub struct GuestLimitCounters {
     pub dropped_attributes: AtomicU64,
     /// Events beyond the per-span limit.
     pub dropped_events: AtomicU64,
+    /// Links beyond the per-span limit.
+    pub dropped_links: AtomicU64,
     /// Spans refused because the request had too many open.
     pub refused_spans: AtomicU64,
     /// Calls naming a span that is not open (ended twice, never existed).
@@ -483,6 +485,7 @@ impl Telemetry {
                 ("unclosed_spans", load(&g.unclosed_spans)),
                 ("refused_baggage", load(&g.refused_baggage)),
                 ("refused_measurements", load(&g.refused_measurements)),
+                ("dropped_links", load(&g.dropped_links)),
             ],
             tail: self.tail.as_deref().map(tail::snapshot),
             metrics: self.metrics_pipeline.as_ref().map(|p| MetricsExportStats {

@@ -16,6 +16,8 @@ pub const MAX_LIST_LEN: usize = 128;
 pub const MAX_ATTRIBUTES_PER_SPAN: usize = 128;
 /// Events per span (the OTel SDK's default limit).
 pub const MAX_EVENTS_PER_SPAN: usize = 128;
+/// Links per span (the OpenTelemetry default span link count limit).
+pub const MAX_LINKS_PER_SPAN: usize = 128;
 /// Attributes per event.
 pub const MAX_ATTRIBUTES_PER_EVENT: usize = 32;
 /// Spans open at once in one request; a guest opening spans in a loop without ending

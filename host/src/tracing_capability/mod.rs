@@ -237,6 +237,19 @@ impl wit::Host for TracingCtx {
         self.scope.record_exception(&owner, span, exception);
     }
 
+    fn add_link(&mut self, span: u64, context: wit::TraceContext, attributes: Vec<wit::KeyValue>) {
+        // An invalid context is counted (as an invalid parent would be) and ignored.
+        let Some(context) = self
+            .scope
+            .parse_parent(&context.traceparent, &context.tracestate)
+        else {
+            return;
+        };
+        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_EVENT);
+        let owner = self.owner.clone();
+        self.scope.add_link(&owner, span, context, attributes);
+    }
+
     fn current_context(&mut self) -> wit::TraceContext {
         let (traceparent, tracestate) = self.scope.current_context();
         wit::TraceContext {

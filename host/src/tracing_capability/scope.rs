@@ -67,6 +67,7 @@ struct OpenSpan {
     owner: Owner,
     attributes: usize,
     events: usize,
+    links: usize,
 }
 
 /// Where a request's progress reports go (done, total — 0 when unknown —, message); the
@@ -252,6 +253,7 @@ impl RequestScope {
             owner,
             attributes: attribute_count,
             events: 0,
+            links: 0,
         });
         handle
     }
@@ -308,6 +310,27 @@ impl RequestScope {
         let time = event.time.unwrap_or_else(SystemTime::now);
         span.span
             .add_event_with_timestamp(event.name, time, event.attributes);
+    }
+
+    /// Link an open span to the span `context` names (any trace), within the per-span
+    /// limit.
+    pub fn add_link(
+        &mut self,
+        owner: &Owner,
+        handle: u64,
+        context: SpanContext,
+        attributes: Vec<KeyValue>,
+    ) {
+        let Some(index) = self.find(owner, handle, true) else {
+            return;
+        };
+        let span = &mut self.open[index];
+        if span.links >= MAX_LINKS_PER_SPAN {
+            self.count(|c| &c.dropped_links, 1);
+            return;
+        }
+        span.links += 1;
+        span.span.add_link(context, attributes);
     }
 
     /// Record an exception on an open span: an `exception` event and ERROR status.

@@ -31,7 +31,7 @@ mod value;
 
 pub use span::{
     __private, Span, SpanBuilder, SpanKind, TraceContext, add_span_attribute, add_span_event,
-    get_trace_context, span, tracing_enabled,
+    add_span_link, get_trace_context, span, tracing_enabled,
 };
 pub use value::{KeyValue, Value, kv};
 pub use ww_guest_macros::traced;

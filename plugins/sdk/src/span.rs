@@ -327,6 +327,24 @@ pub fn add_span_event(name: impl Into<Cow<'static, str>>, attributes: Vec<KeyVal
     }
 }
 
+/// Link this component's current span (or the request's innermost span) to the span
+/// `trace_id` / `span_id` name — of this trace or another: an OpenTelemetry span link,
+/// which trace viewers follow (from a recall to the requests that wrote what it found).
+/// Ids that are not W3C ids are ignored by the host and counted.
+pub fn add_span_link(trace_id: &str, span_id: &str, attributes: Vec<KeyValue>) {
+    let handle = with_open(None, |s| s.handle).unwrap_or(0);
+    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    let mut scratch = Vec::new();
+    wit::add_link(
+        handle,
+        wit::TraceContextParam {
+            traceparent: &traceparent,
+            tracestate: "",
+        },
+        &lend(&attributes, &mut scratch),
+    );
+}
+
 /// The W3C trace context of the innermost open span of the current request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {

@@ -235,6 +235,14 @@ impl<'a> Fields<'a> {
         self.0.iter().find(|f| f.name == name).map(|f| &f.value)
     }
 
+    /// The span recorded under `prefix` by [`trace_fields`], if any.
+    pub fn trace(&self, prefix: &str) -> Option<(String, String)> {
+        Some((
+            self.text(&format!("{prefix}_trace"))?,
+            self.text(&format!("{prefix}_span"))?,
+        ))
+    }
+
     pub fn text(&self, name: &str) -> Option<String> {
         match self.get(name) {
             Some(FieldValue::Text(t)) => Some(t.clone()),
@@ -333,4 +341,26 @@ pub fn memory_span(
         ww_guest::add_span_attribute("gen_ai.memory.record.id", id.to_owned());
     }
     ww_guest::add_span_attribute("gen_ai.memory.record.count", count);
+}
+
+/// The span writing now, as a memory records it: the innermost open span of the request
+/// (the service's own), when the request is sampled. Never from tool arguments: only the
+/// host's trace context names it.
+pub fn writing_span() -> Option<(String, String)> {
+    let context = ww_guest::get_trace_context();
+    context
+        .sampled()
+        .then(|| (context.trace_id().to_owned(), context.span_id().to_owned()))
+}
+
+/// Payload fields recording the span that wrote a memory (`<prefix>_trace`,
+/// `<prefix>_span`), when there is one.
+pub fn trace_fields(prefix: &str, span: Option<&(String, String)>) -> Vec<Field> {
+    match span {
+        Some((trace, span)) => vec![
+            text(&format!("{prefix}_trace"), trace.clone()),
+            text(&format!("{prefix}_span"), span.clone()),
+        ],
+        None => Vec::new(),
+    }
 }

@@ -1,6 +1,6 @@
 //! An episode as a vector-store point: its payload fields, written and read back.
 
-use ww_guest::episodic::{Episode, EpisodeContext, Outcome};
+use ww_guest::episodic::{Episode, EpisodeContext, Outcome, TraceRef};
 use ww_guest::services::{Error, Field, FieldValue};
 
 use crate::score;
@@ -26,6 +26,10 @@ pub const LAST_ACCESS: &str = "last_access";
 pub const SEQUENCE: &str = "sequence";
 pub const PREVIOUS: &str = "previous";
 pub const DUPLICATE_OF: &str = "duplicate_of";
+/// The span that stored it (`created_trace`, `created_span`), and the last that changed
+/// it (`updated_*`), when those requests were sampled.
+pub const CREATED: &str = "created";
+pub const UPDATED: &str = "updated";
 
 pub fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
@@ -79,6 +83,13 @@ pub fn to_payload(episode: &Episode, sequence: i64) -> Vec<Field> {
     }
     if let Some(original) = &episode.duplicate_of {
         fields.push(text(DUPLICATE_OF, original));
+    }
+    for (prefix, by) in [
+        (CREATED, &episode.created_by),
+        (UPDATED, &episode.updated_by),
+    ] {
+        let span = by.as_ref().map(|t| (t.trace_id.clone(), t.span_id.clone()));
+        fields.extend(ww_service_common::trace_fields(prefix, span.as_ref()));
     }
     fields
 }
@@ -157,6 +168,16 @@ impl<'a> Stored<'a> {
             last_access: self.integer(LAST_ACCESS)?,
             previous: self.text(PREVIOUS),
             duplicate_of: self.text(DUPLICATE_OF),
+            created_by: self.trace(CREATED),
+            updated_by: self.trace(UPDATED),
+        })
+    }
+
+    /// The span recorded under `prefix`, if any.
+    fn trace(&self, prefix: &str) -> Option<TraceRef> {
+        Some(TraceRef {
+            trace_id: self.text(&format!("{prefix}_trace"))?,
+            span_id: self.text(&format!("{prefix}_span"))?,
         })
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use episode::Stored;
 use ww_guest::episodic::{
     Episode, Guest, LightReport, NewEpisode, PointInTimeRequest, RecallRequest, RecalledEpisode,
-    ValenceChange,
+    TraceRef, ValenceChange,
 };
 use ww_guest::services::embedder;
 use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel, RelationType};
@@ -23,10 +23,12 @@ use ww_guest::services::vector_store::{
     self as vectors, Collection, PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
-use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, span, traced};
+use ww_guest::{
+    add_span_attribute, add_span_event, add_span_link, cancelled, kv, report_progress, span, traced,
+};
 use ww_service_common::{
     MemoryOperation, Quantized, check_text, check_unit, embed, invalid, memory_span, new_id,
-    similar_at_least,
+    similar_at_least, trace_fields, writing_span,
 };
 
 /// Bytes of episode content, at most.
@@ -199,6 +201,8 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
         last_access: now,
         previous: previous.map(|(id, _)| id),
         duplicate_of: None,
+        created_by: writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id }),
+        updated_by: None,
     };
     // Graph first, the point last: an episode is visible to recall only once all of it
     // is stored.
@@ -299,6 +303,7 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
         score::recall_score(cosine, e.event_time, now, e.outcome, e.valence)
     })?;
     reinforce(&mut recalled, now)?;
+    link_to_writers(&recalled);
     memory_span(
         MemoryOperation::Search,
         Collection::Episodes,
@@ -311,6 +316,20 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
         add_span_attribute("recall.top_id", top.episode.id.clone());
     }
     Ok(recalled)
+}
+
+/// The recall's span links to the spans that stored what it returns, so a trace viewer
+/// goes from the recall to the requests that wrote its memories.
+fn link_to_writers(recalled: &[RecalledEpisode]) {
+    for hit in recalled {
+        if let Some(by) = &hit.episode.created_by {
+            add_span_link(
+                &by.trace_id,
+                &by.span_id,
+                vec![kv("ww.memory.id", hit.episode.id.clone())],
+            );
+        }
+    }
 }
 
 /// Recall strengthens what it returns: access count +1, S ← S + 0.1·(2 − S), last access
@@ -378,6 +397,7 @@ fn query_at_time(request: PointInTimeRequest) -> Result<Vec<RecalledEpisode>, Er
     let found = scored(hits, |cosine, e| {
         score::point_in_time_score(cosine, e.event_time, at, weight, e.outcome, e.valence)
     })?;
+    link_to_writers(&found);
     memory_span(
         MemoryOperation::Search,
         Collection::Episodes,
@@ -407,13 +427,9 @@ fn mark_important(
     let old = episode.valence;
     let new = new_valence.unwrap_or(old + 0.2).clamp(0.0, 1.0);
     memory_span(MemoryOperation::Update, Collection::Episodes, Some(&id), 1);
-    vectors::update_payload(
-        Collection::Episodes,
-        &[PayloadUpdate {
-            id,
-            fields: vec![episode::number(episode::VALENCE, new)],
-        }],
-    )?;
+    let mut fields = vec![episode::number(episode::VALENCE, new)];
+    fields.extend(trace_fields(episode::UPDATED, writing_span().as_ref()));
+    vectors::update_payload(Collection::Episodes, &[PayloadUpdate { id, fields }])?;
     add_span_attribute("episode.valence.old", old);
     add_span_attribute("episode.valence.new", new);
     Ok(ValenceChange { old, new })
@@ -482,6 +498,7 @@ fn consolidate_light() -> Result<LightReport, Error> {
     }
     // Within each session, oldest first: an episode nearly identical to an earlier kept
     // one is marked as its duplicate.
+    let writer = writing_span();
     let mut updates = Vec::new();
     for episodes in sessions.values_mut() {
         episodes.sort_by(|a, b| {
@@ -503,7 +520,10 @@ fn consolidate_light() -> Result<LightReport, Error> {
             match kept.iter().find(duplicate) {
                 Some(original) => updates.push(PayloadUpdate {
                     id: episode.id.clone(),
-                    fields: vec![episode::text(episode::DUPLICATE_OF, &original.id)],
+                    fields: [episode::text(episode::DUPLICATE_OF, &original.id)]
+                        .into_iter()
+                        .chain(trace_fields(episode::UPDATED, writer.as_ref()))
+                        .collect(),
                 }),
                 None => kept.push(episode),
             }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use ww_guest::procedural::{
     CreateOutcome, Execution, ExecutionResult, Guest, NewSkill, RecallRequest, RecalledSkill,
-    Skill, SkillReport, SkillScore, Step,
+    Skill, SkillReport, SkillScore, Step, TraceRef,
 };
 use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel};
 use ww_guest::services::vector_store::{
@@ -16,6 +16,7 @@ use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progres
 use ww_service_common::{
     Fields, MemoryOperation, Quantized, check_id, check_optional, check_text, check_unit, embed,
     equals, flag, integer, invalid, memory_span, new_id, number, similar_at_least, text,
+    trace_fields, writing_span,
 };
 
 /// Below this outcome a trajectory is not worth keeping.
@@ -103,7 +104,29 @@ fn payload(skill: &Skill, successes: u32) -> Result<Vec<Field>, Error> {
     if let Some(last_run) = skill.last_run {
         fields.push(integer(LAST_RUN, last_run));
     }
+    for (prefix, by) in [
+        (CREATED_BY, &skill.created_by),
+        (UPDATED_BY, &skill.updated_by),
+    ] {
+        let span = by.as_ref().map(|t| (t.trace_id.clone(), t.span_id.clone()));
+        fields.extend(trace_fields(prefix, span.as_ref()));
+    }
     Ok(fields)
+}
+
+/// The prefixes of the spans that stored and last changed a skill.
+const CREATED_BY: &str = "created";
+const UPDATED_BY: &str = "updated";
+
+/// The span writing now, as a skill records it.
+fn writer() -> Option<TraceRef> {
+    writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
+}
+
+fn trace_of(fields: &Fields<'_>, prefix: &str) -> Option<TraceRef> {
+    fields
+        .trace(prefix)
+        .map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
 }
 
 /// A skill and its success count, read back.
@@ -138,6 +161,8 @@ fn from_payload(id: String, payload: &[Field]) -> Result<(Skill, u32), Error> {
             replaced_by: f.text(REPLACED_BY),
             session: f.required_text(SESSION)?,
             created: f.integer(CREATED)?,
+            created_by: trace_of(&f, CREATED_BY),
+            updated_by: trace_of(&f, UPDATED_BY),
             last_run: f.optional_integer(LAST_RUN),
         },
         count(SUCCESSES)?,
@@ -152,7 +177,11 @@ fn get(id: &str) -> Result<(Skill, u32), Error> {
     from_payload(point.id, &point.payload)
 }
 
-fn save(skill: &Skill, successes: u32) -> Result<(), Error> {
+/// Write a changed skill, recording this request's span as the last to change it.
+fn save(skill: &mut Skill, successes: u32) -> Result<(), Error> {
+    if let Some(by) = writer() {
+        skill.updated_by = Some(by);
+    }
     vectors::update_payload(
         Collection::Procedures,
         &[PayloadUpdate {
@@ -229,6 +258,8 @@ fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
         session: new.session,
         created: now,
         last_run: Some(now),
+        created_by: writer(),
+        updated_by: None,
     };
     graph::upsert_node(&Node {
         id: skill.id.clone(),
@@ -362,7 +393,7 @@ fn execute(execution: Execution, now: i64) -> Result<ExecutionResult, Error> {
             vec![kv("skill.success_rate", skill.success_rate)],
         );
     }
-    save(&skill, successes)?;
+    save(&mut skill, successes)?;
     memory_span(
         MemoryOperation::Update,
         Collection::Procedures,
@@ -403,7 +434,7 @@ fn deprecate(
     skill.deprecated = true;
     skill.deprecation_reason = reason;
     skill.replaced_by = replaced_by.clone();
-    save(&skill, successes)?;
+    save(&mut skill, successes)?;
     memory_span(
         MemoryOperation::Update,
         Collection::Procedures,
@@ -498,7 +529,7 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
         skill.deprecated = true;
         skill.deprecation_reason = Some(format!("merged into {leader_id} by consolidation"));
         skill.replaced_by = Some(leader_id.clone());
-        save(&skill, *successes)?;
+        save(&mut skill, *successes)?;
         graph::upsert_edge(&Edge {
             source: skill.id.clone(),
             target: leader_id,
@@ -514,7 +545,7 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
         let (skill, successes, _) = &skills[leader];
         let mut skill = skill.clone();
         skill.version += 1;
-        save(&skill, *successes)?;
+        save(&mut skill, *successes)?;
     }
     if deprecated < absorbed.len() as u64 {
         return Ok(stopped(examined, merged_into.len() as u64, deprecated));

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use ww_guest::semantic::{DeepReport, EntityType};
 use ww_guest::services::graph_store::{self as graph, Direction};
-use ww_guest::services::vector_store::{self as vectors, Collection};
+use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdate};
 use ww_guest::services::{Condition, Error, Filter};
-use ww_guest::{add_span_attribute, cancelled, report_progress, traced};
+use ww_guest::{add_span_attribute, add_span_link, cancelled, kv, report_progress, traced};
 use ww_service_common::{Fields, Quantized, similar_at_least};
 
 use crate::entity;
@@ -34,7 +34,12 @@ struct Episode {
     content: String,
     vector: Vec<f32>,
     quantized: Quantized,
+    /// The span that stored it (episodic's `created_trace` / `created_span`).
+    written_by: Option<(String, String)>,
 }
+
+/// Links on one span, at most (the host's per-span limit).
+const MAX_LINKS: usize = 128;
 
 /// A cluster's name: its three most frequent words of four letters or more.
 fn cluster_name(members: &[&Episode]) -> String {
@@ -81,6 +86,7 @@ fn read_episodes() -> Result<Vec<Episode>, Error> {
                 content: fields.required_text("content")?,
                 quantized: Quantized::new(&vector),
                 vector,
+                written_by: fields.trace("created"),
                 id: point.id,
             });
         }
@@ -147,6 +153,22 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
         .map(|c| c.iter().map(|&i| &episodes[i]).collect())
         .collect();
     report.clusters = big.len() as u64;
+    // The consolidation's span links to the spans that wrote the episodes it builds
+    // entities from: from an entity's origin to the requests behind it.
+    let mut links = 0;
+    for episode in big.iter().flatten() {
+        if let Some((trace_id, span_id)) = &episode.written_by
+            && links < MAX_LINKS
+        {
+            add_span_link(
+                trace_id,
+                span_id,
+                vec![kv("ww.memory.id", episode.id.clone())],
+            );
+            links += 1;
+        }
+    }
+    let writer = entity::writer();
     for members in &big {
         if cancelled() {
             // Each cluster is written whole or not at all; the next run does the rest.
@@ -156,6 +178,15 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
         let existing = crate::find_active(&name, entity::type_name(EntityType::Concept))?;
         let id = match existing {
             Some(id) => {
+                if writer.is_some() {
+                    vectors::update_payload(
+                        Collection::Entities,
+                        &[PayloadUpdate {
+                            id: id.clone(),
+                            fields: entity::trace_fields(entity::UPDATED_BY, writer.as_ref()),
+                        }],
+                    )?;
+                }
                 report.entities_updated += 1;
                 id
             }

@@ -1,7 +1,7 @@
 //! An entity as stored: a point in `ww_entities` (its embedding and every field) and a
 //! node in the graph (name, type and validity, for typed lookups and edges).
 
-use ww_guest::semantic::{Entity, EntityType, RelationType};
+use ww_guest::semantic::{Entity, EntityType, RelationType, TraceRef};
 use ww_guest::services::graph_store::{self as graph, Node, NodeLabel};
 use ww_guest::services::vector_store::{self as vectors, Collection};
 use ww_guest::services::{Error, Field};
@@ -102,8 +102,33 @@ pub fn fresh(
         last_access: now,
         stability: 1.0,
         created: now,
+        created_by: writer(),
+        updated_by: None,
     }
 }
+
+/// The span writing now, as an entity or relation records it (see
+/// [`ww_service_common::writing_span`]).
+pub fn writer() -> Option<TraceRef> {
+    ww_service_common::writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
+}
+
+/// Payload fields recording `by` under `prefix`.
+pub fn trace_fields(prefix: &str, by: Option<&TraceRef>) -> Vec<Field> {
+    let span = by.map(|t| (t.trace_id.clone(), t.span_id.clone()));
+    ww_service_common::trace_fields(prefix, span.as_ref())
+}
+
+/// The span recorded under `prefix` in `fields`.
+pub fn trace_of(fields: &Fields<'_>, prefix: &str) -> Option<TraceRef> {
+    fields
+        .trace(prefix)
+        .map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
+}
+
+/// The prefixes of the spans that stored and last changed an entity or relation.
+pub const CREATED_BY: &str = "created";
+pub const UPDATED_BY: &str = "updated";
 
 /// Every field of an entity, as its point's payload.
 pub fn payload(e: &Entity) -> Vec<Field> {
@@ -128,6 +153,8 @@ pub fn payload(e: &Entity) -> Vec<Field> {
     if let Some(successor) = &e.superseded_by {
         fields.push(text(SUPERSEDED_BY, successor));
     }
+    fields.extend(trace_fields(CREATED_BY, e.created_by.as_ref()));
+    fields.extend(trace_fields(UPDATED_BY, e.updated_by.as_ref()));
     fields
 }
 
@@ -166,6 +193,8 @@ pub fn from_payload(id: String, payload: &[Field]) -> Result<Entity, Error> {
         last_access: f.integer(LAST_ACCESS)?,
         stability: f.number(STABILITY)?,
         created: f.integer(CREATED)?,
+        created_by: trace_of(&f, CREATED_BY),
+        updated_by: trace_of(&f, UPDATED_BY),
     })
 }
 

@@ -177,7 +177,9 @@ fn reaches(from: &str, to: &str, relation: graph::RelationType) -> Result<bool, 
 }
 
 #[traced("semantic.create_relation", kind = Internal)]
-fn create_relation(relation: Relation) -> Result<Relation, Error> {
+fn create_relation(mut relation: Relation) -> Result<Relation, Error> {
+    // Who wrote it is this request's span, whatever the caller passed.
+    relation.created_by = entity::writer();
     check_id("source_id", &relation.source_id)?;
     check_id("target_id", &relation.target_id)?;
     if relation.source_id == relation.target_id {
@@ -223,7 +225,7 @@ fn create_relation(relation: Relation) -> Result<Relation, Error> {
         target: relation.target_id.clone(),
         relation: kind,
         weight: relation.weight,
-        properties: vec![],
+        properties: entity::trace_fields(entity::CREATED_BY, relation.created_by.as_ref()),
     })?;
     Ok(relation)
 }
@@ -298,15 +300,22 @@ fn supersede(request: SupersedeRequest, now: i64) -> Result<Supersession, Error>
     // The old version's validity ends where the new one's begins.
     old.valid_to = Some(valid_from);
     old.superseded_by = Some(new.id.clone());
+    // The same request's span wrote the new version and changed the old one.
+    old.updated_by = new.created_by.clone();
     graph::update_node(&old.id, &[integer(entity::VALID_TO, valid_from)])?;
+    let mut fields = vec![
+        integer(entity::VALID_TO, valid_from),
+        text(entity::SUPERSEDED_BY, &new.id),
+    ];
+    fields.extend(entity::trace_fields(
+        entity::UPDATED_BY,
+        old.updated_by.as_ref(),
+    ));
     vectors::update_payload(
         Collection::Entities,
         &[PayloadUpdate {
             id: old.id.clone(),
-            fields: vec![
-                integer(entity::VALID_TO, valid_from),
-                text(entity::SUPERSEDED_BY, &new.id),
-            ],
+            fields,
         }],
     )?;
     memory_span(

@@ -770,6 +770,14 @@ async fn entities_relations_skills_and_consolidation_remember_their_writers() {
         names(&recalled_skill["updated_by_trace"]),
         of(spans_named("procedural.execute_skill")[0])
     );
+    // Recalling it links to the span that stored it.
+    let recall_skill = spans_named("procedural.recall_skill")[0];
+    let links: Vec<_> = recall_skill
+        .links
+        .iter()
+        .map(|l| (json!(l.trace_id), json!(l.span_id)))
+        .collect();
+    assert_eq!(links, [of(spans_named("procedural.create_skill")[0])]);
     // Deep consolidation links to the spans that wrote the episodes it clustered.
     let consolidation = spans_named("semantic.consolidate_deep")[0];
     let episode_writers: Vec<_> = spans_named("episodic.create")

@@ -12,7 +12,9 @@ use ww_guest::services::vector_store::{
     self as vectors, Collection, PayloadUpdate, Point, Rescore, ScoreTerm, SearchRequest,
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter};
-use ww_guest::{add_span_attribute, add_span_event, cancelled, kv, report_progress, traced};
+use ww_guest::{
+    add_span_attribute, add_span_event, add_span_link, cancelled, kv, report_progress, traced,
+};
 use ww_service_common::{
     Fields, MemoryOperation, Quantized, check_id, check_optional, check_text, check_unit, embed,
     equals, flag, integer, invalid, memory_span, new_id, number, similar_at_least, text,
@@ -343,6 +345,16 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledSkill>, Error> {
             })
         })
         .collect::<Result<_, Error>>()?;
+    // Links to the spans that wrote what it returns.
+    for hit in &recalled {
+        if let Some(by) = &hit.skill.created_by {
+            add_span_link(
+                &by.trace_id,
+                &by.span_id,
+                vec![kv("ww.memory.id", hit.skill.id.clone())],
+            );
+        }
+    }
     memory_span(
         MemoryOperation::Search,
         Collection::Procedures,

@@ -12,7 +12,7 @@ use ww_guest::semantic::{Entity, EntityScore, RecallRequest, RecalledEntity};
 use ww_guest::services::graph_store::{self as graph, Direction, Edge};
 use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdate, SearchRequest};
 use ww_guest::services::{Condition, Error, Filter};
-use ww_guest::{add_span_attribute, add_span_event, kv, span, traced};
+use ww_guest::{add_span_attribute, add_span_event, add_span_link, kv, span, traced};
 use ww_service_common::{
     MemoryOperation, check_id, check_text, cosine, embed, integer, invalid, memory_span,
 };
@@ -174,6 +174,16 @@ pub fn recall(request: RecallRequest) -> Result<Vec<RecalledEntity>, Error> {
     });
     scored.truncate(request.limit as usize);
     reinforce(&mut scored, now)?;
+    // Links to the spans that wrote what it returns.
+    for hit in &scored {
+        if let Some(by) = &hit.entity.created_by {
+            add_span_link(
+                &by.trace_id,
+                &by.span_id,
+                vec![kv("ww.memory.id", hit.entity.id.clone())],
+            );
+        }
+    }
     memory_span(
         MemoryOperation::Search,
         Collection::Entities,

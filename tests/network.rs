@@ -143,6 +143,21 @@ async fn an_endpoint_that_does_not_answer_is_a_start_up_error() {
     assert!(message.contains(&closed), "{message}");
 }
 
+/// The caller and the worker fixtures, the worker allowed to reach `address` over HTTP.
+fn relay_config(address: &str) -> HostConfig {
+    HostConfig {
+        components: vec![
+            component("fixture_caller.wasm"),
+            ComponentSpec {
+                endpoint: Some(format!("http://{address}")),
+                ..component("fixture_worker.wasm")
+            },
+        ],
+        cache_dir: Some(cache_dir()),
+        ..HostConfig::default()
+    }
+}
+
 /// A loopback HTTP server answering 204, keeping each request's head.
 async fn recording_listener() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,17 +187,7 @@ async fn recording_listener() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component_and_the_wire() {
     let (address, heads) = recording_listener().await;
-    let config = HostConfig {
-        components: vec![
-            component("fixture_caller.wasm"),
-            ComponentSpec {
-                endpoint: Some(format!("http://{address}")),
-                ..component("fixture_worker.wasm")
-            },
-        ],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
+    let config = relay_config(&address);
     let host = ComponentHost::load(config, telemetry(&[]))
         .await
         .expect("load");
@@ -272,17 +277,7 @@ async fn a_call_dropped_half_way_discards_its_instances_and_still_ends_its_spans
     use ww_tests::otlp::{AttrValue, OtlpReceiver};
     let (address, arrived) = silent_listener().await;
     let receiver = OtlpReceiver::grpc().await;
-    let config = HostConfig {
-        components: vec![
-            component("fixture_caller.wasm"),
-            ComponentSpec {
-                endpoint: Some(format!("http://{address}")),
-                ..component("fixture_worker.wasm")
-            },
-        ],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
+    let config = relay_config(&address);
     let telemetry = ww_tests::otlp_telemetry(&receiver.endpoint(), "grpc");
     let host = ComponentHost::load(config, telemetry).await.expect("load");
     host.warm_up().await.expect("instantiate");

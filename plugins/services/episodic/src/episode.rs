@@ -175,10 +175,9 @@ impl<'a> Stored<'a> {
 
     /// The span recorded under `prefix`, if any.
     fn trace(&self, prefix: &str) -> Option<TraceRef> {
-        Some(TraceRef {
-            trace_id: self.text(&format!("{prefix}_trace"))?,
-            span_id: self.text(&format!("{prefix}_span"))?,
-        })
+        ww_service_common::Fields(self.0)
+            .trace(prefix)
+            .map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
     }
 }
 

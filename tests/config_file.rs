@@ -73,6 +73,14 @@ fn no_file_means_the_default_components() {
     assert_eq!(specs[2].data_dir, None, "services get no filesystem");
     assert_eq!(specs[3].roles, vec![Role::Semantic]);
     assert_eq!(specs[4].roles, vec![Role::Procedural]);
+    // The services mostly wait on the stores and the embedder: pools of them.
+    for service in &specs[2..] {
+        assert_eq!(
+            service.instances,
+            Some(ww_host::config::default_waiting_instances())
+        );
+    }
+    assert!(ww_host::config::default_waiting_instances() >= 8);
     let moved = parse("data_dir = \"/srv/ww\"").component_specs();
     assert_eq!(moved[1].data_dir, Some(PathBuf::from("/srv/ww")));
 }
@@ -258,6 +266,13 @@ fn the_shipped_remote_configuration_names_endpoints_and_keeps_no_data_dir_for_th
     assert_eq!(neo4j.roles, [Role::GraphStore]);
     assert_eq!(neo4j.endpoint.as_deref(), Some("bolt://127.0.0.1:7687"));
     assert_eq!(neo4j.data_dir, None);
+    // Adapters wait on the network: pools of them, like the services.
+    for adapter in [qdrant, neo4j] {
+        assert_eq!(
+            adapter.instances,
+            Some(ww_host::config::default_waiting_instances())
+        );
+    }
     assert!(
         neo4j
             .settings

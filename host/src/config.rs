@@ -52,7 +52,20 @@ pub const MAX_INSTANCES: usize = 16;
 /// The embedder's instances by default: one per core (so concurrent requests embed at
 /// once), at most 4 (each holds a model's weights).
 pub fn default_embedder_instances() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    cores().min(4)
+}
+
+/// Instances of a component that mostly waits by default: a memory service (it waits on
+/// the stores and the embedder it calls) or any component with an endpoint (it waits on
+/// the network). Four per core, at least 8, at most [`MAX_INSTANCES`]: a waiting instance
+/// holds no core, so more requests than cores may wait at once, and each instance costs
+/// only its linear memory (a few MiB for a service or an adapter).
+pub fn default_waiting_instances() -> usize {
+    (4 * cores()).clamp(8, MAX_INSTANCES)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A store's default memory limit, in MiB (100k episodes of 384 dimensions take about
@@ -224,10 +237,12 @@ pub struct RoleConfig {
     /// Limits for this component, over the global ones.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Instances of the component that serve calls at once (the embedder's default:
-    /// the core count, at most 4; every other role's: 1). Each instance has its own
-    /// memory (a model embedder holds its weights in each). Only a component that keeps
-    /// nothing between calls may have more than one; the embedded store never does.
+    /// Instances of the component that serve calls at once. Defaults: a memory service
+    /// or a component with an endpoint, four per core (8 to 16: they mostly wait); a
+    /// local embedder, the core count, at most 4; the embedded store, always 1. Each
+    /// instance has its own memory (a model embedder holds its weights in each). Only
+    /// a component that keeps nothing between calls, or keeps it only for its serial
+    /// exports (see the guest SDK's `calls!`), may have more than one.
     pub instances: Option<usize>,
     /// The one address the component may reach (`bolt://host:7687`,
     /// `http://host:6333`): a remote store or embedder. The host refuses any other
@@ -421,7 +436,11 @@ impl FileConfig {
                     // The embedded store's data lives in its one instance.
                     (Role::VectorStore | Role::GraphStore, _) if chosen.endpoint.is_none() => 1,
                     (_, Some(n)) => n.clamp(1, MAX_INSTANCES),
+                    (_, None) if chosen.endpoint.is_some() => default_waiting_instances(),
                     (Role::Embedder, None) => default_embedder_instances(),
+                    (Role::Episodic | Role::Semantic | Role::Procedural, None) => {
+                        default_waiting_instances()
+                    }
                     (_, None) => 1,
                 }),
                 limits: Some(chosen.limits.apply(if role.is_store() {

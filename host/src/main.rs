@@ -397,6 +397,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (interface, functions) in &shape.exports {
                     println!("  export {interface}  [{}]", functions.join(", "));
                 }
+                let calls = component.calls();
+                let list = |set: &std::collections::BTreeSet<String>| {
+                    set.iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if component.instances() > 1 || !calls.long_running.is_empty() {
+                    println!("  instances {}", component.instances());
+                }
+                if !calls.serial.is_empty() {
+                    println!(
+                        "  serial [{}]  (one at a time, on one instance)",
+                        list(&calls.serial)
+                    );
+                }
+                if !calls.long_running.is_empty() {
+                    println!(
+                        "  long-running [{}]  (each on an instance of its own)",
+                        list(&calls.long_running)
+                    );
+                }
+                for line in &calls.unknown {
+                    println!("  calls: not understood, ignored: {line}");
+                }
             }
             println!();
             println!("telemetry: {telemetry_summary}");

@@ -8,7 +8,10 @@
 //! first size — the cost of tracing: the same recalls against a copy of the store with
 //! tracing on (OTLP over gRPC to a local receiver), alternated with tracing off, and
 //! `consolidate_now deep` over those episodes. Before that, `semantic_recall` and
-//! `spread_activation` on a graph of 10k entities and 50k relations. After, for each
+//! `spread_activation` on a graph of 10k entities and 50k relations, and
+//! (`WW_BENCH=concurrency`) `recall_episodes` throughput with 1, 2 and 8 concurrent
+//! clients over 1,000 episodes, all local and with the embedder behind an endpoint that
+//! answers in 20 ms (default pools against one instance each). After, for each
 //! size (`WW_BENCH=startup`): disk use and start-up time with the log alone after
 //! reinforcing recalls, the cost of the compaction that follows (the write that pays
 //! it), and disk use and start-up time after it.
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ww_host::memory::{Memory, RecallEpisodes};
 use ww_host::plugins::Request;
-use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile};
+use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile, process_cpu_time};
 use ww_tests::otlp::OtlpReceiver;
 
 const SESSION: &str = "bench";
@@ -55,16 +58,20 @@ async fn recall_once(memory: &Memory, query: String) -> Duration {
     elapsed
 }
 
-async fn recall_latencies(memory: &Memory, words: &mut Words) -> Vec<Duration> {
+/// Sorted latencies of `RECALLS` recalls after 20 to warm up, and the process CPU time
+/// they took per recall.
+async fn recall_latencies(memory: &Memory, words: &mut Words) -> (Vec<Duration>, Duration) {
     for _ in 0..20 {
         recall_once(memory, words.sentence(4)).await;
     }
     let mut latencies = Vec::with_capacity(RECALLS);
+    let cpu = process_cpu_time();
     for _ in 0..RECALLS {
         latencies.push(recall_once(memory, words.sentence(4)).await);
     }
+    let cpu = (process_cpu_time() - cpu) / RECALLS as u32;
     latencies.sort();
-    latencies
+    (latencies, cpu)
 }
 
 /// Recall p50 with tracing off and on, alternating calls so both see the same machine.
@@ -104,6 +111,82 @@ async fn tracing_overhead(dir: &Path, words: &mut Words) {
         stats.spans_exported,
         stats.spans_dropped
     );
+}
+
+/// Recalls per second with `clients` clients, each calling `recall_episodes` one after
+/// another, `per_client` times.
+async fn throughput(memory: &std::sync::Arc<Memory>, clients: usize, per_client: usize) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let memory = memory.clone();
+            tokio::spawn(async move {
+                let mut words = Words(0x9e37_79b9 + c as u64);
+                for _ in 0..per_client {
+                    recall_once(&memory, words.sentence(4)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client");
+    }
+    (clients * per_client) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `recall_episodes` throughput with 1, 2 and 8 concurrent clients over `n` episodes:
+/// the default components (hash embedder, everything local), then the embedder behind
+/// an OpenAI-compatible endpoint answering in 20 ms — with the default pools, and with
+/// one instance of each (how every service ran before it had a pool).
+async fn concurrency_bench(n: usize) {
+    use ww_tests::embeddings::EmbeddingEndpoint;
+    const CLIENTS: [usize; 3] = [1, 2, 8];
+    let report = |what: &str, rates: &[f64]| {
+        println!(
+            "recall_episodes throughput, {what}: {} (8 clients {:.1}x one)",
+            CLIENTS
+                .iter()
+                .zip(rates)
+                .map(|(c, r)| format!("{c} client{} {r:.0}/s", if *c == 1 { "" } else { "s" }))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rates[2] / rates[0]
+        );
+    };
+    let dir = bench_dir("concurrency-local");
+    let memory = std::sync::Arc::new(ww_tests::memory(&dir, ww_tests::telemetry(&[])).await);
+    fill(&memory, SESSION, n, &mut Words(0x5eed)).await;
+    throughput(&memory, 8, 10).await; // every instance made
+    let mut rates = Vec::new();
+    for clients in CLIENTS {
+        rates.push(throughput(&memory, clients, 800 / clients).await);
+    }
+    report(&format!("{n} episodes, all local"), &rates);
+    drop(memory);
+
+    let endpoint = EmbeddingEndpoint::start(384, Duration::from_millis(20)).await;
+    for (what, extra) in [
+        ("default pools", ""),
+        (
+            "one instance each",
+            "instances = 1\n\n[roles.episodic]\ncomponent = \"service_episodic.wasm\"\ninstances = 1\n",
+        ),
+    ] {
+        let dir = bench_dir("concurrency-remote");
+        let config = ww_tests::tests_config(&format!("{}{extra}", endpoint.role(384)), &dir);
+        let memory =
+            std::sync::Arc::new(ww_tests::memory_with(config, ww_tests::telemetry(&[])).await);
+        fill(&memory, SESSION, n, &mut Words(0x5eed)).await;
+        throughput(&memory, 8, 5).await;
+        let mut rates = Vec::new();
+        for clients in CLIENTS {
+            rates.push(throughput(&memory, clients, 80 / clients).await);
+        }
+        report(
+            &format!("{n} episodes, embedder behind a 20 ms endpoint, {what}"),
+            &rates,
+        );
+    }
 }
 
 /// `semantic_recall` and `spread_activation` on a graph of `entities` entities and
@@ -346,9 +429,12 @@ fn enabled(part: &str) -> bool {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is understood. `WW_BENCH` picks parts
-    // (episodes, deep, graph); `WW_BENCH_SIZES` the episode counts.
+    // (graph, concurrency, startup, episodes, deep); `WW_BENCH_SIZES` the episode counts.
     if enabled("graph") {
         graph_bench(10_000, 50_000).await;
+    }
+    if enabled("concurrency") {
+        concurrency_bench(1_000).await;
     }
     if !enabled("episodes") && !enabled("deep") && !enabled("startup") {
         return;
@@ -373,17 +459,22 @@ async fn main() {
         let mut words = Words(0x5eed_0000 + n as u64);
         let memory = ww_tests::memory(&dir, ww_tests::telemetry(&[])).await;
         eprintln!("filling a store with {n} episodes ...");
+        let cpu = process_cpu_time();
         let filled = fill(&memory, SESSION, n, &mut words).await;
+        let cpu = process_cpu_time() - cpu;
         println!(
-            "create_episode x {n}: {:.0} episodes/s ({} each on average)",
+            "create_episode x {n}: {:.0} episodes/s ({} each on average, process CPU {} each)",
             n as f64 / filled.as_secs_f64(),
-            ms(filled / n as u32)
+            ms(filled / n as u32),
+            ms(cpu / n as u32)
         );
-        let latencies = recall_latencies(&memory, &mut words).await;
+        let (latencies, cpu) = recall_latencies(&memory, &mut words).await;
         println!(
-            "recall_episodes over {n} episodes, limit 10, {RECALLS} queries: p50 {}, p99 {}",
+            "recall_episodes over {n} episodes, limit 10, {RECALLS} queries: p50 {}, p99 {}, mean {}, process CPU {} per recall",
             ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99))
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.iter().sum::<Duration>() / RECALLS as u32),
+            ms(cpu)
         );
         let store = memory.host().component("embedded").expect("store");
         println!(

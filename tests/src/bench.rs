@@ -64,6 +64,28 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// CPU time this process has used so far, all threads, user and system (from
+/// `/proc/self/stat`, in clock ticks of 10 ms: meaningful over hundreds of calls). Set
+/// beside a wall-clock latency it tells work from waiting: a run that is slower by wall
+/// time but not by CPU time waited (on the disk, on a core).
+pub fn process_cpu_time() -> Duration {
+    const TICKS_PER_SECOND: u64 = 100; // USER_HZ, 100 on every Linux ABI we run on
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its ')'):
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|field| field.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
 /// `target/ww-bench/<name>`, emptied.
 pub fn bench_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,6 +2,8 @@
 //! receivers.
 
 pub mod bench;
+pub mod embeddings;
+pub mod http;
 pub mod mcp;
 pub mod otlp;
 pub mod zipkin;
@@ -222,10 +224,11 @@ pub fn data_dir(name: &str) -> PathBuf {
 }
 
 /// The hash embedder's role, as the tests' configurations begin.
-const HASH_EMBEDDER_ROLE: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
+/// The hash embedder as the embedder role, in a configuration file's words.
+pub const HASH_EMBEDDER_ROLE: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
 
 /// The configuration file `text` over the built components, with its data in `data_dir`.
-fn tests_config(text: &str, data_dir: &std::path::Path) -> ww_host::config::FileConfig {
+pub fn tests_config(text: &str, data_dir: &std::path::Path) -> ww_host::config::FileConfig {
     let mut config = ww_host::config::FileConfig::parse(text, "the tests' configuration")
         .expect("valid configuration");
     config.plugin_dir = Some(component_dir());

@@ -1,16 +1,11 @@
 //! A Zipkin collector on loopback: it takes `POST /api/v2/spans` (Zipkin v2 JSON, as the
 //! Zipkin server does) and keeps every span it decodes.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 /// A span as a Zipkin collector stores it (the fields the tests look at).
@@ -40,15 +35,8 @@ struct Received {
 
 /// The collector; it stops when dropped.
 pub struct ZipkinReceiver {
-    addr: SocketAddr,
+    server: crate::http::Server,
     received: Arc<Received>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ZipkinReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 fn decode(body: &[u8]) -> Option<Vec<ZipkinSpan>> {
@@ -83,55 +71,29 @@ fn decode(body: &[u8]) -> Option<Vec<ZipkinSpan>> {
 impl ZipkinReceiver {
     /// Listen on a free loopback port.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Received::default());
         let shared = received.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let received = shared.clone();
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let received = received.clone();
-                            async move {
-                                let path = request.uri().path().to_owned();
-                                let body = request.into_body().collect().await?.to_bytes();
-                                let spans =
-                                    (path == "/api/v2/spans").then(|| decode(&body)).flatten();
-                                // 202 Accepted, as the Zipkin server answers.
-                                let status = match spans {
-                                    Some(spans) => {
-                                        received.spans.lock().unwrap().extend(spans);
-                                        received.arrived.notify_waiters();
-                                        202
-                                    }
-                                    None => 400,
-                                };
-                                Ok::<_, hyper::Error>(
-                                    hyper::Response::builder()
-                                        .status(status)
-                                        .body(Full::new(Bytes::new()))
-                                        .expect("response"),
-                                )
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+        let server = crate::http::serve(move |path: String, body: Bytes| {
+            let received = shared.clone();
+            async move {
+                let spans = (path == "/api/v2/spans").then(|| decode(&body)).flatten();
+                let status = match spans {
+                    Some(spans) => {
+                        received.spans.lock().unwrap().extend(spans);
+                        received.arrived.notify_waiters();
+                        202
+                    }
+                    None => 400,
+                };
+                (status, "text/plain", Bytes::new())
             }
-        });
-        Self {
-            addr,
-            received,
-            task,
-        }
+        })
+        .await;
+        Self { server, received }
     }
 
-    /// The URL to give `OTEL_EXPORTER_ZIPKIN_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/api/v2/spans", self.addr)
+        format!("http://{}/api/v2/spans", self.server.addr)
     }
 
     /// The spans received once `done` holds of them (or `timeout` passed).

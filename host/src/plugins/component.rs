@@ -19,6 +19,7 @@ use wasmtime::{
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::calls::CallProperties;
 use super::network::{Endpoint, HttpHooks};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{Attributes, Point};
@@ -27,15 +28,6 @@ use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
 /// The future of one call into a component's store.
 type CallFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
-
-/// Exports that may run long (consolidation). Each call of one runs on an instance of its
-/// own, under `CallLimits::long_deadline`, so the component's other calls are not queued
-/// behind it; the instance is dropped afterwards.
-pub const LONG_RUNNING: [&str; 3] = [
-    "consolidate-light",
-    "consolidate-deep",
-    "consolidate-skills",
-];
 
 /// Bounds on every call into a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,12 +254,15 @@ impl CallError {
 }
 
 /// How much a component may use: per call, and instances at once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Bounds {
     /// Each call's deadline and each instance's memory.
     pub limits: CallLimits,
     /// Instances serving calls at once (at least one).
     pub instances: usize,
+    /// Which exports run serially on one instance, which long on instances of their own:
+    /// as the component states in its `ww-memory:calls` section.
+    pub calls: CallProperties,
 }
 
 /// What a component may reach beyond the host: a data directory, an endpoint; and the
@@ -307,6 +302,12 @@ pub struct PluginComponent {
     idle: std::sync::Mutex<Vec<Live>>,
     permits: tokio::sync::Semaphore,
     instances: usize,
+    calls: CallProperties,
+    /// The instance the serial exports run on, one call at a time (when the pool has
+    /// more than one instance; with one, every call is serial already). Taken out for
+    /// the length of a call, like a pooled one: an abandoned call leaves `None`, and
+    /// the next serial call instantiates afresh.
+    serial: tokio::sync::Mutex<Option<Live>>,
     instantiations: AtomicU64,
     traps: AtomicU64,
     /// Linear memory of its instances, in bytes.
@@ -338,7 +339,11 @@ impl PluginComponent {
         telemetry: Arc<Telemetry>,
         bounds: Bounds,
     ) -> Self {
-        let Bounds { limits, instances } = bounds;
+        let Bounds {
+            limits,
+            instances,
+            calls,
+        } = bounds;
         let instances = instances.max(1);
         Self {
             name,
@@ -351,6 +356,8 @@ impl PluginComponent {
             idle: std::sync::Mutex::new(Vec::new()),
             permits: tokio::sync::Semaphore::new(instances),
             instances,
+            calls,
+            serial: tokio::sync::Mutex::new(None),
             instantiations: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             memory: Arc::new(AtomicU64::new(0)),
@@ -461,9 +468,14 @@ impl PluginComponent {
         self.instantiations.load(Ordering::Relaxed)
     }
 
-    /// Instances it may have at once.
+    /// Instances it may have at once (the serial exports' instance besides).
     pub fn instances(&self) -> usize {
         self.instances
+    }
+
+    /// How it asked its exports to be run.
+    pub fn calls(&self) -> &CallProperties {
+        &self.calls
     }
 
     /// Linear memory its live instances hold, in bytes (0 before the first call).
@@ -680,7 +692,7 @@ impl PluginComponent {
             std::marker::PhantomData<&'a &'p ()>,
         ) -> CallFuture<'a, T>,
     ) -> (RequestScope, Result<T, CallError>) {
-        if LONG_RUNNING.contains(&function) {
+        if self.calls.is_long_running(function) {
             // An instance of its own, dropped afterwards: the component's other calls
             // keep their instance and are not queued behind this one.
             let live = self
@@ -694,6 +706,27 @@ impl PluginComponent {
             let (scope, result, _) = self
                 .run_on(&mut live, scope, interface, function, deadline, invoke)
                 .await;
+            return (scope, result);
+        }
+        if self.instances > 1 && self.calls.is_serial(function) {
+            let mut serial = self.serial.lock().await;
+            let mut live = match serial.take() {
+                Some(live) => live,
+                None => match self
+                    .instantiate_traced(&mut scope, self.memory.clone())
+                    .await
+                {
+                    Ok(live) => live,
+                    Err(e) => return (scope, Err(e)),
+                },
+            };
+            let deadline = self.limits.deadline;
+            let (scope, result, trapped) = self
+                .run_on(&mut live, scope, interface, function, deadline, invoke)
+                .await;
+            if !trapped {
+                *serial = Some(live);
+            }
             return (scope, result);
         }
         // A permit bounds the instances; an idle one is reused, else one is made.

@@ -1,5 +1,6 @@
 //! Plugin components: loading, linking, and calling them within a traced request.
 
+pub mod calls;
 pub mod component;
 pub mod engine;
 pub mod network;
@@ -276,9 +277,15 @@ pub struct ComponentShape {
     pub imports: BTreeMap<String, Vec<String>>,
     /// Exported interfaces with their function names.
     pub exports: BTreeMap<String, Vec<String>>,
+    /// How it asks its exports to be run (its `ww-memory:calls` section).
+    pub calls: calls::CallProperties,
 }
 
-fn shape_of(engine: &Engine, component: &Component) -> ComponentShape {
+fn shape_of(
+    engine: &Engine,
+    component: &Component,
+    calls: calls::CallProperties,
+) -> ComponentShape {
     let ty = component.component_type();
     let functions = |item: ComponentItem| match item {
         ComponentItem::ComponentInstance(instance) => instance
@@ -297,6 +304,7 @@ fn shape_of(engine: &Engine, component: &Component) -> ComponentShape {
             .exports(engine)
             .map(|(name, item)| (name.to_owned(), functions(item.ty)))
             .collect(),
+        calls,
     }
 }
 
@@ -413,7 +421,12 @@ impl ComponentHost {
                     path: spec.path.clone(),
                     message: format!("{e:#}"),
                 })?;
-            let shape = shape_of(&engine, &component);
+            // Read again for its custom sections (a few milliseconds for the largest,
+            // the model embedder); the compiled form keeps none of them.
+            let calls = std::fs::read(&spec.path)
+                .map(|bytes| calls::CallProperties::of_component(&bytes))
+                .unwrap_or_default();
+            let shape = shape_of(&engine, &component, calls);
             if compiled.contains_key(&spec.name) {
                 return Err(LoadError::DuplicateName(spec.name));
             }
@@ -522,6 +535,7 @@ impl ComponentHost {
                 component::Bounds {
                     limits: spec.limits.unwrap_or(config.limits),
                     instances: spec.instances.unwrap_or(1),
+                    calls: shape.calls.clone(),
                 },
             ));
             loaded.insert(name, plugin.clone());

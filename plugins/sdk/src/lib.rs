@@ -24,6 +24,7 @@
 pub mod baggage;
 #[doc(hidden)]
 pub mod bindings;
+pub mod calls;
 pub mod metrics;
 pub mod settings;
 mod span;

@@ -600,3 +600,11 @@ impl Guest for Episodic {
 }
 
 ww_guest::export_episodic!(Episodic);
+
+// Writes that read before they write (a session's sequence, which this instance
+// remembers; a valence raised from its old value) run one at a time on one instance;
+// recalls run on any instance of the pool. A consolidation gets an instance of its own.
+ww_guest::calls! {
+    serial: ["create-episode", "mark-important"],
+    long_running: ["consolidate-light"],
+}

@@ -627,3 +627,11 @@ impl Guest for Procedural {
 }
 
 ww_guest::export_procedural!(Procedural);
+
+// Writes that read before they write (a skill of that name exists, an execution's
+// counts) run one at a time on one instance; recalls run on any instance of the pool.
+// A consolidation gets an instance of its own.
+ww_guest::calls! {
+    serial: ["create-skill", "execute-skill", "deprecate-skill"],
+    long_running: ["consolidate-skills"],
+}

@@ -440,3 +440,11 @@ impl Guest for Semantic {
 }
 
 ww_guest::export_semantic!(Semantic);
+
+// Writes that check before they write (an entity of that name exists, a relation
+// would close a cycle, a fact is still current) run one at a time on one instance;
+// recalls run on any instance of the pool. A consolidation gets an instance of its own.
+ww_guest::calls! {
+    serial: ["create-entity", "create-relation", "supersede-fact"],
+    long_running: ["consolidate-deep"],
+}

@@ -100,6 +100,16 @@ async fn tracing_overhead(dir: &Path, words: &mut Words) {
     }
     t_off.sort();
     t_on.sort();
+    // The same for writes: with tracing on, each episode also stores its writer's trace
+    // and span (`created_by`); with it off, nothing.
+    let (mut c_off, mut c_on) = (Vec::new(), Vec::new());
+    for _ in 0..RECALLS {
+        let content = words.sentence(12);
+        c_off.push(create_once(&off, content.clone()).await);
+        c_on.push(create_once(&on, content).await);
+    }
+    c_off.sort();
+    c_on.sort();
     on.host().telemetry().flush().await;
     let stats = on.host().telemetry().stats();
     let (p_off, p_on) = (percentile(&t_off, 0.5), percentile(&t_on, 0.5));
@@ -111,6 +121,29 @@ async fn tracing_overhead(dir: &Path, words: &mut Words) {
         stats.spans_exported,
         stats.spans_dropped
     );
+    let (p_off, p_on) = (percentile(&c_off, 0.5), percentile(&c_on, 0.5));
+    println!(
+        "create_episode tracing off vs on (the episode records its writer's span): p50 {} vs {} ({:+.1} %)",
+        ms(p_off),
+        ms(p_on),
+        (p_on.as_secs_f64() / p_off.as_secs_f64() - 1.0) * 100.0,
+    );
+}
+
+async fn create_once(memory: &Memory, content: String) -> Duration {
+    let start = Instant::now();
+    memory
+        .create_episode(
+            Request::new("bench.create"),
+            SESSION,
+            ww_host::memory::CreateEpisode {
+                content,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create_episode");
+    start.elapsed()
 }
 
 /// Recalls per second with `clients` clients, each calling `recall_episodes` one after

@@ -199,6 +199,10 @@ async def test_a_store_that_traps_on_one_call_is_a_storage_error_and_the_service
             assert "components" in stats.structured_content, stats.structured_content
             return {c["name"]: c for c in stats.structured_content["components"]}
 
+        # A recall first: the episodic instance recalls run on exists (the create ran on
+        # the one its serial writes use).
+        warm = await client.call_tool("recall_episodes", {"query": "adapter"})
+        assert not warm.is_error, warm.content
         before = await components()
         qdrant.oversize_next_query = 64 << 20
         failed = await client.call_tool("recall_episodes", {"query": "adapter"})

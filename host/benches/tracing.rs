@@ -123,7 +123,11 @@ fn instantiation(c: &mut Criterion) {
     let host = host(&runtime, telemetry(&runtime, false));
     let worker = host.component("fixture-worker").expect("worker").clone();
     c.bench_function("instantiate_from_instance_pre", |b| {
-        b.iter(|| runtime.block_on(worker.instantiate()).expect("instantiate"))
+        b.iter(|| {
+            runtime
+                .block_on(worker.instantiate_and_drop())
+                .expect("instantiate")
+        })
     });
 }
 

@@ -526,6 +526,13 @@ impl PluginComponent {
         Ok(())
     }
 
+    /// Make a fresh instance and drop it: what a call pays when it finds no idle
+    /// instance (the benchmarks measure it; [`PluginComponent::instantiate`] makes one
+    /// only when none is idle).
+    pub async fn instantiate_and_drop(&self) -> Result<(), CallError> {
+        self.new_live(Arc::new(AtomicU64::new(0))).await.map(drop)
+    }
+
     /// A new instance whose linear memory is counted in `memory`.
     async fn new_live(&self, memory: Arc<AtomicU64>) -> Result<Live, CallError> {
         // No filesystem beyond a configured data directory (stores only) and a

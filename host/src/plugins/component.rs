@@ -717,23 +717,10 @@ impl PluginComponent {
         }
         if self.instances > 1 && self.calls.is_serial(function) {
             let mut serial = self.serial.lock().await;
-            let mut live = match serial.take() {
-                Some(live) => live,
-                None => match self
-                    .instantiate_traced(&mut scope, self.memory.clone())
-                    .await
-                {
-                    Ok(live) => live,
-                    Err(e) => return (scope, Err(e)),
-                },
-            };
-            let deadline = self.limits.deadline;
-            let (scope, result, trapped) = self
-                .run_on(&mut live, scope, interface, function, deadline, invoke)
+            let (scope, result, back) = self
+                .run_lent(scope, serial.take(), interface, function, invoke)
                 .await;
-            if !trapped {
-                *serial = Some(live);
-            }
+            *serial = back;
             return (scope, result);
         }
         // A permit bounds the instances; an idle one is reused, else one is made.
@@ -747,7 +734,34 @@ impl PluginComponent {
             );
         };
         let idle = self.idle_instances().pop();
-        let mut live = match idle {
+        let (scope, result, back) = self
+            .run_lent(scope, idle, interface, function, invoke)
+            .await;
+        if let Some(live) = back {
+            self.idle_instances().push(live);
+        }
+        (scope, result)
+    }
+
+    /// Run one call on `lent` (an idle instance), or on a fresh one when there is none,
+    /// under the ordinary deadline; the instance comes back to be kept unless it trapped.
+    /// A trapped instance cannot be entered again: dropped, its memory no longer counts.
+    /// So is one whose call's future is dropped mid-call (the request was abandoned): the
+    /// instance is out of its pool or slot until here, and one stopped half-way through
+    /// a call is never lent to the next request.
+    async fn run_lent<'p, T>(
+        &self,
+        mut scope: RequestScope,
+        lent: Option<Live>,
+        interface: &str,
+        function: &str,
+        invoke: impl for<'a> FnOnce(
+            &'a mut Store<ComponentState>,
+            Func,
+            std::marker::PhantomData<&'a &'p ()>,
+        ) -> CallFuture<'a, T>,
+    ) -> (RequestScope, Result<T, CallError>, Option<Live>) {
+        let mut live = match lent {
             Some(live) => live,
             // First call, first after a trap, or every instance busy (and the pool not
             // full): the request pays for a fresh instance, so its trace shows it.
@@ -756,21 +770,14 @@ impl PluginComponent {
                 .await
             {
                 Ok(live) => live,
-                Err(e) => return (scope, Err(e)),
+                Err(e) => return (scope, Err(e), None),
             },
         };
         let deadline = self.limits.deadline;
         let (scope, result, trapped) = self
             .run_on(&mut live, scope, interface, function, deadline, invoke)
             .await;
-        // A trapped instance cannot be entered again: dropped, its memory no longer
-        // counts. So is one whose call's future is dropped mid-call (the request was
-        // abandoned): `live` is out of the pool until here, and an instance stopped
-        // half-way through a call is never lent to the next request.
-        if !trapped {
-            self.idle_instances().push(live);
-        }
-        (scope, result)
+        (scope, result, (!trapped).then_some(live))
     }
 
     /// A fresh instance, its creation a `<name>.instantiate` span in the request.

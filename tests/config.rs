@@ -1,4 +1,4 @@
-//! Telemetry configuration (SPEC 3.3): every variable, precedence, bad values, `.env`.
+//! Telemetry configuration: every variable, precedence, bad values, `.env`.
 
 use std::time::Duration;
 

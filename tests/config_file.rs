@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ww_host::config::{FileConfig, Role};
-use ww_host::plugins::{CallLimits, ComponentHost, HostConfig, LoadError};
+use ww_host::config::FileConfig;
+use ww_host::plugins::{CallLimits, ComponentHost, ComponentSpec, HostConfig, LoadError, Role};
 use ww_tests::{cache_dir, component_dir, telemetry};
 
 fn parse(text: &str) -> FileConfig {
@@ -16,6 +16,30 @@ fn host_config(file: &FileConfig) -> HostConfig {
         components: file.component_specs(),
         cache_dir: Some(cache_dir()),
         ..HostConfig::default()
+    }
+}
+
+#[test]
+fn a_plugin_directory_without_a_file_loads_all_but_what_needs_an_endpoint() {
+    // What needs an endpoint is read from each component's imports (wasi:http's outgoing
+    // handler, wasi:sockets), not from a list of file names.
+    let specs = ComponentSpec::from_dir(&component_dir()).expect("the plugin directory");
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    for remote in ["store-qdrant", "store-neo4j", "embedder-openai"] {
+        assert!(
+            !names.contains(&remote),
+            "{remote} needs an endpoint: {names:?}"
+        );
+    }
+    for local in [
+        "service-episodic",
+        "service-semantic",
+        "service-procedural",
+        "store-embedded",
+        "embedder-bert",
+        "embedder-hash",
+    ] {
+        assert!(names.contains(&local), "{local} is local: {names:?}");
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use wasmtime::component::Val;
-use ww_host::config::Role;
+use ww_host::plugins::Role;
 use ww_host::plugins::{CallError, CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_tests::{cache_dir, component, telemetry};
 

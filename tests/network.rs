@@ -1,4 +1,4 @@
-//! The host's network policy (SPEC 5): a component may reach its configured endpoint and
+//! The host's network policy: a component may reach its configured endpoint and
 //! nothing else, by TCP (wasi:sockets) or HTTP (wasi:http); without an endpoint, nothing.
 //! Real listeners on loopback; the worker fixture tries to reach them.
 

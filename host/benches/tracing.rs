@@ -1,4 +1,4 @@
-//! Tracing costs, measured against the native SDK in the same run (SPEC 8):
+//! Tracing costs, measured against the native SDK in the same run:
 //! - a guest span round trip (start + end, two attributes) vs a native SDK span;
 //! - instantiating a component from its `InstancePre`;
 //! - a host-routed A → B call, with its boundary span recorded and with tracing off.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::plugins::{CallLimits, ComponentSpec};
+use crate::plugins::spec::{CallLimits, ComponentSpec, Role};
 
 /// Where components are looked for when the file does not say.
 pub const DEFAULT_PLUGIN_DIR: &str = "target/wasm32-wasip2/release";
@@ -91,107 +91,6 @@ pub enum ConfigFileError {
         /// What is wrong, with its line.
         reason: String,
     },
-}
-
-/// A role a component can serve, each defined by the interface it must export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Text to vectors.
-    Embedder,
-    /// Vectors with payloads.
-    VectorStore,
-    /// Nodes and typed edges.
-    GraphStore,
-    /// Episodic memory.
-    Episodic,
-    /// Semantic memory.
-    Semantic,
-    /// Procedural memory.
-    Procedural,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 6] = [
-        Role::Embedder,
-        Role::VectorStore,
-        Role::GraphStore,
-        Role::Episodic,
-        Role::Semantic,
-        Role::Procedural,
-    ];
-
-    /// The interface a component must export to serve this role.
-    pub fn interface(self) -> &'static str {
-        match self {
-            Role::Embedder => "ww:memory/embedder@0.1.0",
-            Role::VectorStore => "ww:memory/vector-store@0.1.0",
-            Role::GraphStore => "ww:memory/graph-store@0.1.0",
-            Role::Episodic => "ww:memory/episodic@0.1.0",
-            Role::Semantic => "ww:memory/semantic@0.1.0",
-            Role::Procedural => "ww:memory/procedural@0.1.0",
-        }
-    }
-
-    /// The role whose interface is `interface`.
-    pub fn of_interface(interface: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.interface() == interface)
-    }
-
-    /// The WIT world (of `wit/host.wit`) a component serving this role is built for,
-    /// given every interface it exports: one store component serving both store roles is a
-    /// `combined-store`.
-    pub fn world(self, exports: &[&str]) -> &'static str {
-        let both_stores = [Role::VectorStore, Role::GraphStore]
-            .iter()
-            .all(|r| exports.contains(&r.interface()));
-        match self {
-            Role::VectorStore | Role::GraphStore if both_stores => "ww:memory/combined-store@0.1.0",
-            Role::VectorStore => "ww:memory/vector-store-adapter@0.1.0",
-            Role::GraphStore => "ww:memory/graph-store-adapter@0.1.0",
-            Role::Embedder => "ww:memory/embedder-provider@0.1.0",
-            Role::Episodic => "ww:memory/episodic-service@0.1.0",
-            Role::Semantic => "ww:memory/semantic-service@0.1.0",
-            Role::Procedural => "ww:memory/procedural-service@0.1.0",
-        }
-    }
-
-    /// The role's name in the configuration file.
-    pub fn key(self) -> &'static str {
-        match self {
-            Role::Embedder => "embedder",
-            Role::VectorStore => "vector-store",
-            Role::GraphStore => "graph-store",
-            Role::Episodic => "episodic",
-            Role::Semantic => "semantic",
-            Role::Procedural => "procedural",
-        }
-    }
-
-    /// The component serving the role when the file names none.
-    fn default_component(self) -> Option<&'static str> {
-        match self {
-            Role::Embedder => Some("embedder_bert.wasm"),
-            Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
-            Role::Episodic => Some("service_episodic.wasm"),
-            Role::Semantic => Some("service_semantic.wasm"),
-            Role::Procedural => Some("service_procedural.wasm"),
-        }
-    }
-
-    /// The span-name prefix of the default component.
-    fn default_name(self) -> &'static str {
-        match self {
-            Role::VectorStore | Role::GraphStore => "embedded",
-            other => other.key(),
-        }
-    }
-
-    /// Whether the role keeps data (and so gets a data directory by default).
-    pub fn is_store(self) -> bool {
-        matches!(self, Role::VectorStore | Role::GraphStore)
-    }
 }
 
 /// Per-call bounds, as written in the file.
@@ -344,7 +243,7 @@ impl FileConfig {
     /// What serves `role` when the file names nothing for it.
     fn default_role(role: Role) -> Option<RoleConfig> {
         let mut config = RoleConfig {
-            component: PathBuf::from(role.default_component()?),
+            component: PathBuf::from(default_component(role)?),
             name: None,
             data_dir: None,
             model_dir: None,
@@ -427,7 +326,7 @@ impl FileConfig {
                 name: chosen
                     .name
                     .clone()
-                    .unwrap_or_else(|| role.default_name().to_owned()),
+                    .unwrap_or_else(|| default_name(role).to_owned()),
                 path,
                 roles: vec![role],
                 data_dir: chosen.data_dir.clone(),
@@ -468,5 +367,24 @@ impl FileConfig {
             });
         }
         specs
+    }
+}
+
+/// The component serving the role when the file names none.
+fn default_component(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Embedder => Some("embedder_bert.wasm"),
+        Role::VectorStore | Role::GraphStore => Some("store_embedded.wasm"),
+        Role::Episodic => Some("service_episodic.wasm"),
+        Role::Semantic => Some("service_semantic.wasm"),
+        Role::Procedural => Some("service_procedural.wasm"),
+    }
+}
+
+/// The span-name prefix of the default component.
+fn default_name(role: Role) -> &'static str {
+    match role {
+        Role::VectorStore | Role::GraphStore => "embedded",
+        other => other.key(),
     }
 }

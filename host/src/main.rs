@@ -9,12 +9,12 @@ use clap::{Parser, Subcommand};
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
-use ww_host::config::{self, FileConfig, Role};
+use ww_host::config::{self, FileConfig};
 use ww_host::gateway::http::{self, HttpOptions};
 use ww_host::gateway::{Gateway, tools};
 use ww_host::memory::{CheckError, Memory};
 use ww_host::plugins::{
-    ComponentHost, ComponentSpec, EndpointCheck, HostConfig, Request, host_provided,
+    ComponentHost, ComponentSpec, EndpointCheck, HostConfig, Request, Role, host_provided,
 };
 use ww_host::session::{self, Session, TokenBindings};
 use ww_host::telemetry::{Telemetry, TelemetryConfig};

@@ -20,7 +20,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, Request};
 use ww_host::telemetry::Telemetry;
-use ww_host::telemetry::metrics::{Attributes, Metrics};
+use ww_host::telemetry::metrics::{Attributes, HostInstrument, Metrics};
 use ww_tests::otlp::OtlpReceiver;
 use ww_tests::{DRIVER, fixture_host, telemetry};
 
@@ -179,14 +179,12 @@ fn recording_cost() {
             ]);
             let seconds = f64::from(i % 5000) * 1e-6;
             metrics
-                .host
-                .tool_duration
+                .host(HostInstrument::ToolCall)
                 .record(seconds, &attributes, Some(&sampled));
         },
     );
     let point = metrics
-        .host
-        .component_duration
+        .host(HostInstrument::ComponentCall)
         .point(&Attributes::new(vec![(
             "ww.component".into(),
             "embedded".into(),

@@ -19,9 +19,11 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use crate::memory::Memory;
-use crate::plugins::Request;
+use crate::plugins::{EndObserver, Request, RequestEnd};
 use crate::session::Session;
+use crate::telemetry::Metrics;
 use crate::telemetry::SpanNames;
+use crate::telemetry::metrics::{Attributes, HostInstrument};
 use crate::tracing_capability::IncomingContext;
 
 /// Progress reports queued for the client at most.
@@ -144,8 +146,11 @@ impl ServerHandler for Gateway {
             SpanNames::Mcp => format!("mcp.{name}"),
             SpanNames::Semconv => format!("tools/call {name}"),
         };
-        let mut call = Request::new(span_name)
-            .for_tool(name.clone())
+        let mut call = Request::new(span_name);
+        if let Some(metrics) = telemetry.metrics() {
+            call = call.on_end(tool_duration(metrics.clone(), name.to_string()));
+        }
+        let mut call = call
             .with_cancellation(context.ct.clone())
             .with_attribute(KeyValue::new("mcp.method.name", "tools/call"))
             .with_attribute(KeyValue::new("gen_ai.tool.name", name.clone()))
@@ -268,4 +273,24 @@ impl ServerHandler for Gateway {
         }
         .into())
     }
+}
+
+/// Records `mcp.server.operation.duration` for a call of `tool` once its request has
+/// ended (so tail sampling has decided the exemplar's trace).
+fn tool_duration(metrics: Arc<Metrics>, tool: String) -> EndObserver {
+    Arc::new(move |end: &RequestEnd<'_>| {
+        let mut pairs = vec![
+            ("mcp.method.name".into(), "tools/call".into()),
+            ("gen_ai.tool.name".into(), tool.clone().into()),
+        ];
+        if let Some(code) = end.error_code {
+            pairs.push(("error.type".into(), tools::TOOL_ERROR.into()));
+            pairs.push(("ww.error.code".into(), code.into()));
+        }
+        metrics.host(HostInstrument::ToolCall).record(
+            end.elapsed.as_secs_f64(),
+            &Attributes::new(pairs),
+            end.root,
+        );
+    })
 }

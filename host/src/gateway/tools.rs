@@ -1,4 +1,4 @@
-//! The 17 tools of SPEC 6: names, descriptions, schemas and annotations, and the one
+//! The 17 memory tools: names, descriptions, schemas and annotations, and the one
 //! dispatch from a tool name and JSON arguments to the host API (used by the MCP gateway
 //! and by `ww-memory call`).
 
@@ -11,6 +11,10 @@ use serde_json::Value;
 use crate::memory::*;
 use crate::plugins::Request;
 use crate::session::Session;
+use opentelemetry::KeyValue;
+
+/// `error.type` of a tool call that failed: its result is an error result (`isError`).
+pub const TOOL_ERROR: &str = "tool_error";
 
 /// A tool without arguments still refuses unknown ones.
 #[derive(serde::Deserialize, JsonSchema)]
@@ -79,7 +83,7 @@ macro_rules! tool {
     };
 }
 
-/// Every tool, in the order of SPEC 6.
+/// Every tool, in the order the README lists them.
 pub static TOOLS: [ToolSpec; 17] = [
     tool!("create_episode", CreateEpisode => CreatedEpisode, read_only: false,
         "Remember something that happened in this session: what, where (context: project, file, tool, ...), how it went (outcome) and how much it matters (valence 0-1). Returns the new episode's id and times."),
@@ -145,6 +149,9 @@ pub async fn call(
     name: &str,
     args: Value,
 ) -> Result<Value, MemoryError> {
+    // A failed tool call is an error result (`isError`), not a protocol error: the
+    // root span says so the way MCP's semantic conventions have it.
+    let request = request.with_failure_attribute(KeyValue::new("error.type", TOOL_ERROR));
     match dispatch(memory, request.clone(), caller, name, args).await {
         Ok(value) => Ok(value),
         Err(Failure::Served(error)) => Err(error),

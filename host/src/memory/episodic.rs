@@ -1,4 +1,4 @@
-//! Episodic operations (SPEC 6, tools 1–4): input as the tools take it, output as they
+//! Episodic operations (tools 1–4): input as the tools take it, output as they
 //! return it.
 
 use std::collections::BTreeMap;

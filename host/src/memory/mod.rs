@@ -34,8 +34,8 @@ use serde::Serialize;
 use wasmtime::component::{ComponentNamedList, Lift, Lower};
 
 use crate::bindings::api::ww::memory::types::Error as WitError;
-use crate::config::Role;
-use crate::plugins::{CallError, ComponentHost, Request, RequestCall, TrapReason};
+
+use crate::plugins::{CallError, ComponentHost, Request, RequestCall, Role, TrapReason};
 use crate::tracing_capability::Exception;
 
 pub use embedding::*;
@@ -308,12 +308,8 @@ impl Memory {
 
 /// A failed operation's root span: its code, and an `exception` event.
 fn mark_failed(call: &mut RequestCall<'_>, error: &MemoryError) {
-    // `tool_error`: the MCP result of this request is an error result (`isError`).
+    call.annotate(vec![KeyValue::new("ww.error.code", error.code.as_str())]);
     call.set_error_code(error.code.as_str());
-    call.annotate(vec![
-        KeyValue::new("ww.error.code", error.code.as_str()),
-        KeyValue::new("error.type", "tool_error"),
-    ]);
     call.fail(Exception {
         kind: error.code.as_str().to_owned(),
         message: error.message.clone(),

@@ -1,4 +1,4 @@
-//! Procedural operations (SPEC 6, tools 10–13).
+//! Procedural operations (tools 10–13).
 
 use serde::{Deserialize, Serialize};
 

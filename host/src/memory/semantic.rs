@@ -1,4 +1,4 @@
-//! Semantic operations (SPEC 6, tools 5–9 and 15).
+//! Semantic operations (tools 5–9 and 15).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! System operations (SPEC 6, tools 14, 16, 17): consolidation across the services, the
+//! System operations (tools 14, 16, 17): consolidation across the services, the
 //! session, and what the server holds and how it is doing.
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use super::{DeepReport, ErrorCode, LightReport, Memory, MemoryError, SkillReport
 use crate::bindings::api::ww::memory::{
     episodic, graph_store, procedural, semantic, types, vector_store,
 };
-use crate::config::Role;
-use crate::plugins::{Request, RequestCall};
+
+use crate::plugins::{Request, RequestCall, Role};
 use crate::session::Session;
 use crate::tracing_capability::ProgressSink;
 

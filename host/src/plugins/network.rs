@@ -1,7 +1,7 @@
-//! The one address a remote adapter may reach (SPEC 5): its configured endpoint. The host
+//! The one address a remote adapter may reach: its configured endpoint. The host
 //! enforces it for TCP (`wasi:sockets`, checked on every connect) and for HTTP
 //! (`wasi:http`, checked on every request), and gives each outgoing HTTP request a CLIENT
-//! span and the W3C `traceparent` of that span (SPEC 3.2).
+//! span and the W3C `traceparent` of that span.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,43 @@ pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(3);
 pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time to the response's first byte (and between bytes) when the request sets none.
 pub const HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Interfaces through which a component reaches the network; the host grants them only
+/// towards a configured endpoint, so a component importing one has no use without it.
+pub const NETWORK_INTERFACES: [&str; 3] = [
+    "wasi:http/outgoing-handler@",
+    "wasi:sockets/tcp@",
+    "wasi:sockets/udp@",
+];
+
+/// Whether the component in `bytes` imports one of the [`NETWORK_INTERFACES`]: read from
+/// its import section, without compiling it. A file wasmparser cannot read counts as
+/// not reaching the network (compiling it reports the fault properly).
+pub fn imports_network(bytes: &[u8]) -> bool {
+    use wasmparser::Payload;
+    // Only the outer component's imports say what it asks of the host: nested modules
+    // and components are skipped by depth (each ends with its own `End`).
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::ComponentImportSection(imports)) if depth == 0 => {
+                let reaches = imports.into_iter().flatten().any(|import| {
+                    NETWORK_INTERFACES
+                        .iter()
+                        .any(|interface| import.name.name.starts_with(interface))
+                });
+                if reaches {
+                    return true;
+                }
+            }
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
 
 /// A configured endpoint: `scheme://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]

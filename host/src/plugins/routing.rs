@@ -1,5 +1,5 @@
 //! Linking one component's imports to another component's exports, with a CLIENT
-//! boundary span around each call (SPEC 3.2).
+//! boundary span around each call.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use wasmtime::component::types::{ComponentFunc, Type};
 use wasmtime::component::{Linker, Val};
 
 use super::component::{ComponentState, PluginComponent};
-use crate::config::Role;
-use crate::telemetry::metrics::{AttrValue, Attributes, Metrics, Point};
+use super::spec::Role;
+use crate::telemetry::metrics::{AttrValue, Attributes, HostInstrument, Metrics, Point};
 use crate::tracing_capability::{Outcome, RequestScope};
 
 /// Route every function of `interface`, imported by `caller`, to `target`'s export of it.
@@ -280,7 +280,9 @@ impl StoreMetric {
             .collect();
         let attributes = Attributes::new(pairs);
         Self {
-            ok: metrics.host.store_duration.point(&attributes),
+            ok: metrics
+                .host(HostInstrument::StoreOperation)
+                .point(&attributes),
             metrics,
             attributes,
         }
@@ -292,7 +294,7 @@ impl StoreMetric {
             None => self.ok.record(seconds, context),
             Some(kind) => {
                 let attributes = self.attributes.with("error.type", kind);
-                let instrument = &self.metrics.host.store_duration;
+                let instrument = self.metrics.host(HostInstrument::StoreOperation);
                 instrument.record(seconds, &attributes, context);
             }
         }

@@ -1,4 +1,4 @@
-//! Telemetry configuration (SPEC 3.3): `WW_OTEL_*` variables, their standard `OTEL_*`
+//! Telemetry configuration: `WW_OTEL_*` variables, their standard `OTEL_*`
 //! twins, and a `.env` file. A `WW_` variable wins over its `OTEL_` twin; the process
 //! environment wins over `.env`. A bad value is an error naming the variable.
 
@@ -15,9 +15,9 @@ use super::tail::TailConfig;
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 /// Default `service.name`.
 pub const DEFAULT_SERVICE_NAME: &str = "world-weaver";
-/// Default batch size per export (SPEC 3.4).
+/// Default batch size per export.
 pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
-/// Default span queue length (SPEC 3.4: at least 2048).
+/// Default span queue length (at least 2048: a burst of requests must not drop spans).
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 /// Default delay between two scheduled exports (the OTel default).
 pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);

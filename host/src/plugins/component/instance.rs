@@ -1,5 +1,6 @@
-//! One loaded component: its pre-instantiated form, and the pool of instances that
-//! serve calls (one for a component that keeps data in it), each replaced after a trap.
+//! The instance lifecycle: a pool of instances (and the serial one) lent to calls,
+//! instantiated on demand, dropped after a trap; each call under its deadline, traced
+//! and measured.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,273 +14,22 @@ use opentelemetry::trace::{SpanContext, SpanKind};
 use wasmtime::component::{
     ComponentNamedList, Func, Instance, InstancePre, Lift, Lower, ResourceTable, Val,
 };
-use wasmtime::{
-    Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace,
-};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
 
-use super::calls::CallProperties;
-use super::network::{Endpoint, HttpHooks};
+use super::state::MeasuredLimits;
+use super::{Access, Bounds, CallError, ComponentState, TrapReason};
+use crate::plugins::calls::CallProperties;
+use crate::plugins::network::{Endpoint, HttpHooks};
+use crate::plugins::spec::CallLimits;
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{Attributes, Point};
-use crate::tracing_capability::{Exception, Outcome, RequestScope, TracingCtx};
+use crate::telemetry::metrics::{Attributes, HostInstrument, Point};
+use crate::tracing_capability::{Outcome, RequestScope, TracingCtx};
 
 /// The future of one call into a component's store.
 type CallFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
-
-/// Bounds on every call into a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallLimits {
-    /// Wall time a call may run before it is interrupted (epoch deadline).
-    pub deadline: Duration,
-    /// The same for the long-running exports.
-    pub long_deadline: Duration,
-    /// Linear memory a component instance may grow to, in bytes.
-    pub memory_bytes: usize,
-}
-
-impl Default for CallLimits {
-    fn default() -> Self {
-        Self {
-            deadline: Duration::from_secs(10),
-            long_deadline: Duration::from_secs(600),
-            memory_bytes: 256 << 20,
-        }
-    }
-}
-
-/// Everything a component's store holds.
-pub struct ComponentState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    http_hooks: HttpHooks,
-    table: ResourceTable,
-    limits: MeasuredLimits,
-    /// The tracing capability's per-store state.
-    pub tracing: TracingCtx,
-    /// When the running call (or the instantiation) must have returned.
-    deadline: Instant,
-}
-
-impl WasiView for ComponentState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for ComponentState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        // An outgoing request is parented under the component's innermost open span,
-        // and carries the request's baggage. This runs for every wasi:http call (each
-        // header, each body write): copy only what changed since the last one.
-        let scope = self.tracing.scope_mut();
-        let hooks = &mut self.http_hooks;
-        if hooks.parent.as_ref() != scope.current() {
-            hooks.parent = scope.current().cloned();
-        }
-        if hooks.baggage != scope.baggage_entries() {
-            hooks.baggage = scope.baggage_entries().to_vec();
-        }
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.http_hooks,
-        }
-    }
-}
-
-/// The store's limits, counting the linear memory its instance holds as it grows: its
-/// own, and the component's total (over the instances of its pool).
-struct MeasuredLimits {
-    limits: StoreLimits,
-    memory: Arc<AtomicU64>,
-    own: u64,
-}
-
-impl Drop for MeasuredLimits {
-    /// The instance is gone, whatever ended it (a trap, a call whose future was dropped,
-    /// a failed instantiation, the host shutting down): its memory no longer counts.
-    fn drop(&mut self) {
-        self.memory.fetch_sub(self.own, Ordering::Relaxed);
-    }
-}
-
-impl wasmtime::ResourceLimiter for MeasuredLimits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if allowed {
-            let grown = (desired - current) as u64;
-            self.own += grown;
-            self.memory.fetch_add(grown, Ordering::Relaxed);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.memory_grow_failed(error)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// Nothing loaded exports the interface.
-    #[error("no component exports {interface}")]
-    NoExporter {
-        /// The interface asked for.
-        interface: String,
-    },
-    /// The component has no such function.
-    #[error("component {component} has no function {interface}#{function}")]
-    NoSuchFunction {
-        /// The component.
-        component: String,
-        /// Its interface.
-        interface: String,
-        /// The function asked for.
-        function: String,
-    },
-    /// A fresh instance could not be created.
-    #[error("component {component} could not be instantiated: {message}")]
-    Instantiate {
-        /// The component.
-        component: String,
-        /// Why.
-        message: String,
-    },
-    /// The component trapped (panic, deadline, memory, or a trap further down); it has
-    /// been discarded and the next call gets a fresh instance.
-    #[error("component {component} failed in {function}: {reason}")]
-    Trap {
-        /// The component.
-        component: String,
-        /// The function that was running.
-        function: String,
-        /// What happened.
-        reason: TrapReason,
-        /// The wasm backtrace, when there is one.
-        backtrace: Option<String>,
-    },
-}
-
-/// The kind of trap, for errors and span attributes.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TrapReason {
-    /// The call ran past its deadline.
-    #[error("deadline of {0:?} exceeded")]
-    Deadline(Duration),
-    /// The component tried to grow memory past its limit.
-    #[error("memory limit of {0} bytes exceeded")]
-    Memory(usize),
-    /// A component this one called through the host failed.
-    #[error("its call to {} failed ({})", .0.component(), .0.reason())]
-    Callee(Box<CallError>),
-    /// A panic or other trap.
-    #[error("{0}")]
-    Trap(String),
-}
-
-impl CallError {
-    /// The component the error is about.
-    pub fn component(&self) -> &str {
-        match self {
-            CallError::NoExporter { .. } => "host",
-            CallError::NoSuchFunction { component, .. }
-            | CallError::Instantiate { component, .. }
-            | CallError::Trap { component, .. } => component,
-        }
-    }
-
-    /// Why, without the component's name.
-    pub fn reason(&self) -> String {
-        match self {
-            CallError::Trap { reason, .. } => reason.to_string(),
-            CallError::Instantiate { message, .. } => message.clone(),
-            other => other.to_string(),
-        }
-    }
-
-    /// The exception recorded on spans for this error.
-    pub fn exception(&self) -> Exception {
-        let kind = match self {
-            CallError::Trap { .. } => "wasm_trap",
-            CallError::NoExporter { .. } | CallError::NoSuchFunction { .. } => "routing_error",
-            CallError::Instantiate { .. } => "instantiation_error",
-        };
-        let stacktrace = match self {
-            CallError::Trap { backtrace, .. } => backtrace.clone(),
-            _ => None,
-        };
-        Exception {
-            kind: kind.to_owned(),
-            message: self.to_string(),
-            stacktrace,
-        }
-    }
-}
-
-/// How much a component may use: per call, and instances at once.
-#[derive(Debug, Clone)]
-pub struct Bounds {
-    /// Each call's deadline and each instance's memory.
-    pub limits: CallLimits,
-    /// Instances serving calls at once (at least one).
-    pub instances: usize,
-    /// Which exports run serially on one instance, which long on instances of their own:
-    /// as the component states in its `ww-memory:calls` section.
-    pub calls: CallProperties,
-}
-
-/// What a component may reach beyond the host: a data directory, an endpoint; and the
-/// environment variables carrying its settings.
-#[derive(Debug, Clone, Default)]
-pub struct Access {
-    /// A host directory, seen by it as `/data`.
-    pub data_dir: Option<PathBuf>,
-    /// A host directory it may only read, seen by it as `/model`.
-    pub model_dir: Option<PathBuf>,
-    /// The one address it may connect to.
-    pub endpoint: Option<Arc<Endpoint>>,
-    /// Why that address did not answer at load, when the host was told to load anyway.
-    pub unreachable: Option<String>,
-    /// `WW_ENDPOINT` and `WW_SETTING_*`.
-    pub env: Vec<(String, String)>,
-}
 
 struct Live {
     store: Store<ComponentState>,
@@ -330,7 +80,7 @@ impl std::fmt::Debug for PluginComponent {
 }
 
 impl PluginComponent {
-    pub(super) fn new(
+    pub(in crate::plugins) fn new(
         name: Arc<str>,
         path: PathBuf,
         access: Access,
@@ -390,7 +140,7 @@ impl PluginComponent {
         let Some(metrics) = self.telemetry.metrics() else {
             return;
         };
-        let instrument = &metrics.host.component_duration;
+        let instrument = metrics.host(HostInstrument::ComponentCall);
         if let Some(kind) = error_type {
             let attributes = self
                 .call_attributes(interface, function)

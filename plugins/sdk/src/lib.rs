@@ -53,6 +53,34 @@ pub use bindings::procedural_service::export_procedural;
 pub use bindings::semantic_service::export_semantic;
 
 /// The embedder role: implement [`embedder::Guest`] and call `ww_guest::export_embedder!`.
+///
+/// A complete embedder (the README's example, compiled here):
+///
+/// ```no_run
+/// use ww_guest::embedder::{Error, Guest};
+/// use ww_guest::{add_span_attribute, traced};
+///
+/// struct LetterEmbedder;
+///
+/// impl Guest for LetterEmbedder {
+///     fn dimension() -> u32 { 26 }
+///     fn model() -> String { "letters-v1".to_owned() }
+///
+///     #[traced("letters.embed")] // a span around the call, nested under the host's
+///     fn embed(texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+///         add_span_attribute("embedder.texts", texts.len());
+///         Ok(texts.iter().map(|text| {
+///             let mut v = vec![0.0f32; 26];
+///             text.bytes().filter(u8::is_ascii_alphabetic)
+///                 .for_each(|b| v[usize::from(b.to_ascii_lowercase() - b'a')] += 1.0);
+///             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+///             v.into_iter().map(|x| x / norm).collect()
+///         }).collect())
+///     }
+/// }
+///
+/// ww_guest::export_embedder!(LetterEmbedder);
+/// ```
 pub mod embedder {
     pub use crate::bindings::embedder_provider::exports::ww::memory::embedder::Guest;
     pub use crate::bindings::embedder_provider::ww::memory::types::{Error, ValidationError};

@@ -1,4 +1,4 @@
-//! Episodic memory (SPEC 6, tools 1–4): each episode is a point in the `episodes`
+//! Episodic memory (tools 1–4): each episode is a point in the `episodes`
 //! collection (its embedding and payload) and a node in the graph, linked to its session's
 //! previous episode by a `follows` edge. Recall ranks by the four-part score in the store's
 //! one pass (a rescoring formula), then reinforces what it returns in one write.

@@ -1,4 +1,4 @@
-//! The formulas of SPEC 6, tools 2 and 3, in one place: the store ranks with the same
+//! The formulas of `recall_episodes` and `query_at_time` in one place: the store ranks with the same
 //! terms (as a rescoring formula) and the service reports each part.
 
 use ww_guest::episodic::{EpisodeScore, Outcome};

@@ -1,4 +1,4 @@
-//! Procedural memory (SPEC 6, tools 10–13): a skill is a point in `ww_procedures` (the
+//! Procedural memory (tools 10–13): a skill is a point in `ww_procedures` (the
 //! embedding of its name, domain, trigger and actions, and every field) and a node in the
 //! graph (for `merged-into` links and the episodes its runs came from).
 

@@ -1,4 +1,4 @@
-//! Deep consolidation (SPEC 6, tool 14): clusters of similar episodes (cosine ≥ 0.75 to
+//! Deep consolidation (tool 14): clusters of similar episodes (cosine ≥ 0.75 to
 //! the cluster's first episode, at least 3 of them) become entities — or update the
 //! active entity of the same name — linked to each episode as their consolidation origin.
 //!

@@ -1,4 +1,4 @@
-//! Semantic memory (SPEC 6, tools 5–9 and 15): entities are facts with validity
+//! Semantic memory (tools 5–9 and 15): entities are facts with validity
 //! intervals, each a point in `ww_entities` (embedding and fields) and a node in the graph;
 //! relations are typed, weighted edges between entity nodes. Provenance is `derived-from`
 //! edges to episodes, supersession a `supersedes` edge from the new version to the old.

@@ -1,4 +1,4 @@
-//! `semantic_recall` (SPEC 6, tool 7): score = 0.40·similarity + 0.35·sigmoid(A) + 0.25·R
+//! `semantic_recall` (tool 7): score = 0.40·similarity + 0.35·sigmoid(A) + 0.25·R
 //! over currently valid entities, with the activation A from use, recency and the
 //! context entities' edges, and the retrievability R = 0.9^(days since access / stability).
 //!

@@ -1,4 +1,4 @@
-//! `spread_activation` (SPEC 6, tool 8): seeds start at 1.0; at step k the factor is
+//! `spread_activation` (tool 8): seeds start at 1.0; at step k the factor is
 //! f = max(0, 1 − decay·k); every node with activation a ≥ threshold keeps a·retention·f
 //! and gives a·(1 − retention)·f·w/Σw to each neighbour (edges in both directions, Σw
 //! over its edges); the sums are the next activations; nodes below threshold drop out; at

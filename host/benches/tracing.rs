@@ -8,6 +8,16 @@
 //!
 //! Needs the fixture components: `make bench` builds them first.
 
+// A benchmark is a test: a failed setup should stop it loudly.
+// criterion's macros make the entry points, undocumented.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,13 @@
 //! The host's `bindgen!`s: the interfaces the host implements, and the memory services'
 //! interfaces as the host API calls them.
 
+// Generated code: its documentation is the WIT's, which bindgen does not carry over
+// to every item.
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     world: "host-capabilities",
-    path: "../wit",
+    path: "../wit/v0.1.0",
 });
 
 /// The episodic, semantic and procedural interfaces with their WIT types as Rust types,
@@ -11,6 +15,6 @@ wasmtime::component::bindgen!({
 pub mod api {
     wasmtime::component::bindgen!({
         world: "memory-api",
-        path: "../wit",
+        path: "../wit/v0.1.0",
     });
 }

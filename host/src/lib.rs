@@ -14,6 +14,7 @@ pub mod config;
 pub mod gateway;
 pub mod memory;
 pub mod plugins;
+pub mod report;
 pub mod session;
 pub mod telemetry;
 pub mod tracing_capability;

@@ -523,7 +523,7 @@ async fn serve_http(
         tracing::info!("interrupted, stopping");
         stop.cancel();
     });
-    http::serve(listener, gateway, &options, shutdown).await
+    Ok(http::serve(listener, gateway, &options, shutdown).await?)
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so telemetry is flushed before the process ends.

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -147,23 +146,40 @@ async fn require_token(
         .into_response()
 }
 
+/// Why the HTTP transport stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
 /// Serves `gateway` over streamable HTTP on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     options: &HttpOptions,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), HttpError> {
     let app = router(gateway, options, shutdown.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("the HTTP server failed")
+        .map_err(HttpError::Serve)
 }
 
 /// Binds `addr`, saying why when it cannot.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))
+        .map_err(|source| HttpError::Bind { addr, source })
 }

@@ -36,7 +36,10 @@ fn phased(sink: ProgressSink, current: Arc<AtomicUsize>) -> ProgressSink {
         sink(
             phase as u64 * PHASE_UNITS + within,
             PHASES.len() as u64 * PHASE_UNITS,
-            &format!("{}: {message}", PHASES[phase]),
+            &format!(
+                "{}: {message}",
+                PHASES.get(phase).copied().unwrap_or("consolidation")
+            ),
         );
     })
 }
@@ -378,28 +381,22 @@ impl Memory {
             must_not: vec![],
         };
         let mut points = [0u64; 3];
-        for (slot, collection) in [
+        for (count, collection) in points.iter_mut().zip([
             vector_store::Collection::Episodes,
             vector_store::Collection::Entities,
             vector_store::Collection::Procedures,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            points[slot] = self
+        ]) {
+            *count = self
                 .call_in(&mut call, VECTORS, "count", (collection, everything()))
                 .await?;
         }
         let mut graph_nodes = [0u64; 3];
-        for (slot, label) in [
+        for (count, label) in graph_nodes.iter_mut().zip([
             graph_store::NodeLabel::Episode,
             graph_store::NodeLabel::Entity,
             graph_store::NodeLabel::Procedure,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            graph_nodes[slot] = self
+        ]) {
+            *count = self
                 .call_in(&mut call, GRAPH, "count-nodes", (label,))
                 .await?;
         }

@@ -9,10 +9,10 @@ use super::LoadError;
 /// writes.
 pub(super) fn lock_data_dir(component: &str, dir: &Path) -> Result<std::fs::File, LoadError> {
     use std::io::{Read as _, Seek as _, Write as _};
-    let failed = |e: std::io::Error| LoadError::DataDir {
+    let failed = |source: std::io::Error| LoadError::DataDir {
         component: component.to_owned(),
         path: dir.to_owned(),
-        reason: e.to_string(),
+        source,
     };
     let mut file = std::fs::OpenOptions::new()
         .read(true)

@@ -47,14 +47,15 @@ pub enum LoadError {
         exports: String,
     },
     /// A data directory cannot be created.
-    #[error("cannot create the data directory {path} of component {component}: {reason}")]
+    #[error("cannot create the data directory {path} of component {component}")]
     DataDir {
         /// The component.
         component: String,
         /// The directory.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// Another process (or host) holds the data directory.
     #[error(
@@ -71,22 +72,24 @@ pub enum LoadError {
         holder: String,
     },
     /// An endpoint that is not a URL the host can enforce.
-    #[error("component {component}: invalid endpoint {reason}")]
+    #[error("component {component}: invalid endpoint")]
     Endpoint {
         /// The component.
         component: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: network::EndpointError,
     },
     /// The endpoint does not answer at start-up.
-    #[error("component {component} cannot reach its endpoint {endpoint}: {reason}")]
+    #[error("component {component} cannot reach its endpoint {endpoint}")]
     Unreachable {
         /// The component.
         component: String,
         /// The endpoint, as configured.
         endpoint: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: network::ReachError,
     },
     /// A secret's environment variable is not set.
     #[error("component {component}: secret `{setting}` comes from ${variable}, which is not set")]
@@ -221,6 +224,10 @@ impl ComponentHost {
             // component's endpoint.
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
                 .map_err(link_error)?;
+            wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ComponentState| {
+                wasmtime_wasi_config::WasiConfig::from(&s.config)
+            })
+            .map_err(link_error)?;
             tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| &mut s.tracing)
                 .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
@@ -240,10 +247,10 @@ impl ComponentHost {
             }
             let pre = linker.instantiate_pre(&component).map_err(link_error)?;
             if let Some(dir) = &spec.data_dir {
-                std::fs::create_dir_all(dir).map_err(|e| LoadError::DataDir {
+                std::fs::create_dir_all(dir).map_err(|source| LoadError::DataDir {
                     component: name.clone(),
                     path: dir.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?;
                 // One host per directory: components of this host may share it.
                 if !data_locks.contains_key(dir) {
@@ -320,40 +327,43 @@ fn observe_components(
     }));
 }
 
-/// A component's endpoint (parsed, and reachable now) and its settings environment.
+/// A component's endpoint (parsed, and reachable now) and its settings (`wasi:config`).
 async fn access_of(
     spec: &ComponentSpec,
     check: EndpointCheck,
 ) -> Result<component::Access, LoadError> {
-    let mut env = Vec::new();
+    let mut config = Vec::new();
+    let mut endpoint_key = None;
     let mut unreachable = None;
     let endpoint = match &spec.endpoint {
         None => None,
         Some(url) => {
-            let endpoint = network::Endpoint::parse(url).map_err(|reason| LoadError::Endpoint {
+            let endpoint = network::Endpoint::parse(url).map_err(|source| LoadError::Endpoint {
                 component: spec.name.clone(),
-                reason,
+                source,
             })?;
-            if let Err(reason) = endpoint.check_reachable().await {
+            if let Err(source) = endpoint.check_reachable().await {
+                // Kept as text for `ww-memory plugins` (the error itself is not `Clone`).
+                let reason = crate::report::chain(&source);
                 let error = LoadError::Unreachable {
                     component: spec.name.clone(),
                     endpoint: url.clone(),
-                    reason: reason.clone(),
+                    source,
                 };
                 match check {
                     EndpointCheck::Required => return Err(error),
                     EndpointCheck::Report => {
-                        tracing::warn!("{error}; loaded anyway");
+                        tracing::warn!("{}; loaded anyway", crate::report::chain(&error));
                         unreachable = Some(reason);
                     }
                 }
             }
-            env.push(("WW_ENDPOINT".to_owned(), url.clone()));
+            endpoint_key = Some(url.clone());
             Some(Arc::new(endpoint))
         }
     };
     for (name, value) in &spec.settings {
-        env.push((setting_variable(name), value.clone()));
+        config.push((name.clone(), value.clone()));
     }
     for (name, variable) in &spec.secrets {
         let value = std::env::var(variable).map_err(|_| LoadError::MissingSecret {
@@ -361,26 +371,24 @@ async fn access_of(
             setting: name.clone(),
             variable: variable.clone(),
         })?;
-        env.push((setting_variable(name), value));
+        config.push((name.clone(), value));
+    }
+    // Last, so that the endpoint wins over a setting of the same name.
+    if let Some(url) = endpoint_key {
+        config.push((ENDPOINT_KEY.to_owned(), url));
     }
     Ok(component::Access {
         data_dir: None,
         model_dir: None,
         endpoint,
         unreachable,
-        env,
+        config,
     })
 }
 
-/// The variable a setting reaches a component in (the guest SDK's `settings` reads it).
-pub fn setting_variable(name: &str) -> String {
-    let mut var = String::from("WW_SETTING_");
-    var.extend(name.chars().map(|c| match c {
-        '-' => '_',
-        c => c.to_ascii_uppercase(),
-    }));
-    var
-}
+/// The key a component's endpoint reaches it under, in `wasi:config/store` (the guest
+/// SDK's `settings::endpoint` reads it).
+pub const ENDPOINT_KEY: &str = "endpoint";
 
 /// Components in an order where every exporter precedes its importers.
 fn dependency_order(

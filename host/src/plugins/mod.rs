@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::telemetry::Telemetry;
 pub use component::{CallError, ComponentState, PluginComponent, TrapReason};
-pub use load::{LoadError, setting_variable};
+pub use load::{ENDPOINT_KEY, LoadError};
 pub use request::{EndObserver, Request, RequestCall, RequestEnd};
 pub use shape::{ComponentShape, host_provided};
 pub use spec::{CallLimits, ComponentSpec, EndpointCheck, HostConfig, Role};

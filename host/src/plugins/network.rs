@@ -60,6 +60,64 @@ pub fn imports_network(bytes: &[u8]) -> bool {
     false
 }
 
+/// Why an endpoint is not one the host can enforce.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL at all.
+    #[error("{url:?} is not a URL")]
+    NotUrl {
+        /// As written.
+        url: String,
+        /// The parser's complaint.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// No `scheme://`.
+    #[error("{0:?} has no scheme (http://, bolt://, ...)")]
+    NoScheme(String),
+    /// No host.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// A user or password in it.
+    #[error("{0:?}: credentials go in `secrets`, not in the endpoint")]
+    Credentials(String),
+    /// No port, and the scheme has no default.
+    #[error("{0:?} needs a port")]
+    NoPort(String),
+}
+
+/// Why an endpoint did not answer the start-up check.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    /// Its host name does not resolve.
+    #[error("cannot resolve {host}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It resolves to nothing.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    /// The connection was refused or failed.
+    #[error("{addr}")]
+    Connect {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing answered in time.
+    #[error("{addr}: no answer within {REACHABILITY_TIMEOUT:?}")]
+    Timeout {
+        /// The address tried last.
+        addr: SocketAddr,
+    },
+}
+
 /// A configured endpoint: `scheme://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -76,21 +134,20 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parse `url`; it needs a scheme and a host, and a port unless the scheme has a
     /// known default.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    pub fn parse(url: &str) -> Result<Self, EndpointError> {
+        let uri: http::Uri = url.parse().map_err(|source| EndpointError::NotUrl {
+            url: url.to_owned(),
+            source,
+        })?;
         let scheme = uri
             .scheme_str()
-            .ok_or_else(|| format!("{url:?} has no scheme (http://, bolt://, ...)"))?
+            .ok_or_else(|| EndpointError::NoScheme(url.to_owned()))?
             .to_ascii_lowercase();
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("{url:?} has no host"))?;
+            .ok_or_else(|| EndpointError::NoHost(url.to_owned()))?;
         if authority.as_str().contains('@') {
-            return Err(format!(
-                "{url:?}: credentials go in `secrets`, not in the endpoint"
-            ));
+            return Err(EndpointError::Credentials(url.to_owned()));
         }
         let default_port = match scheme.as_str() {
             "http" => Some(80),
@@ -101,7 +158,7 @@ impl Endpoint {
         let port = authority
             .port_u16()
             .or(default_port)
-            .ok_or_else(|| format!("{url:?} needs a port"))?;
+            .ok_or_else(|| EndpointError::NoPort(url.to_owned()))?;
         Ok(Self {
             url: url.to_owned(),
             scheme,
@@ -162,19 +219,22 @@ impl Endpoint {
     }
 
     /// Start-up check: a TCP connection to the endpoint opens within the timeout.
-    pub async fn check_reachable(&self) -> Result<(), String> {
+    pub async fn check_reachable(&self) -> Result<(), ReachError> {
         let addresses = self
             .addresses()
             .await
-            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?;
-        let mut last = format!("{} resolves to no address", self.host);
+            .map_err(|source| ReachError::Resolve {
+                host: self.host.clone(),
+                source,
+            })?;
+        let mut last = ReachError::NoAddress(self.host.clone());
         for addr in addresses {
             match tokio::time::timeout(REACHABILITY_TIMEOUT, tokio::net::TcpStream::connect(addr))
                 .await
             {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => last = format!("{addr}: {e}"),
-                Err(_) => last = format!("{addr}: no answer within {REACHABILITY_TIMEOUT:?}"),
+                Ok(Err(source)) => last = ReachError::Connect { addr, source },
+                Err(_) => last = ReachError::Timeout { addr },
             }
         }
         Err(last)

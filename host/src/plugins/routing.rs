@@ -126,9 +126,9 @@ pub fn route_interface(
                         // returns a `result` gives its caller the error case instead,
                         // so the fault stays where it happened; one that cannot say
                         // "failed" leaves the caller nothing to return, and it traps too.
-                        match trapped_result(&ty, route.role, &error.to_string()) {
-                            Some(value) if results.len() == 1 => {
-                                results[0] = value;
+                        match (trapped_result(&ty, route.role, &error.to_string()), results) {
+                            (Some(value), [only]) => {
+                                *only = value;
                                 Ok(())
                             }
                             _ => Err(wasmtime::Error::from(error)),

@@ -53,7 +53,7 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.interface() == interface)
     }
 
-    /// The WIT world (of `wit/host.wit`) a component serving this role is built for,
+    /// The WIT world (of `wit/v0.1.0/host.wit`) a component serving this role is built for,
     /// given every interface it exports: one store component serving both store roles is a
     /// `combined-store`.
     pub fn world(self, exports: &[&str]) -> &'static str {
@@ -129,9 +129,9 @@ pub struct ComponentSpec {
     /// keep nothing between calls: each instance has its own memory.
     pub instances: Option<usize>,
     /// The one network address it may reach (`bolt://host:7687`, `http://host:6333`),
-    /// given to it as `WW_ENDPOINT`.
+    /// given to it as the `wasi:config` key `endpoint`.
     pub endpoint: Option<String>,
-    /// Settings, each given to it as `WW_SETTING_<NAME>`.
+    /// Settings, each given to it through `wasi:config` under its name.
     pub settings: Vec<(String, String)>,
     /// Secrets: a setting's name and the host environment variable holding its value.
     pub secrets: Vec<(String, String)>,

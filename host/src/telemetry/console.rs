@@ -206,7 +206,9 @@ fn collect_rows(
     root: bool,
     rows: &mut Vec<Row>,
 ) {
-    let span = &spans[index];
+    let Some(span) = spans.get(index) else {
+        return;
+    };
     let branch = match (root, last) {
         (true, _) => "",
         (false, true) => "└─ ",

@@ -132,6 +132,20 @@ pub fn resource(resource: &opentelemetry_sdk::Resource) -> Resource {
     }
 }
 
+/// Why the metrics exporter could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsExportError {
+    /// The endpoint is not a URL tonic accepts.
+    #[error("invalid gRPC endpoint")]
+    Endpoint(#[from] tonic::transport::Error),
+    /// A header that is not valid gRPC metadata.
+    #[error("header {0:?} is not valid gRPC metadata")]
+    Header(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[from] reqwest::Error),
+}
+
 /// Start exporting `metrics` every `config.interval` on `runtime`.
 pub fn spawn(
     metrics: Arc<Metrics>,
@@ -141,22 +155,21 @@ pub fn spawn(
     resource: Resource,
     keep: ExemplarFilter,
     runtime: &Handle,
-) -> Result<MetricsPipeline, String> {
+) -> Result<MetricsPipeline, MetricsExportError> {
     let _entered = runtime.enter();
     let transport = match protocol {
         Protocol::Grpc => {
-            let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
-                .map_err(|e| e.to_string())?
+            let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
                 .timeout(config.timeout)
                 .connect_lazy();
             let mut metadata = tonic::metadata::MetadataMap::new();
             for (key, value) in headers {
-                let key =
+                let name =
                     tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|_| MetricsExportError::Header(key.clone()))?;
                 let value = tonic::metadata::MetadataValue::try_from(value.as_str())
-                    .map_err(|e| e.to_string())?;
-                metadata.insert(key, value);
+                    .map_err(|_| MetricsExportError::Header(key.clone()))?;
+                metadata.insert(name, value);
             }
             Transport::Grpc {
                 client: Box::new(MetricsServiceClient::new(channel)),
@@ -164,10 +177,7 @@ pub fn spawn(
             }
         }
         Protocol::HttpProtobuf => Transport::Http {
-            client: reqwest::Client::builder()
-                .timeout(config.timeout)
-                .build()
-                .map_err(|e| e.to_string())?,
+            client: reqwest::Client::builder().timeout(config.timeout).build()?,
             url: config.endpoint.clone(),
             headers: headers.to_vec(),
         },

@@ -43,12 +43,13 @@ pub enum TelemetryError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The OTLP exporter could not be created.
-    #[error("cannot create the OTLP exporter for {endpoint}: {reason}")]
+    #[error("cannot create the exporter for {endpoint}")]
     Exporter {
         /// The configured endpoint.
         endpoint: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -215,7 +216,7 @@ impl TelemetryBuilder {
                         .build()
                         .map_err(|e| TelemetryError::Exporter {
                             endpoint: otlp.endpoint.clone(),
-                            reason: e.to_string(),
+                            source: Box::new(e),
                         })?;
                     batch::BatchProcessor::spawn(exporter, &config.batch, description, runtime)
                 }
@@ -229,7 +230,7 @@ impl TelemetryBuilder {
                         .build()
                         .map_err(|e| TelemetryError::Exporter {
                             endpoint: otlp.endpoint.clone(),
-                            reason: e.to_string(),
+                            source: Box::new(e),
                         })?;
                     batch::BatchProcessor::spawn(exporter, &config.batch, description, runtime)
                 }
@@ -237,12 +238,13 @@ impl TelemetryBuilder {
             processors.push(processor);
         }
         if let Some(zipkin) = &config.zipkin {
-            let exporter = zipkin::ZipkinExporter::new(&zipkin.endpoint, zipkin.timeout).map_err(
-                |reason| TelemetryError::Exporter {
-                    endpoint: zipkin.endpoint.clone(),
-                    reason,
-                },
-            )?;
+            let exporter =
+                zipkin::ZipkinExporter::new(&zipkin.endpoint, zipkin.timeout).map_err(|e| {
+                    TelemetryError::Exporter {
+                        endpoint: zipkin.endpoint.clone(),
+                        source: Box::new(e),
+                    }
+                })?;
             processors.push(batch::BatchProcessor::spawn(
                 exporter,
                 &config.batch,
@@ -328,9 +330,9 @@ impl TelemetryBuilder {
                 keep,
                 runtime,
             )
-            .map_err(|reason| TelemetryError::Exporter {
+            .map_err(|e| TelemetryError::Exporter {
                 endpoint: metrics_config.endpoint.clone(),
-                reason,
+                source: Box::new(e),
             })?;
             observe_pipeline(&instruments, &pipelines, tail.clone());
             metrics = Some(instruments);

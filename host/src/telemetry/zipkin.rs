@@ -29,11 +29,8 @@ pub struct ZipkinExporter {
 impl ZipkinExporter {
     /// An exporter to `endpoint` (the collector's `/api/v2/spans` URL), each request
     /// bounded by `timeout`.
-    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
         Ok(Self {
             client,
             endpoint: endpoint.to_owned(),
@@ -105,11 +102,15 @@ pub fn zipkin_span(span: &SpanData, service_name: &str) -> Json {
         SpanKind::Consumer => Some("CONSUMER"),
         SpanKind::Internal => None,
     };
+    // `out` is the object built above; inserting into it cannot fail.
+    let Some(fields) = out.as_object_mut() else {
+        return out;
+    };
     if let Some(kind) = kind {
-        out["kind"] = kind.into();
+        fields.insert("kind".into(), kind.into());
     }
     if span.parent_span_id != SpanId::INVALID {
-        out["parentId"] = span.parent_span_id.to_string().into();
+        fields.insert("parentId".into(), span.parent_span_id.to_string().into());
     }
     if !span.events.is_empty() {
         let annotations: Vec<Json> = span
@@ -126,7 +127,7 @@ pub fn zipkin_span(span: &SpanData, service_name: &str) -> Json {
                 json!({"timestamp": micros(event.timestamp), "value": value})
             })
             .collect();
-        out["annotations"] = annotations.into();
+        fields.insert("annotations".into(), annotations.into());
     }
     out
 }

@@ -283,7 +283,9 @@ impl RequestScope {
     }
 
     fn set_attributes_at(&mut self, index: usize, attributes: Vec<KeyValue>) {
-        let span = &mut self.open[index];
+        let Some(span) = self.open.get_mut(index) else {
+            return;
+        };
         let room = MAX_ATTRIBUTES_PER_SPAN.saturating_sub(span.attributes);
         let dropped = attributes.len().saturating_sub(room);
         let kept = attributes.len() - dropped;
@@ -301,7 +303,9 @@ impl RequestScope {
     }
 
     fn push_event(&mut self, index: usize, event: Event) {
-        let span = &mut self.open[index];
+        let Some(span) = self.open.get_mut(index) else {
+            return;
+        };
         if span.events >= MAX_EVENTS_PER_SPAN {
             self.count(|c| &c.dropped_events, 1);
             return;
@@ -324,7 +328,9 @@ impl RequestScope {
         let Some(index) = self.find(owner, handle, true) else {
             return;
         };
-        let span = &mut self.open[index];
+        let Some(span) = self.open.get_mut(index) else {
+            return;
+        };
         if span.links >= MAX_LINKS_PER_SPAN {
             self.count(|c| &c.dropped_links, 1);
             return;
@@ -350,7 +356,9 @@ impl RequestScope {
             attributes.push(KeyValue::new("exception.stacktrace", stack));
         }
         // The exception event is what backends look for; it bypasses the event limit.
-        let span = &mut self.open[index];
+        let Some(span) = self.open.get_mut(index) else {
+            return;
+        };
         span.span.add_event("exception", attributes);
         span.span.set_status(Status::error(exception.message));
     }
@@ -448,8 +456,8 @@ impl RequestScope {
             self.count(|c| &c.refused_baggage, 1);
             return false;
         }
-        match existing {
-            Some(i) => self.baggage[i].1 = value.to_owned(),
+        match existing.and_then(|i| self.baggage.get_mut(i)) {
+            Some(entry) => entry.1 = value.to_owned(),
             None => self.baggage.push((key.to_owned(), value.to_owned())),
         }
         true

@@ -33,7 +33,12 @@ pub enum BoltError {
     /// The server did not answer in time: the connection is gone.
     Timeout(String),
     /// The server refused the query (`FAILURE`); the connection is still usable.
-    Server { code: String, message: String },
+    Server {
+        /// The server's status code (`Neo.ClientError....`).
+        code: String,
+        /// Its message.
+        message: String,
+    },
     /// The peer does not speak Bolt as expected.
     Protocol(String),
 }
@@ -63,20 +68,26 @@ fn io(context: &str) -> impl Fn(std::io::Error) -> BoltError + '_ {
 /// How to reach and log in to the server.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Host name or address.
     pub host: String,
+    /// Port (7687 by default in the configuration).
     pub port: u16,
     /// `None`: the `none` scheme.
     pub basic_auth: Option<(String, String)>,
+    /// Bound on connecting and on the handshake.
     pub connect_timeout: Duration,
     /// Each read and write of a query (a hung server fails within it).
     pub io_timeout: Duration,
+    /// What the client calls itself in `HELLO`.
     pub user_agent: String,
 }
 
 /// A query's result: column names and rows.
 #[derive(Debug, Default)]
 pub struct Rows {
+    /// Column names.
     pub fields: Vec<String>,
+    /// Each row's values, in the columns' order.
     pub rows: Vec<Vec<Value>>,
 }
 
@@ -293,7 +304,7 @@ impl Connection {
             let start = message.len();
             message.resize(start + size, 0);
             self.stream
-                .read_exact(&mut message[start..])
+                .read_exact(message.get_mut(start..).unwrap_or_default())
                 .map_err(io("receiving"))?;
         }
         match Decoder::new(&message).value() {

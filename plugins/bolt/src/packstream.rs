@@ -7,12 +7,19 @@ use std::fmt;
 /// A PackStream value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `null`.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A 64-bit float.
     Float(f64),
+    /// A byte array.
     Bytes(Vec<u8>),
+    /// A UTF-8 string.
     String(String),
+    /// A list.
     List(Vec<Value>),
     /// Entries in the order written (Bolt maps are small; a Vec keeps them cheap).
     Map(Vec<(String, Value)>),
@@ -29,6 +36,7 @@ impl Value {
         }
     }
 
+    /// The text of a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -36,6 +44,7 @@ impl Value {
         }
     }
 
+    /// The value of an integer.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -166,23 +175,24 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    /// A decoder reading `bytes` from the start.
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, at: 0 }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
+        let (end, slice) = self
             .at
             .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
+            .and_then(|end| Some((end, self.bytes.get(self.at..end)?)))
             .ok_or_else(|| DecodeError(format!("{n} bytes wanted at {}, message ends", self.at)))?;
-        let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
     }
 
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        let [byte] = self.be::<1>()?;
+        Ok(byte)
     }
 
     fn be<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {

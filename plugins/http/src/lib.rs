@@ -25,18 +25,24 @@ const WRITE_CHUNK: usize = 4096;
 /// A received response.
 #[derive(Debug)]
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
 /// A request.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
+    /// `GET`, `POST`, ...
     pub method: &'a str,
     /// `http://host:port/path?query`.
     pub url: &'a str,
+    /// Header names and values.
     pub headers: Vec<(&'a str, String)>,
+    /// The body, if any (sent with its `content-length`).
     pub body: Option<Vec<u8>>,
+    /// Bound on connecting (the host's default when `None`).
     pub connect_timeout: Option<Duration>,
 }
 

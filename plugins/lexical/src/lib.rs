@@ -35,8 +35,9 @@ pub fn tokens(text: &str) -> Vec<String> {
         }
         // A separator between two digits stays inside a number.
         let between_digits = matches!(c, '.' | ',' | ':' | '-' | '/')
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
+            && i.checked_sub(1)
+                .and_then(|p| chars.get(p))
+                .is_some_and(|p| p.is_ascii_digit())
             && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
         if between_digits && !current.is_empty() {
             current.push(c);
@@ -79,11 +80,14 @@ fn finish(current: &mut String, out: &mut Vec<String>) {
 /// A sparse vector: term ids (ascending, distinct) and their weights.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sparse {
+    /// Term ids, ascending and distinct.
     pub indices: Vec<u32>,
+    /// Each term's weight, in the order of `indices`.
     pub values: Vec<f32>,
 }
 
 impl Sparse {
+    /// Whether it has no term.
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
     }

@@ -3,17 +3,26 @@
 
 wit_bindgen::generate!({
     world: "host-capabilities",
-    path: "../../wit",
+    path: "../../wit/v0.1.0",
     // Borrowed parameter types: a span start passes `&str` keys and values straight
     // from the guest's buffers, with no `String` built per attribute.
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
+/// Bindings of `wasi:config/store`, which the settings come through.
+pub mod component_settings {
+    wit_bindgen::generate!({
+        world: "component-settings",
+        path: "../../wit/v0.1.0",
+        generate_all,
+    });
+}
+
 /// Bindings of the worker fixture's world.
 pub mod fixture_worker {
     wit_bindgen::generate!({
         world: "fixture-worker-component",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -28,7 +37,7 @@ pub mod fixture_worker {
 pub mod fixture_caller {
     wit_bindgen::generate!({
         world: "fixture-caller-component",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -43,7 +52,7 @@ pub mod fixture_caller {
 pub mod embedder_provider {
     wit_bindgen::generate!({
         world: "embedder-provider",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -54,20 +63,43 @@ pub mod embedder_provider {
     });
 }
 
-/// Bindings of the combined-store world (both store interfaces in one component). Its
+/// Bindings of the vector-store-adapter world: a component serving the vector store
+/// (the Qdrant adapter alone; the embedded store with the graph store beside it). Its
 /// types can be serialised, so a store can log the records it is given as they are.
-pub mod combined_store {
+///
+/// A component serving both stores exports both adapter worlds (`export_combined_store!`):
+/// wit-bindgen names an export's glue after its interface, so one crate cannot hold a
+/// combined world's export macros beside the adapters'.
+pub mod vector_store_adapter {
     wit_bindgen::generate!({
-        world: "combined-store",
-        path: "../../wit",
+        world: "vector-store-adapter",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
         },
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         pub_export_macro: true,
-        export_macro_name: "export_combined_store",
-        default_bindings_module: "ww_guest::bindings::combined_store",
+        export_macro_name: "export_vector_store",
+        default_bindings_module: "ww_guest::bindings::vector_store_adapter",
+    });
+}
+
+/// Bindings of the graph-store-adapter world (the Neo4j adapter; the embedded store's
+/// graph). Its shared types are the vector store's, so a combined store has one set.
+pub mod graph_store_adapter {
+    wit_bindgen::generate!({
+        world: "graph-store-adapter",
+        path: "../../wit/v0.1.0",
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+            "ww:memory/types@0.1.0": crate::bindings::vector_store_adapter::ww::memory::types,
+        },
+        additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        pub_export_macro: true,
+        export_macro_name: "export_graph_store",
+        default_bindings_module: "ww_guest::bindings::graph_store_adapter",
     });
 }
 
@@ -76,7 +108,7 @@ pub mod combined_store {
 pub mod episodic_service {
     wit_bindgen::generate!({
         world: "episodic-service",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -93,7 +125,7 @@ pub mod episodic_service {
 pub mod semantic_service {
     wit_bindgen::generate!({
         world: "semantic-service",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -113,7 +145,7 @@ pub mod semantic_service {
 pub mod procedural_service {
     wit_bindgen::generate!({
         world: "procedural-service",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,

@@ -15,6 +15,8 @@
 
 /// The section's bytes: `TEXT` as an array, so the static holds the text itself.
 #[doc(hidden)]
+// Const code cannot use `get`; `N` is the text's length, as `calls!` writes it.
+#[allow(clippy::indexing_slicing)]
 pub const fn section<const N: usize>(text: &str) -> [u8; N] {
     let bytes = text.as_bytes();
     let mut out = [0u8; N];

@@ -38,8 +38,6 @@ pub use value::{KeyValue, Value, kv};
 pub use ww_guest_macros::traced;
 
 #[doc(inline)]
-pub use bindings::combined_store::export_combined_store;
-#[doc(inline)]
 pub use bindings::embedder_provider::export_embedder;
 #[doc(inline)]
 pub use bindings::episodic_service::export_episodic;
@@ -48,9 +46,13 @@ pub use bindings::fixture_caller::export_fixture_caller;
 #[doc(inline)]
 pub use bindings::fixture_worker::export_fixture_worker;
 #[doc(inline)]
+pub use bindings::graph_store_adapter::export_graph_store;
+#[doc(inline)]
 pub use bindings::procedural_service::export_procedural;
 #[doc(inline)]
 pub use bindings::semantic_service::export_semantic;
+#[doc(inline)]
+pub use bindings::vector_store_adapter::export_vector_store;
 
 /// The embedder role: implement [`embedder::Guest`] and call `ww_guest::export_embedder!`.
 ///
@@ -89,14 +91,44 @@ pub mod embedder {
 /// The store roles: a component serving both implements [`store::VectorStore`] and
 /// [`store::GraphStore`] and calls `ww_guest::export_combined_store!`.
 pub mod store {
-    pub use crate::bindings::combined_store::exports::ww::memory::graph_store::{
+    pub use crate::bindings::graph_store_adapter::exports::ww::memory::graph_store::{
         self as graph, Guest as GraphStore,
     };
-    pub use crate::bindings::combined_store::exports::ww::memory::vector_store::{
+    pub use crate::bindings::vector_store_adapter::exports::ww::memory::vector_store::{
         self as vector, Guest as VectorStore,
     };
-    pub use crate::bindings::combined_store::ww::memory::types::{
+    pub use crate::bindings::vector_store_adapter::ww::memory::types::{
         Condition, Error, Field, FieldValue, Filter, Range, StoreHealth, ValidationError,
+    };
+}
+
+/// Export `$store` as both stores (it implements [`store::VectorStore`] and
+/// [`store::GraphStore`]): the vector-store and graph-store adapter worlds together, which
+/// the component model sees as one component exporting both (the `combined-store` world).
+#[macro_export]
+macro_rules! export_combined_store {
+    ($store:ident) => {
+        $crate::export_vector_store!($store);
+        $crate::export_graph_store!($store);
+    };
+}
+
+/// The vector-store role alone (a store of vectors only, e.g. Qdrant): implement
+/// [`vector_store::Guest`] and call `ww_guest::export_vector_store!`. A component serving
+/// both store roles uses [`store`] instead.
+pub mod vector_store {
+    pub use crate::bindings::vector_store_adapter::exports::ww::memory::vector_store::*;
+    pub use crate::bindings::vector_store_adapter::ww::memory::types::{
+        Condition, FieldValue, Range, ValidationError,
+    };
+}
+
+/// The graph-store role alone (a store of the graph only, e.g. Neo4j): implement
+/// [`graph_store::Guest`] and call `ww_guest::export_graph_store!`.
+pub mod graph_store {
+    pub use crate::bindings::graph_store_adapter::exports::ww::memory::graph_store::*;
+    pub use crate::bindings::vector_store_adapter::ww::memory::types::{
+        FieldValue, Range, ValidationError,
     };
 }
 

@@ -1,6 +1,7 @@
 //! A component's settings, as the host passes them from its role in the configuration
-//! file: the endpoint (the one address a remote adapter may reach) and the role's
-//! `settings` and `secrets`, each an environment variable of the component.
+//! file through `wasi:config/store` (the standard interface; wasmtime implements it): the
+//! endpoint (the one address a remote adapter may reach, key `endpoint`) and the role's
+//! `settings` and `secrets`, each under its name in the file.
 //!
 //! ```toml
 //! [roles.graph-store]
@@ -10,27 +11,20 @@
 //! secrets = { password = "NEO4J_PASSWORD" } # setting("password"): the host's variable
 //! ```
 
-/// The variable holding the endpoint.
-pub const ENDPOINT_VAR: &str = "WW_ENDPOINT";
+use crate::bindings::component_settings::wasi::config::store;
 
-/// The variable a setting arrives in: `WW_SETTING_` and the name in upper case, `-` as `_`.
-pub fn variable(name: &str) -> String {
-    let mut var = String::from("WW_SETTING_");
-    var.extend(name.chars().map(|c| match c {
-        '-' => '_',
-        c => c.to_ascii_uppercase(),
-    }));
-    var
-}
+/// The key the endpoint arrives under.
+pub const ENDPOINT_KEY: &str = "endpoint";
 
 /// The configured endpoint (`bolt://host:7687`, `http://host:6333`, ...), if any.
 pub fn endpoint() -> Option<String> {
-    std::env::var(ENDPOINT_VAR).ok().filter(|e| !e.is_empty())
+    setting(ENDPOINT_KEY).filter(|e| !e.is_empty())
 }
 
-/// A setting or secret by its name in the configuration file.
+/// A setting or secret by its name in the configuration file. The host's store cannot
+/// fail; another host's error reads as the setting being absent.
 pub fn setting(name: &str) -> Option<String> {
-    std::env::var(variable(name)).ok()
+    store::get(name).ok().flatten()
 }
 
 /// A setting parsed as `T`; a value that does not parse is an error naming it.

@@ -4,6 +4,10 @@
 //!
 //! Used by the embedded store (search) and by the memory services (consolidation).
 
+// The tails of the SIMD loops index both slices below `n`, the shorter length.
+#![allow(clippy::indexing_slicing)]
+
+/// The dot product of `a` and `b` over their shorter length (SIMD128).
 #[cfg(target_arch = "wasm32")]
 #[inline(never)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -113,6 +117,7 @@ pub fn quantize(vector: &[f32]) -> (Vec<i8>, f32) {
     (codes, scale)
 }
 
+/// The L2 norm of `vector`.
 pub fn norm(vector: &[f32]) -> f32 {
     dot(vector, vector).sqrt()
 }
@@ -120,13 +125,18 @@ pub fn norm(vector: &[f32]) -> f32 {
 /// A vector prepared for fast comparisons: its 8-bit codes, their scale, and the vector's
 /// L1 and L2 norms.
 pub struct Quantized {
+    /// The 8-bit codes, one per component.
     pub codes: Vec<i8>,
+    /// What one code step is worth.
     pub scale: f32,
+    /// The vector's L1 norm.
     pub l1: f32,
+    /// The vector's L2 norm.
     pub norm: f32,
 }
 
 impl Quantized {
+    /// `vector` quantized, with its norms.
     pub fn new(vector: &[f32]) -> Self {
         let (codes, scale) = quantize(vector);
         Self {

@@ -292,7 +292,6 @@ impl PluginComponent {
         // component's total (a trapped instance's is taken off when it is dropped).
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
-        wasi.envs(&self.access.env);
         if let Some(endpoint) = &self.access.endpoint {
             let endpoint = endpoint.clone();
             wasi.allow_tcp(true).allow_ip_name_lookup(true);
@@ -325,6 +324,7 @@ impl PluginComponent {
             http: WasiHttpCtx::new(),
             http_hooks: HttpHooks::new(self.access.endpoint.clone(), self.telemetry.clone()),
             table: ResourceTable::new(),
+            config: self.access.config.iter().cloned().collect(),
             limits: MeasuredLimits {
                 limits: StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)

@@ -29,7 +29,7 @@ pub struct Bounds {
 }
 
 /// What a component may reach beyond the host: a data directory, an endpoint; and the
-/// environment variables carrying its settings.
+/// settings it reads through `wasi:config`.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// A host directory, seen by it as `/data`.
@@ -40,6 +40,6 @@ pub struct Access {
     pub endpoint: Option<Arc<Endpoint>>,
     /// Why that address did not answer at load, when the host was told to load anyway.
     pub unreachable: Option<String>,
-    /// `WW_ENDPOINT` and `WW_SETTING_*`.
-    pub env: Vec<(String, String)>,
+    /// Its `wasi:config` keys and values: settings, secrets, and `endpoint`.
+    pub config: Vec<(String, String)>,
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::plugins::network::HttpHooks;
@@ -19,6 +20,8 @@ pub struct ComponentState {
     pub(super) http: WasiHttpCtx,
     pub(super) http_hooks: HttpHooks,
     pub(super) table: ResourceTable,
+    /// Its settings, as `wasi:config/store` reads them.
+    pub(in crate::plugins) config: WasiConfigVariables,
     pub(super) limits: MeasuredLimits,
     /// The tracing capability's per-store state.
     pub tracing: TracingCtx,

@@ -199,8 +199,8 @@ impl Point {
         if let Some(bucket) = data.buckets.get_mut(slot) {
             *bucket += 1;
         }
-        if exemplar.is_some() {
-            data.exemplars[slot] = exemplar;
+        if let (Some(exemplar), Some(kept)) = (exemplar, data.exemplars.get_mut(slot)) {
+            *kept = Some(exemplar);
         }
     }
 }

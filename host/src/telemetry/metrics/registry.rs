@@ -215,6 +215,7 @@ impl Metrics {
                 guests.len() - 1
             }
         };
+        #[allow(clippy::indexing_slicing)] // found by `position` or pushed just above
         let instruments = &mut guests[index].1;
         if instruments.len() >= MAX_GUEST_INSTRUMENTS {
             return Err(GuestMetricError::TooMany(MAX_GUEST_INSTRUMENTS));

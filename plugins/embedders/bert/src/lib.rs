@@ -124,19 +124,24 @@ impl Guest for BertEmbedder {
         }
 
         // Longest first, so each pass pads its texts to a length close to their own.
-        let mut order: Vec<usize> = (0..texts.len())
-            .filter(|&i| tokenized[i].is_some())
-            .collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].as_ref().map_or(0, |t| t.ids.len())));
+        let length = |i: usize| {
+            tokenized
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|t| t.ids.len())
+        };
+        let mut order: Vec<usize> = (0..texts.len()).filter(|&i| length(i).is_some()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(length(i).unwrap_or(0)));
         let mut vectors = vec![vec![0.0_f32; model.dimension()]; texts.len()];
         let mut passes = 0_usize;
         let mut start = 0;
-        while start < order.len() {
-            let longest = tokenized[order[start]].as_ref().map_or(1, |t| t.ids.len());
+        while let Some(&first) = order.get(start) {
+            let longest = length(first).unwrap_or(1);
             let end = (start + SentenceModel::batch_capacity(longest)).min(order.len());
-            let batch: Vec<&[u32]> = order[start..end]
+            let members = order.get(start..end).unwrap_or_default();
+            let batch: Vec<&[u32]> = members
                 .iter()
-                .filter_map(|&i| tokenized[i].as_ref().map(|t| t.ids.as_slice()))
+                .filter_map(|&i| tokenized.get(i)?.as_ref().map(|t| t.ids.as_slice()))
                 .collect();
             let pass = span("bert.forward")
                 .attr("ww.embedder.batch_size", batch.len())
@@ -146,8 +151,10 @@ impl Guest for BertEmbedder {
                 Error::Embedding(message)
             })?;
             drop(pass);
-            for (&i, vector) in order[start..end].iter().zip(embedded) {
-                vectors[i] = vector;
+            for (&i, vector) in members.iter().zip(embedded) {
+                if let Some(slot) = vectors.get_mut(i) {
+                    *slot = vector;
+                }
             }
             passes += 1;
             start = end;

@@ -42,7 +42,9 @@ fn fnv1a(tag: u8, parts: &[&[u8]]) -> u64 {
 fn add(vector: &mut [f32], hash: u64, weight: f32) {
     let bucket = (hash % DIMENSION as u64) as usize;
     let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
-    vector[bucket] += sign * weight;
+    if let Some(value) = vector.get_mut(bucket) {
+        *value += sign * weight;
+    }
 }
 
 /// A crude stem: common English suffixes off, a doubled final consonant undoubled
@@ -64,10 +66,11 @@ fn stem(word: &str) -> &str {
             {
                 continue;
             }
-            let bytes = base.as_bytes();
-            let n = bytes.len();
-            if n >= 2 && bytes[n - 1] == bytes[n - 2] && !b"aeiouls".contains(&bytes[n - 1]) {
-                return &base[..n - 1];
+            if let [.., before, last] = base.as_bytes()
+                && before == last
+                && !b"aeiouls".contains(last)
+            {
+                return base.get(..base.len() - 1).unwrap_or(base);
             }
             return base;
         }
@@ -100,10 +103,10 @@ fn embed_one(text: &str) -> Vec<f32> {
             );
         }
     }
-    for pair in words.windows(2) {
+    for (first, second) in words.iter().zip(words.iter().skip(1)) {
         add(
             &mut vector,
-            fnv1a(b'b', &[pair[0].as_bytes(), b" ", pair[1].as_bytes()]),
+            fnv1a(b'b', &[first.as_bytes(), b" ", second.as_bytes()]),
             BIGRAM_WEIGHT,
         );
     }

@@ -98,7 +98,7 @@ fn request(config: &Config, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
             Ok(ErrorBody {
                 error: ErrorDetail::Object { message } | ErrorDetail::Text(message),
             }) => message,
-            Err(_) => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            Err(_) => String::from_utf8_lossy(bytes.get(..200).unwrap_or(&bytes)).into_owned(),
         };
         return Err(Error::Embedding(format!(
             "{} answered {status}: {detail}",
@@ -169,7 +169,9 @@ impl Guest for OpenAiEmbedder {
         for batch in wanted.chunks(config.batch_size) {
             let inputs: Vec<&str> = batch.iter().map(|(_, t)| *t).collect();
             for ((i, _), vector) in batch.iter().zip(request(&config, &inputs)?) {
-                vectors[*i] = vector;
+                if let Some(slot) = vectors.get_mut(*i) {
+                    *slot = vector;
+                }
             }
             requests += 1;
         }

@@ -186,6 +186,7 @@ pub fn embed(text: &str) -> Result<Vec<f32>, Error> {
 
 pub use ww_vecmath::{Quantized, cosine, similar_at_least};
 
+/// A text field.
 pub fn text(name: &str, value: impl Into<String>) -> Field {
     Field {
         name: name.to_owned(),
@@ -193,6 +194,7 @@ pub fn text(name: &str, value: impl Into<String>) -> Field {
     }
 }
 
+/// A field holding several texts.
 pub fn texts(name: &str, values: Vec<String>) -> Field {
     Field {
         name: name.to_owned(),
@@ -200,6 +202,7 @@ pub fn texts(name: &str, values: Vec<String>) -> Field {
     }
 }
 
+/// An integer field.
 pub fn integer(name: &str, value: i64) -> Field {
     Field {
         name: name.to_owned(),
@@ -207,6 +210,7 @@ pub fn integer(name: &str, value: i64) -> Field {
     }
 }
 
+/// A number field.
 pub fn number(name: &str, value: f64) -> Field {
     Field {
         name: name.to_owned(),
@@ -214,6 +218,7 @@ pub fn number(name: &str, value: f64) -> Field {
     }
 }
 
+/// A boolean field.
 pub fn flag(name: &str, value: bool) -> Field {
     Field {
         name: name.to_owned(),
@@ -243,6 +248,7 @@ impl<'a> Fields<'a> {
         ))
     }
 
+    /// The text field `name`, if there is one.
     pub fn text(&self, name: &str) -> Option<String> {
         match self.get(name) {
             Some(FieldValue::Text(t)) => Some(t.clone()),
@@ -250,10 +256,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The text field `name`; without it, a storage error naming it.
     pub fn required_text(&self, name: &str) -> Result<String, Error> {
         self.text(name).ok_or_else(|| corrupt(name))
     }
 
+    /// The texts of field `name` (none when it is missing).
     pub fn texts(&self, name: &str) -> Vec<String> {
         match self.get(name) {
             Some(FieldValue::Texts(t)) => t.clone(),
@@ -261,6 +269,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The integer field `name`; without it, a storage error naming it.
     pub fn integer(&self, name: &str) -> Result<i64, Error> {
         match self.get(name) {
             Some(FieldValue::Integer(i)) => Ok(*i),
@@ -268,6 +277,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The integer field `name`, if there is one.
     pub fn optional_integer(&self, name: &str) -> Option<i64> {
         match self.get(name) {
             Some(FieldValue::Integer(i)) => Some(*i),
@@ -275,6 +285,8 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The number field `name` (an integer reads as a number); without it, a storage
+    /// error naming it.
     pub fn number(&self, name: &str) -> Result<f64, Error> {
         match self.get(name) {
             Some(FieldValue::Number(n)) => Ok(*n),
@@ -283,6 +295,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Whether the boolean field `name` is set and true.
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.get(name), Some(FieldValue::Flag(true)))
     }

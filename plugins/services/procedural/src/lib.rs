@@ -241,7 +241,11 @@ fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
     let name = match new.name.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => {
-            let first: String = new.trajectory[0].action.chars().take(60).collect();
+            let first: String = new
+                .trajectory
+                .first()
+                .map(|step| step.action.chars().take(60).collect())
+                .unwrap_or_default();
             format!("{}: {first}", new.domain)
         }
     };
@@ -512,7 +516,9 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
     let mut absorbed: Vec<(usize, usize)> = Vec::new();
     for (index, (_, _, (vector, quantized))) in skills.iter().enumerate() {
         let similar = |&&leader: &&usize| {
-            let (leader_vector, leader_quantized) = &skills[leader].2;
+            let Some((_, _, (leader_vector, leader_quantized))) = skills.get(leader) else {
+                return false;
+            };
             similar_at_least(
                 leader_quantized,
                 leader_vector,
@@ -535,9 +541,13 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
             // below); the next run finds the rest.
             break;
         }
-        let (skill, successes, _) = &skills[index];
+        let (Some((skill, successes, _)), Some((leader_skill, _, _))) =
+            (skills.get(index), skills.get(leader))
+        else {
+            continue;
+        };
         let mut skill = skill.clone();
-        let leader_id = skills[leader].0.id.clone();
+        let leader_id = leader_skill.id.clone();
         skill.deprecated = true;
         skill.deprecation_reason = Some(format!("merged into {leader_id} by consolidation"));
         skill.replaced_by = Some(leader_id.clone());
@@ -553,8 +563,7 @@ fn consolidate(now: i64) -> Result<SkillReport, Error> {
         deprecated += 1;
         report_progress(done as u64 + 1, absorbed.len() as u64, "merging skills");
     }
-    for &leader in &merged_into {
-        let (skill, successes, _) = &skills[leader];
+    for (skill, successes, _) in merged_into.iter().filter_map(|&leader| skills.get(leader)) {
         let mut skill = skill.clone();
         skill.version += 1;
         save(&mut skill, *successes)?;

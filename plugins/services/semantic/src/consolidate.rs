@@ -136,7 +136,12 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
                 SIMILARITY,
             )
         };
-        match clusters.iter_mut().find(|c| similar(&episodes[c[0]])) {
+        let leads = |c: &&mut Vec<usize>| {
+            c.first()
+                .and_then(|&i| episodes.get(i))
+                .is_some_and(similar)
+        };
+        match clusters.iter_mut().find(leads) {
             Some(cluster) => cluster.push(index),
             None => clusters.push(vec![index]),
         }
@@ -150,7 +155,7 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
     let big: Vec<Vec<&Episode>> = clusters
         .iter()
         .filter(|c| c.len() >= MIN_CLUSTER)
-        .map(|c| c.iter().map(|&i| &episodes[i]).collect())
+        .map(|c| c.iter().filter_map(|&i| episodes.get(i)).collect())
         .collect();
     report.clusters = big.len() as u64;
     // The consolidation's span links to the spans that wrote the episodes it builds
@@ -170,6 +175,9 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
     }
     let writer = entity::writer();
     for members in &big {
+        let Some(&leader) = members.first() else {
+            continue;
+        };
         if cancelled() {
             // Each cluster is written whole or not at all; the next run does the rest.
             return Ok(stopped(report));
@@ -191,7 +199,6 @@ pub fn deep(now: i64) -> Result<DeepReport, Error> {
                 id
             }
             None => {
-                let leader = members[0];
                 let summary: String = leader.content.chars().take(SUMMARY_CHARS).collect();
                 let entity = entity::fresh(
                     name.clone(),

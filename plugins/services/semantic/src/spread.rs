@@ -67,10 +67,11 @@ pub fn spread(request: SpreadRequest) -> Result<SpreadResult, Error> {
                 continue;
             }
             *next.entry(node.clone()).or_insert(0.0) += a * request.retention * factor;
-            if !edges.contains_key(node) {
-                edges.insert(node.clone(), valid_edges(node)?);
-            }
-            let out = &edges[node];
+            let out = match edges.entry(node.clone()) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(new) => new.insert(valid_edges(node)?),
+            };
+            let out: &Vec<(String, f64)> = out;
             let total: f64 = out.iter().map(|(_, w)| w).sum();
             if total <= 0.0 {
                 continue;

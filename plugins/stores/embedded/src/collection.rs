@@ -4,6 +4,11 @@
 //! copy of every vector for a first pass that reads a quarter of the memory. A search
 //! reads memory in order instead of chasing a heap allocation per vector and per field.
 
+// Slots index columns that grow and shrink together (every insert pushes to each, every
+// removal swap-removes from each), and a slot comes only from the id index, which holds
+// live slots; the scan's inner loops stay plain indexing, bounds-checked, for speed.
+#![allow(clippy::indexing_slicing)]
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ops::{Bound, Range};

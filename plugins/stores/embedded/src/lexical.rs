@@ -7,6 +7,11 @@
 //! component. Tokens and BM25's constants come from `ww-lexical`, shared with the Qdrant
 //! adapter's sparse vectors, so both stores read text alike.
 
+// Slots index columns that grow and shrink together (every insert pushes to each, every
+// removal swap-removes from each), and a slot comes only from the id index, which holds
+// live slots; the scan's inner loops stay plain indexing, bounds-checked, for speed.
+#![allow(clippy::indexing_slicing)]
+
 use std::collections::HashMap;
 
 use ww_lexical::{B, K1, tokens};

@@ -1,6 +1,10 @@
 //! The store's contents in memory, and the logged operations that change them. Every
 //! operation is validated before it is logged, so applying one cannot fail.
 
+// `collections` and `by_label` are fixed arrays indexed by an enum's discriminant
+// (`slot`, `label_slot`): one entry per variant, so every index is in bounds.
+#![allow(clippy::indexing_slicing)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::collection::{Points, PointsHeader, Slots};

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use ww_guest::settings;
 use ww_guest::{SpanBuilder, SpanKind, get_trace_context};
 
-use crate::bindings::ww::memory::types::Error;
 pub use ww_bolt::Rows;
 use ww_bolt::{BoltError, Connection, Options, Value, map};
+use ww_guest::graph_store::Error;
 
 /// Attempts to open a connection: some servers (FalkorDB) can leave a connection made
 /// right after a closed one hanging at the handshake; the next attempt succeeds.
@@ -72,10 +72,11 @@ thread_local! {
 pub fn with<T>(f: impl FnOnce(&mut Client) -> Result<T, Error>) -> Result<T, Error> {
     CLIENT.with(|slot| {
         let mut slot = slot.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Client::from_settings()?);
-        }
-        f(slot.as_mut().expect("set above"))
+        let client = match slot.take() {
+            Some(client) => client,
+            None => Client::from_settings()?,
+        };
+        f(slot.insert(client))
     })
 }
 
@@ -185,7 +186,9 @@ impl Client {
             }
             self.unreachable = None;
         }
-        Ok(self.connection.as_mut().expect("set above"))
+        self.connection
+            .as_mut()
+            .ok_or_else(|| storage("no connection to the graph database"))
     }
 
     /// Indexes (and, where supported, a uniqueness constraint) on the node id, once per

@@ -23,24 +23,8 @@ mod client;
 use crate::client::{Client, Statement};
 use ww_bolt::{Value, packstream};
 
-mod bindings {
-    wit_bindgen::generate!({
-        world: "graph-store-adapter",
-        path: "../../../wit",
-        with: {
-            "ww:memory/tracing@0.1.0": ww_guest::bindings::ww::memory::tracing,
-            "ww:memory/metrics@0.1.0": ww_guest::bindings::ww::memory::metrics,
-        },
-        generate_all,
-    });
-}
-
-use bindings::exports::ww::memory::graph_store::{
-    Direction, Edge, Guest, Neighbor, Node, NodeLabel, RelationType,
-};
-use bindings::ww::memory::types::{
-    Condition, Error, Field, FieldValue, StoreHealth, ValidationError,
-};
+use ww_guest::graph_store::{Condition, Error, Field, FieldValue, StoreHealth, ValidationError};
+use ww_guest::graph_store::{Direction, Edge, Guest, Neighbor, Node, NodeLabel, RelationType};
 
 /// Most rows one call returns.
 const MAX_LIMIT: u32 = 10_000;
@@ -559,4 +543,4 @@ impl Guest for Neo4jStore {
     }
 }
 
-bindings::export!(Neo4jStore with_types_in bindings);
+ww_guest::export_graph_store!(Neo4jStore);

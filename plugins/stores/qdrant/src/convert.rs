@@ -2,10 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::bindings::exports::ww::memory::vector_store::{ScoredPoint, StoredPoint};
-use crate::bindings::ww::memory::types::{
-    Condition, Error, Field, FieldValue, Filter, ValidationError,
-};
+use ww_guest::vector_store::{Condition, Error, Field, FieldValue, Filter, ValidationError};
+use ww_guest::vector_store::{ScoredPoint, StoredPoint};
 
 /// The payload key holding an id that is not itself a UUID.
 pub const ID_KEY: &str = "ww_id";
@@ -96,8 +94,10 @@ pub fn payload_fields(fields: &[Field]) -> Result<Value, Error> {
 /// A point's payload: its fields, and its id when Qdrant's cannot be it.
 pub fn payload(id: &str, fields: &[Field]) -> Result<Value, Error> {
     let mut payload = payload_fields(fields)?;
-    if !is_uuid(id) {
-        payload[ID_KEY] = json!(id);
+    if !is_uuid(id)
+        && let Some(fields) = payload.as_object_mut()
+    {
+        fields.insert(ID_KEY.into(), json!(id));
     }
     Ok(payload)
 }

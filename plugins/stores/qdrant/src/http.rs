@@ -18,10 +18,10 @@ fn embedder_json(embedder: &EmbedderId) -> Value {
 }
 use ww_guest::settings;
 
-use crate::bindings::exports::ww::memory::vector_store::{CollectionInfo, EmbedderId, StoredPoint};
-use crate::bindings::ww::memory::types::{Error, ValidationError};
 use crate::convert;
 use crate::{Retrieval, SCROLL_PAGE};
+use ww_guest::vector_store::{CollectionInfo, EmbedderId, StoredPoint};
+use ww_guest::vector_store::{Error, ValidationError};
 
 pub struct Qdrant {
     base: String,
@@ -47,25 +47,28 @@ fn storage(message: impl std::fmt::Display) -> Error {
 pub fn with<T>(f: impl FnOnce(&mut Qdrant) -> Result<T, Error>) -> Result<T, Error> {
     CLIENT.with(|slot| {
         let mut slot = slot.borrow_mut();
-        if slot.is_none() {
-            let base = settings::endpoint().ok_or_else(|| {
-                storage("no endpoint configured (endpoint = \"http://host:6333\")")
-            })?;
-            let timeout = settings::parsed::<u64>("timeout_ms")
-                .map_err(storage)?
-                .unwrap_or(3000);
-            let retrieval = Retrieval::parse(settings::setting("retrieval").as_deref())
-                .map_err(|e| storage(format!("the retrieval setting: {e}")))?;
-            *slot = Some(Qdrant {
-                base: base.trim_end_matches('/').to_owned(),
-                api_key: settings::setting("api_key").filter(|k| !k.is_empty()),
-                connect_timeout: Duration::from_millis(timeout),
-                retrieval,
-                ensured: HashSet::new(),
-                text_vectors: HashMap::new(),
-            });
-        }
-        f(slot.as_mut().expect("set above"))
+        let client = match slot.take() {
+            Some(client) => client,
+            None => {
+                let base = settings::endpoint().ok_or_else(|| {
+                    storage("no endpoint configured (endpoint = \"http://host:6333\")")
+                })?;
+                let timeout = settings::parsed::<u64>("timeout_ms")
+                    .map_err(storage)?
+                    .unwrap_or(3000);
+                let retrieval = Retrieval::parse(settings::setting("retrieval").as_deref())
+                    .map_err(|e| storage(format!("the retrieval setting: {e}")))?;
+                Qdrant {
+                    base: base.trim_end_matches('/').to_owned(),
+                    api_key: settings::setting("api_key").filter(|k| !k.is_empty()),
+                    connect_timeout: Duration::from_millis(timeout),
+                    retrieval,
+                    ensured: HashSet::new(),
+                    text_vectors: HashMap::new(),
+                }
+            }
+        };
+        f(slot.insert(client))
     })
 }
 
@@ -302,8 +305,8 @@ impl Qdrant {
             "with_payload": true,
             "with_vector": with_vectors,
         });
-        if let Some(offset) = offset {
-            body["offset"] = offset;
+        if let (Some(offset), Some(fields)) = (offset, body.as_object_mut()) {
+            fields.insert("offset".into(), offset);
         }
         let page = self.call(
             "POST",

@@ -36,23 +36,11 @@ use ww_lexical::Sparse;
 
 use crate::http::{Qdrant, TEXT_VECTOR};
 
-mod bindings {
-    wit_bindgen::generate!({
-        world: "vector-store-adapter",
-        path: "../../../wit",
-        with: {
-            "ww:memory/tracing@0.1.0": ww_guest::bindings::ww::memory::tracing,
-            "ww:memory/metrics@0.1.0": ww_guest::bindings::ww::memory::metrics,
-        },
-        generate_all,
-    });
-}
-
-use bindings::exports::ww::memory::vector_store::{
+use ww_guest::vector_store::{
     Collection, CollectionInfo, EmbedderId, Guest, PayloadUpdate, Point, Rescore, ScoreTerm,
     ScoredPoint, SearchRequest, StoredPoint,
 };
-use bindings::ww::memory::types::{Error, Filter, StoreHealth, ValidationError};
+use ww_guest::vector_store::{Error, Filter, StoreHealth, ValidationError};
 
 /// Most hits or points one call returns.
 const MAX_LIMIT: u32 = 10_000;
@@ -74,7 +62,10 @@ pub enum Retrieval {
     Vector,
     /// The dense and the text's sparse candidates fused by Qdrant's reciprocal rank
     /// fusion with this `k`.
-    Rrf { k: u32 },
+    Rrf {
+        /// RRF's constant: a rank r counts 1 / (k + r).
+        k: u32,
+    },
 }
 
 impl Retrieval {
@@ -403,4 +394,4 @@ impl Guest for QdrantStore {
     }
 }
 
-bindings::export!(QdrantStore with_types_in bindings);
+ww_guest::export_vector_store!(QdrantStore);

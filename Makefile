@@ -59,7 +59,7 @@ WW_RUN_ADDR ?= 127.0.0.1:8765
 run: build
 	@./target/release/ww-memory plugins | sed -n '1,8p'
 	@echo
-	@echo "World Weaver is starting: an MCP memory server on the embedded store (data in ./data),"
+	@echo "World Weaver is starting: an MCP memory server on the embedded store (data in $${WW_DATA_DIR:-./data}),"
 	@echo "printing the trace tree of every call below as it finishes. Connect with any MCP client:"
 	@echo "  streamable HTTP  http://$(WW_RUN_ADDR)/mcp"
 	@echo "  stdio            $(CURDIR)/target/release/ww-memory serve   (env WW_PLUGIN_DIR=$(WW_PLUGIN_DIR), WW_DATA_DIR=<another dir>)"

@@ -16,21 +16,25 @@ use super::{ComponentHost, engine, network, routing};
 use crate::telemetry::Telemetry;
 use crate::tracing_capability;
 
+/// A cause kept whole, whatever its type (wasmtime's errors carry their own chain).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A component that could not be loaded or linked.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The engine could not be created.
-    #[error("cannot create the wasm engine: {0}")]
-    Engine(String),
+    #[error("cannot create the wasm engine")]
+    Engine(#[source] BoxError),
     /// A file is not a loadable component.
-    #[error("cannot load component {name} from {path}: {message}")]
+    #[error("cannot load component {name} from {path}")]
     Compile {
         /// Component name.
         name: String,
         /// File.
         path: PathBuf,
-        /// Why.
-        message: String,
+        /// Why (wasmtime's error, with its own causes).
+        #[source]
+        source: BoxError,
     },
     /// A component named for a role does not export the role's interface.
     #[error(
@@ -126,12 +130,13 @@ pub enum LoadError {
     #[error("components import each other in a cycle: {0}")]
     Cycle(String),
     /// Linking failed.
-    #[error("cannot link component {name}: {message}")]
+    #[error("cannot link component {name}")]
     Link {
         /// Component name.
         name: String,
-        /// Why.
-        message: String,
+        /// Why (wasmtime's error, with its own causes).
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -140,9 +145,9 @@ impl ComponentHost {
     /// component whose imports nothing satisfies is refused with the interface named.
     pub async fn load(config: HostConfig, telemetry: Arc<Telemetry>) -> Result<Self, LoadError> {
         let engine = engine::build_engine(config.cache_dir.as_deref())
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Engine(e.into()))?;
         let ticker =
-            engine::EpochTicker::start(&engine).map_err(|e| LoadError::Engine(e.to_string()))?;
+            engine::EpochTicker::start(&engine).map_err(|e| LoadError::Engine(e.into()))?;
 
         let mut compiled: BTreeMap<String, (ComponentSpec, Component, ComponentShape)> =
             BTreeMap::new();
@@ -151,7 +156,7 @@ impl ComponentHost {
                 Component::from_file(&engine, &spec.path).map_err(|e| LoadError::Compile {
                     name: spec.name.clone(),
                     path: spec.path.clone(),
-                    message: format!("{e:#}"),
+                    source: e.into(),
                 })?;
             // Read again for its custom sections (a few milliseconds for the largest,
             // the model embedder); the compiled form keeps none of them.
@@ -215,7 +220,7 @@ impl ComponentHost {
             };
             let link_error = |e: wasmtime::Error| LoadError::Link {
                 name: name.clone(),
-                message: format!("{e:#}"),
+                source: e.into(),
             };
             let access = access_of(&spec, config.endpoint_check).await?;
             let mut linker: Linker<ComponentState> = Linker::new(&engine);

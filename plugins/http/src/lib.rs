@@ -12,10 +12,38 @@
 use std::time::Duration;
 
 use wasip2::http::outgoing_handler;
+use wasip2::http::types::ErrorCode;
 use wasip2::http::types::{
     Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::streams::StreamError;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL is not `scheme://host[/path]`.
+    #[error("{0:?} is not an absolute URL with a host")]
+    Url(String),
+    /// A header name or value wasi:http does not take.
+    #[error("bad header: {0}")]
+    Header(String),
+    /// The host refused a part of the request (its method, scheme, authority, ...).
+    #[error("the host refused the request's {0}")]
+    Refused(&'static str),
+    /// The request failed on its way, or the server's answer was not HTTP (wasi:http's
+    /// error code: connection refused, timeout, ...).
+    #[error(transparent)]
+    Transport(#[from] ErrorCode),
+    /// A body stream failed part-way.
+    #[error("the {0} stream failed: {1}")]
+    Stream(&'static str, String),
+    /// The response body is over [`MAX_RESPONSE`] bytes.
+    #[error("a response body over {MAX_RESPONSE} bytes")]
+    TooLarge,
+    /// The response could not be read (taken twice, no body).
+    #[error("the response has {0}")]
+    Response(&'static str),
+}
 
 /// A response body larger than this is refused.
 pub const MAX_RESPONSE: usize = 64 << 20;
@@ -59,10 +87,10 @@ fn method(name: &str) -> Method {
 }
 
 /// Scheme, authority and path-with-query of `url`.
-fn split(url: &str) -> Result<(Scheme, &str, &str), String> {
+fn split(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("{url:?} is not an absolute URL"))?;
+        .ok_or_else(|| HttpError::Url(url.to_owned()))?;
     let scheme = match scheme {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -73,13 +101,13 @@ fn split(url: &str) -> Result<(Scheme, &str, &str), String> {
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        return Err(format!("{url:?} has no host"));
+        return Err(HttpError::Url(url.to_owned()));
     }
     Ok((scheme, authority, if path.is_empty() { "/" } else { path }))
 }
 
 /// Send `request` and wait for the whole response.
-pub fn send(request: Request<'_>) -> Result<Response, String> {
+pub fn send(request: Request<'_>) -> Result<Response, HttpError> {
     let (scheme, authority, path) = split(request.url)?;
     let mut headers: Vec<(String, Vec<u8>)> = request
         .headers
@@ -92,9 +120,9 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
             body.len().to_string().into_bytes(),
         ));
     }
-    let fields = Fields::from_list(&headers).map_err(|e| format!("bad header: {e:?}"))?;
+    let fields = Fields::from_list(&headers).map_err(|e| HttpError::Header(format!("{e:?}")))?;
     let outgoing = OutgoingRequest::new(fields);
-    let refused = |what: &str| format!("the host refused the request's {what}");
+    let refused = HttpError::Refused;
     outgoing
         .set_method(&method(request.method))
         .map_err(|()| refused("method"))?;
@@ -114,7 +142,7 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
             .set_connect_timeout(Some(timeout.as_nanos() as u64))
             .map_err(|()| refused("connect timeout"))?;
     }
-    let future = outgoing_handler::handle(outgoing, Some(options)).map_err(|e| e.to_string())?;
+    let future = outgoing_handler::handle(outgoing, Some(options))?;
 
     let bytes = request.body.unwrap_or_default();
     let stream = body.write().map_err(|()| refused("body stream"))?;
@@ -125,13 +153,15 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
             // The host closed the stream: after the last byte that is the normal end;
             // before it, the response below carries what went wrong.
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(HttpError::Stream("request body", e.to_debug_string()));
+            }
         }
     }
     drop(stream);
     let finished = OutgoingBody::finish(body, None);
     if written == bytes.len() {
-        finished.map_err(|e| e.to_string())?;
+        finished?;
     }
 
     let response = loop {
@@ -140,27 +170,27 @@ pub fn send(request: Request<'_>) -> Result<Response, String> {
             None => future.subscribe().block(),
         }
     };
-    let response = response
-        .map_err(|()| "the response was taken twice".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let response = response.map_err(|()| HttpError::Response("been taken twice"))??;
     let status = response.status();
     let incoming = response
         .consume()
-        .map_err(|()| "no response body".to_owned())?;
+        .map_err(|()| HttpError::Response("no body"))?;
     let stream = incoming
         .stream()
-        .map_err(|()| "no response body stream".to_owned())?;
+        .map_err(|()| HttpError::Response("no body stream"))?;
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 << 10) {
             Ok(chunk) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_RESPONSE {
-                    return Err(format!("a response body over {MAX_RESPONSE} bytes"));
+                    return Err(HttpError::TooLarge);
                 }
             }
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(HttpError::Stream("response body", e.to_debug_string()));
+            }
         }
     }
     drop(stream);

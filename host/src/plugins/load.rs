@@ -14,7 +14,7 @@ use super::shape::{ComponentShape, shape_of};
 use super::spec::{ComponentSpec, EndpointCheck, HostConfig};
 use super::{ComponentHost, engine, network, routing};
 use crate::telemetry::Telemetry;
-use crate::tracing_capability;
+use crate::tracing_capability::{self, TracingCtx};
 
 /// A cause kept whole, whatever its type (wasmtime's errors carry their own chain).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -233,7 +233,11 @@ impl ComponentHost {
                 wasmtime_wasi_config::WasiConfig::from(&s.config)
             })
             .map_err(link_error)?;
-            tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| &mut s.tracing)
+            // Each capability links itself; all three read the request's scope.
+            let tracing: fn(&mut ComponentState) -> &mut TracingCtx = |s| &mut s.tracing;
+            tracing_capability::add_to_linker(&mut linker, tracing).map_err(link_error)?;
+            tracing_capability::metrics::add_to_linker(&mut linker, tracing).map_err(link_error)?;
+            tracing_capability::progress::add_to_linker(&mut linker, tracing)
                 .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
             for interface in shape.type_only_imports() {

@@ -100,3 +100,11 @@ impl wit::Host for TracingCtx {
         self.measure(&name, &unit, kind, value, attributes);
     }
 }
+
+/// Link the `metrics` interface for stores whose data exposes a [`TracingCtx`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> &mut TracingCtx,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, wasmtime::component::HasSelf<TracingCtx>>(linker, get)
+}

@@ -1,8 +1,12 @@
 //! The WIT `tracing` capability: every component's span calls land here and become
-//! OpenTelemetry SDK spans in the current request's [`RequestScope`].
+//! OpenTelemetry SDK spans in the current request's [`RequestScope`]. Beside it, the
+//! capabilities that read the same scope, each with its own `add_to_linker`: [`metrics`]
+//! (exemplars come from the scope's current span) and [`progress`] (the scope's sink and
+//! cancellation).
 
 pub mod limits;
-mod metrics;
+pub mod metrics;
+pub mod progress;
 pub mod scope;
 pub mod w3c;
 
@@ -271,26 +275,12 @@ impl wit::Host for TracingCtx {
     }
 }
 
-/// Progress travels with the request like its spans: a service reports, the request's
-/// sink (if any) receives.
-impl crate::bindings::ww::memory::progress::Host for TracingCtx {
-    fn report(&mut self, done: u64, total: u64, mut message: String) {
-        self.truncated(&mut message, MAX_STRING_VALUE_BYTES);
-        self.scope.report_progress(done, total, &message);
-    }
-
-    fn cancelled(&mut self) -> bool {
-        self.scope.is_cancelled()
-    }
-}
-
-/// Link the tracing, metrics and progress interfaces for stores whose data exposes a
-/// [`TracingCtx`].
+/// Link the `tracing` interface for stores whose data exposes a [`TracingCtx`]. The
+/// `metrics` and `progress` capabilities link the same way ([`metrics::add_to_linker`],
+/// [`progress::add_to_linker`]): all three read the request's scope the context holds.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut TracingCtx,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)?;
-    crate::bindings::ww::memory::metrics::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)?;
-    crate::bindings::ww::memory::progress::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
+    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
 }

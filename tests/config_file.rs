@@ -206,7 +206,7 @@ async fn a_component_that_does_not_fit_its_role_is_refused_naming_the_interface(
     let message = error.to_string();
     assert!(message.contains("ww:memory/embedder@0.1.0"), "{message}");
     assert!(
-        message.contains("ww:memory/fixture-worker@0.1.0"),
+        message.contains("ww:fixtures/worker@0.1.0"),
         "says what it exports: {message}"
     );
 }
@@ -248,12 +248,25 @@ async fn roles_and_extra_components_load_and_a_data_directory_is_created() {
         .expect("embedder role");
     assert_eq!(embedder.name(), "embedder");
     assert_eq!(
-        host.exporter("ww:memory/fixture-driver@0.1.0")
-            .unwrap()
-            .name(),
+        host.exporter("ww:fixtures/driver@0.1.0").unwrap().name(),
         "fixture-caller"
     );
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn the_shipped_fixtures_configuration_adds_the_fixtures_to_the_default_roles() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/fixtures.toml");
+    let shipped = FileConfig::load(&path).expect("config/fixtures.toml parses");
+    let specs = shipped.component_specs();
+    let defaults = FileConfig::default().component_specs();
+    assert_eq!(specs.len(), defaults.len() + 2, "{specs:?}");
+    assert_eq!(&specs[..defaults.len()], &defaults[..]);
+    let extra: Vec<&str> = specs[defaults.len()..]
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(extra, ["fixture-worker", "fixture-caller"]);
 }
 
 #[test]

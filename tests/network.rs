@@ -10,7 +10,7 @@ use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, LoadError, Request};
 use ww_tests::{cache_dir, component, telemetry};
 
-const WORKER: &str = "ww:memory/fixture-worker@0.1.0";
+const WORKER: &str = "ww:fixtures/worker@0.1.0";
 
 /// A loopback HTTP server answering 204 to anything, counting the connections it accepted.
 async fn listener() -> (String, Arc<AtomicUsize>) {

@@ -99,7 +99,7 @@ fn assert_run_tree(spans: &[ReceivedSpan], root_name: &str) {
     assert_eq!(boundary.attr_str("ww.caller"), Some("fixture-caller"));
     assert_eq!(
         boundary.attr_str("ww.interface"),
-        Some("ww:memory/fixture-worker@0.1.0")
+        Some("ww:fixtures/worker@0.1.0")
     );
     assert_eq!(boundary.attr_str("ww.function"), Some("work"));
     assert_eq!(
@@ -265,8 +265,7 @@ async fn a_guest_panic_is_recorded_on_every_span_and_stays_in_the_component_that
         .unwrap();
     let message = out.unwrap_err();
     assert!(
-        message
-            .starts_with("component fixture-worker failed in ww:memory/fixture-worker@0.1.0#work"),
+        message.starts_with("component fixture-worker failed in ww:fixtures/worker@0.1.0#work"),
         "{message}"
     );
 
@@ -722,10 +721,10 @@ async fn a_component_with_an_unsatisfied_import_is_refused_at_load() {
     };
     assert!(
         matches!(&error, LoadError::Unsatisfied { component, interface }
-            if component == "fixture-caller" && interface == "ww:memory/fixture-worker@0.1.0"),
+            if component == "fixture-caller" && interface == "ww:fixtures/worker@0.1.0"),
         "{error}"
     );
-    assert!(error.to_string().contains("ww:memory/fixture-worker@0.1.0"));
+    assert!(error.to_string().contains("ww:fixtures/worker@0.1.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig, Vars};
 
-const DRIVER: &str = "ww:memory/fixture-driver@0.1.0";
+const DRIVER: &str = "ww:fixtures/driver@0.1.0";
 /// Spans (or calls) per measured invocation: amortises entering the component.
 const BATCH: u32 = 1000;
 

@@ -96,9 +96,9 @@ enum Command {
     /// Call one exported function, as one traced request, and print its result.
     ///
     /// Arguments are WAVE values, e.g.
-    /// `ww-memory invoke ww:memory/fixture-driver@0.1.0 run '"hello"' succeed`.
+    /// `ww-memory invoke ww:fixtures/driver@0.1.0 run '"hello"' succeed`.
     Invoke {
-        /// The exported interface, e.g. `ww:memory/fixture-driver@0.1.0`.
+        /// The exported interface, e.g. `ww:fixtures/driver@0.1.0`.
         interface: String,
         /// The function in it.
         function: String,

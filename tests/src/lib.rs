@@ -16,7 +16,7 @@ use ww_host::plugins::{CallError, CallLimits, ComponentHost, ComponentSpec, Host
 use ww_host::telemetry::{ConsoleSink, Telemetry, TelemetryConfig, Vars};
 
 /// The fixture caller's exported interface.
-pub const DRIVER: &str = "ww:memory/fixture-driver@0.1.0";
+pub const DRIVER: &str = "ww:fixtures/driver@0.1.0";
 
 /// Where `make plugins` puts components (override with `WW_PLUGIN_DIR`).
 pub fn component_dir() -> PathBuf {
@@ -199,7 +199,7 @@ pub fn string_result(values: Vec<Val>) -> Result<String, String> {
     }
 }
 
-/// `fixture-driver.run(input, mode)` as a request named `name`.
+/// `ww:fixtures/driver.run(input, mode)` as a request named `name`.
 pub async fn run(
     host: &ComponentHost,
     request: Request,

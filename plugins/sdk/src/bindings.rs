@@ -21,8 +21,9 @@ pub mod component_settings {
 /// Bindings of the worker fixture's world.
 pub mod fixture_worker {
     wit_bindgen::generate!({
-        world: "fixture-worker-component",
-        path: "../../wit/v0.1.0",
+        world: "ww:fixtures/worker-component@0.1.0",
+        // The fixtures are a package of their own, on top of the product's.
+        path: ["../../wit/v0.1.0", "../../wit/fixtures"],
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
@@ -36,8 +37,8 @@ pub mod fixture_worker {
 /// Bindings of the caller fixture's world.
 pub mod fixture_caller {
     wit_bindgen::generate!({
-        world: "fixture-caller-component",
-        path: "../../wit/v0.1.0",
+        world: "ww:fixtures/caller-component@0.1.0",
+        path: ["../../wit/v0.1.0", "../../wit/fixtures"],
         with: {
             "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
             "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,

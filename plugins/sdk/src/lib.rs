@@ -178,14 +178,14 @@ pub fn cancelled() -> bool {
 pub mod fixtures {
     /// Worker side: implement [`worker::Guest`] and call `ww_guest::export_fixture_worker!`.
     pub mod worker {
-        pub use crate::bindings::fixture_worker::exports::ww::memory::fixture_worker::Guest;
-        pub use crate::bindings::fixture_worker::ww::memory::fixture_types::WorkMode;
+        pub use crate::bindings::fixture_worker::exports::ww::fixtures::worker::Guest;
+        pub use crate::bindings::fixture_worker::ww::fixtures::types::WorkMode;
     }
     /// Caller side: implement [`caller::Guest`], call the worker through [`caller::worker`].
     pub mod caller {
-        pub use crate::bindings::fixture_caller::exports::ww::memory::fixture_driver::Guest;
-        pub use crate::bindings::fixture_caller::ww::memory::fixture_types::WorkMode;
+        pub use crate::bindings::fixture_caller::exports::ww::fixtures::driver::Guest;
+        pub use crate::bindings::fixture_caller::ww::fixtures::types::WorkMode;
         /// The worker, reached through the host.
-        pub use crate::bindings::fixture_caller::ww::memory::fixture_worker as worker;
+        pub use crate::bindings::fixture_caller::ww::fixtures::worker as worker;
     }
 }

@@ -186,6 +186,6 @@ pub mod fixtures {
         pub use crate::bindings::fixture_caller::exports::ww::fixtures::driver::Guest;
         pub use crate::bindings::fixture_caller::ww::fixtures::types::WorkMode;
         /// The worker, reached through the host.
-        pub use crate::bindings::fixture_caller::ww::fixtures::worker as worker;
+        pub use crate::bindings::fixture_caller::ww::fixtures::worker;
     }
 }

@@ -152,17 +152,16 @@ impl ComponentHost {
         let mut compiled: BTreeMap<String, (ComponentSpec, Component, ComponentShape)> =
             BTreeMap::new();
         for spec in config.components {
-            let component =
-                Component::from_file(&engine, &spec.path).map_err(|e| LoadError::Compile {
-                    name: spec.name.clone(),
-                    path: spec.path.clone(),
-                    source: e.into(),
-                })?;
-            // Read again for its custom sections (a few milliseconds for the largest,
-            // the model embedder); the compiled form keeps none of them.
-            let calls = std::fs::read(&spec.path)
-                .map(|bytes| CallProperties::of_component(&bytes))
-                .unwrap_or_default();
+            // Read once: compiled (or taken from the cache) and searched for its custom
+            // sections, which the compiled form does not keep.
+            let compile_error = |source: BoxError| LoadError::Compile {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+                source,
+            };
+            let bytes = std::fs::read(&spec.path).map_err(|e| compile_error(e.into()))?;
+            let component = Component::new(&engine, &bytes).map_err(|e| compile_error(e.into()))?;
+            let calls = CallProperties::of_component(&bytes);
             let shape = shape_of(&engine, &component, calls);
             if compiled.contains_key(&spec.name) {
                 return Err(LoadError::DuplicateName(spec.name));
@@ -342,7 +341,6 @@ async fn access_of(
     check: EndpointCheck,
 ) -> Result<component::Access, LoadError> {
     let mut config = Vec::new();
-    let mut endpoint_key = None;
     let mut unreachable = None;
     let endpoint = match &spec.endpoint {
         None => None,
@@ -367,7 +365,6 @@ async fn access_of(
                     }
                 }
             }
-            endpoint_key = Some(url.clone());
             Some(Arc::new(endpoint))
         }
     };
@@ -383,8 +380,8 @@ async fn access_of(
         config.push((name.clone(), value));
     }
     // Last, so that the endpoint wins over a setting of the same name.
-    if let Some(url) = endpoint_key {
-        config.push((ENDPOINT_KEY.to_owned(), url));
+    if let Some(url) = &spec.endpoint {
+        config.push((ENDPOINT_KEY.to_owned(), url.clone()));
     }
     Ok(component::Access {
         data_dir: None,

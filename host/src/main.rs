@@ -84,7 +84,7 @@ enum Command {
     /// interrupt and run again; uses the same configuration as `serve`.
     Reembed {
         /// Points per request.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = REEMBED_BATCH)]
         batch: u32,
     },
     /// Bearer tokens for HTTP, each bound to a session (several agents, one server,
@@ -545,6 +545,10 @@ async fn interrupted() {
 /// `ww-memory reembed`: each collection in pages, a progress bar on stderr, a count at
 /// the end. Ctrl-C stops between pages: what was rebuilt stays, the collection keeps
 /// its old embedder recorded (so a server still refuses it), and a new run starts over.
+/// Points `reembed` embeds per request by default: one embedder call of 256 texts keeps
+/// the model busy without holding a request open for long (a page is one store write).
+const REEMBED_BATCH: u32 = 256;
+
 async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
     use ww_host::memory::ReembedTarget;
     let embedder = memory
@@ -599,7 +603,7 @@ async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
 fn resolve_session(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<Session> {
     match given {
         Some(id) if session::valid_id(&id) => Ok(Session::given(&id)),
-        Some(id) => bail!("{id:?} is not a session id (1 to 128 characters, no spaces)"),
+        Some(id) => bail!("{id:?} is not a session id ({})", session::ID_RULE),
         None => Ok(session::default_session(data_dir)?),
     }
 }

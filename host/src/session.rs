@@ -115,10 +115,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SessionError + '_ {
     }
 }
 
-/// Whether `id` can name a session: 1 to 128 characters, none of them a control
-/// character or white space (a session id appears in logs, spans and files).
+/// The longest session id, in characters: room for a UUID or a user name with a
+/// prefix, short enough for a span attribute and a log line.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// What a session id must look like, for error messages.
+pub const ID_RULE: &str = "1 to 128 characters, no spaces";
+
+/// Whether `id` can name a session: 1 to [`MAX_ID_CHARS`] characters, none of them a
+/// control character or white space (a session id appears in logs, spans and files).
 pub fn valid_id(id: &str) -> bool {
-    (1..=128).contains(&id.chars().count())
+    (1..=MAX_ID_CHARS).contains(&id.chars().count())
         && !id.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
@@ -252,7 +259,7 @@ impl TokenBindings {
             })?;
             if !valid_id(&entry.session) {
                 return Err(invalid(format!(
-                    "token {}: {:?} is not a session id (1 to 128 characters, no spaces)",
+                    "token {}: {:?} is not a session id ({ID_RULE})",
                     n + 1,
                     entry.session
                 )));
@@ -294,7 +301,7 @@ impl TokenBindings {
         if !valid_id(session) {
             return Err(SessionError::Invalid {
                 path: path.to_owned(),
-                reason: format!("{session:?} is not a session id (1 to 128 characters, no spaces)"),
+                reason: format!("{session:?} is not a session id ({ID_RULE})"),
             });
         }
         if path.exists() {

@@ -8,6 +8,16 @@ use crate::plugins::Request;
 
 const SEMANTIC: &str = "ww:memory/semantic@0.1.0";
 
+/// `spread_activation`'s defaults (the tool's description states them): three steps reach
+/// friends of friends of friends; a node keeps half its activation each step, the factor
+/// decays by a tenth per step, and activation under 1 % of a seed's is noise.
+const SPREAD_STEPS: u32 = 3;
+const SPREAD_RETENTION: f64 = 0.5;
+const SPREAD_DECAY: f64 = 0.1;
+const SPREAD_THRESHOLD: f64 = 0.01;
+/// At most this many nodes come back: a graph walk must not answer with a whole graph.
+const SPREAD_MAX_NODES: u32 = 1000;
+
 /// What kind of thing an entity is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -431,11 +441,11 @@ impl Memory {
         }
         let wit_request = wit::SpreadRequest {
             seeds: input.seed_entities,
-            steps: input.steps.unwrap_or(3),
-            retention: input.retention.unwrap_or(0.5),
-            decay: input.decay.unwrap_or(0.1),
-            threshold: input.threshold.unwrap_or(0.01),
-            max_nodes: input.max_nodes.unwrap_or(1000),
+            steps: input.steps.unwrap_or(SPREAD_STEPS),
+            retention: input.retention.unwrap_or(SPREAD_RETENTION),
+            decay: input.decay.unwrap_or(SPREAD_DECAY),
+            threshold: input.threshold.unwrap_or(SPREAD_THRESHOLD),
+            max_nodes: input.max_nodes.unwrap_or(SPREAD_MAX_NODES),
         };
         let result: wit::SpreadResult = self
             .run(request, SEMANTIC, "spread-activation", (wit_request,))

@@ -14,7 +14,9 @@ use super::shape::{ComponentShape, shape_of};
 use super::spec::{ComponentSpec, EndpointCheck, HostConfig};
 use super::{ComponentHost, engine, network, routing};
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::{self, TracingCtx};
+use crate::tracing_capability::metrics::{self, WwMetrics};
+use crate::tracing_capability::progress::{self, WwProgress};
+use crate::tracing_capability::{self, WwTracing};
 
 /// A cause kept whole, whatever its type (wasmtime's errors carry their own chain).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -232,12 +234,20 @@ impl ComponentHost {
                 wasmtime_wasi_config::WasiConfig::from(&s.config)
             })
             .map_err(link_error)?;
-            // Each capability links itself; all three read the request's scope.
-            let tracing: fn(&mut ComponentState) -> &mut TracingCtx = |s| &mut s.tracing;
-            tracing_capability::add_to_linker(&mut linker, tracing).map_err(link_error)?;
-            tracing_capability::metrics::add_to_linker(&mut linker, tracing).map_err(link_error)?;
-            tracing_capability::progress::add_to_linker(&mut linker, tracing)
-                .map_err(link_error)?;
+            // Each capability links itself through its own view of the store's tracing
+            // context; all three read the scope of the request being served.
+            tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| {
+                WwTracing::new(&mut s.tracing)
+            })
+            .map_err(link_error)?;
+            metrics::add_to_linker(&mut linker, |s: &mut ComponentState| {
+                WwMetrics::new(&mut s.tracing)
+            })
+            .map_err(link_error)?;
+            progress::add_to_linker(&mut linker, |s: &mut ComponentState| {
+                WwProgress::new(&mut s.tracing)
+            })
+            .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
             for interface in shape.type_only_imports() {
                 linker.instance(interface).map_err(link_error)?;

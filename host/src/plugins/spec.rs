@@ -100,12 +100,22 @@ pub struct CallLimits {
     pub memory_bytes: usize,
 }
 
+/// A call's default deadline: an embedder or a service answers in milliseconds, so ten
+/// seconds means a component is stuck (or looping), not slow.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// The deadline of a long-running export (consolidation walks every episode of a store
+/// and embeds its summaries): ten minutes.
+pub const DEFAULT_LONG_CALL_DEADLINE: Duration = Duration::from_secs(600);
+/// A component instance's default linear memory: 256 MiB holds the model embedder's
+/// weights (90 MB) and a service's working set with room to spare.
+pub const DEFAULT_MEMORY_BYTES: usize = 256 << 20;
+
 impl Default for CallLimits {
     fn default() -> Self {
         Self {
-            deadline: Duration::from_secs(10),
-            long_deadline: Duration::from_secs(600),
-            memory_bytes: 256 << 20,
+            deadline: DEFAULT_CALL_DEADLINE,
+            long_deadline: DEFAULT_LONG_CALL_DEADLINE,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
         }
     }
 }

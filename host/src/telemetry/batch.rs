@@ -21,6 +21,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::config::BatchConfig;
 
+/// How often a synchronous flush outside any runtime looks for the worker's answer: the
+/// SDK's `force_flush` is not async, and a millisecond is below any export's latency.
+const FLUSH_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
 /// How often at most a "spans dropped" warning is logged.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -169,9 +173,7 @@ impl BatchProcessor {
                 Err(oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => {
                     return Err(OTelSdkError::Timeout(self.export_timeout));
                 }
-                Err(oneshot::error::TryRecvError::Empty) => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(FLUSH_POLL_INTERVAL),
             }
         }
     }

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
+use wasmtime::component::{HasData, Linker};
+
 use super::TracingCtx;
 use super::limits::{MAX_ATTRIBUTES_PER_MEASUREMENT, MAX_KEY_BYTES, MAX_METRIC_STRING_BYTES};
 use crate::bindings::ww::memory::metrics as wit;
@@ -84,9 +86,29 @@ fn histogram_buckets(unit: &str) -> Kind {
     })
 }
 
-impl wit::Host for TracingCtx {
+/// The `metrics` capability's view of a store's [`TracingCtx`].
+pub struct WwMetrics<'a> {
+    ctx: &'a mut TracingCtx,
+}
+
+impl<'a> WwMetrics<'a> {
+    /// The metrics view of a store's context.
+    pub fn new(ctx: &'a mut TracingCtx) -> Self {
+        Self { ctx }
+    }
+}
+
+/// Names [`WwMetrics`] as the data the generated `add_to_linker` hands each host call.
+struct HasMetrics;
+
+impl HasData for HasMetrics {
+    type Data<'a> = WwMetrics<'a>;
+}
+
+impl wit::Host for WwMetrics<'_> {
     fn counter_add(&mut self, name: String, unit: String, value: f64, attributes: Vec<KeyValue>) {
-        self.measure(&name, &unit, Kind::Counter, value, attributes);
+        self.ctx
+            .measure(&name, &unit, Kind::Counter, value, attributes);
     }
 
     fn histogram_record(
@@ -97,14 +119,14 @@ impl wit::Host for TracingCtx {
         attributes: Vec<KeyValue>,
     ) {
         let kind = histogram_buckets(&unit);
-        self.measure(&name, &unit, kind, value, attributes);
+        self.ctx.measure(&name, &unit, kind, value, attributes);
     }
 }
 
-/// Link the `metrics` interface for stores whose data exposes a [`TracingCtx`].
+/// Link the `metrics` interface; `get` gives the view of a store's [`TracingCtx`].
 pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut wasmtime::component::Linker<T>,
-    get: fn(&mut T) -> &mut TracingCtx,
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> WwMetrics<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, wasmtime::component::HasSelf<TracingCtx>>(linker, get)
+    wit::add_to_linker::<T, HasMetrics>(linker, get)
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Array, KeyValue, StringValue, Value};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::ww::memory::tracing as wit;
 use crate::telemetry::Telemetry;
@@ -178,9 +178,29 @@ fn span_kind(kind: wit::SpanKind) -> SpanKind {
     }
 }
 
-impl wit::Host for TracingCtx {
+/// The `tracing` capability as the linker sees a store: a view of its [`TracingCtx`]
+/// (the shape of wasmtime's `wasi-keyvalue`: a context, a view, one `add_to_linker`).
+pub struct WwTracing<'a> {
+    ctx: &'a mut TracingCtx,
+}
+
+impl<'a> WwTracing<'a> {
+    /// The tracing view of a store's context.
+    pub fn new(ctx: &'a mut TracingCtx) -> Self {
+        Self { ctx }
+    }
+}
+
+/// Names [`WwTracing`] as the data the generated `add_to_linker` hands each host call.
+struct HasTracing;
+
+impl HasData for HasTracing {
+    type Data<'a> = WwTracing<'a>;
+}
+
+impl wit::Host for WwTracing<'_> {
     fn enabled(&mut self) -> bool {
-        self.scope.telemetry().is_recording()
+        self.ctx.scope.telemetry().is_recording()
     }
 
     fn start_span(
@@ -190,12 +210,13 @@ impl wit::Host for TracingCtx {
         attributes: Vec<wit::KeyValue>,
         remote_parent: Option<wit::TraceContext>,
     ) -> u64 {
-        self.truncated(&mut name, MAX_NAME_BYTES);
-        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
         let parent =
-            remote_parent.and_then(|p| self.scope.parse_parent(&p.traceparent, &p.tracestate));
-        let owner = self.owner.clone();
-        self.scope
+            remote_parent.and_then(|p| self.ctx.scope.parse_parent(&p.traceparent, &p.tracestate));
+        let owner = self.ctx.owner.clone();
+        self.ctx
+            .scope
             .start(owner, Cow::Owned(name), span_kind(kind), attributes, parent)
     }
 
@@ -211,51 +232,53 @@ impl wit::Host for TracingCtx {
             wit::Status::Unset => Outcome::Unset,
             wit::Status::Ok => Outcome::Ok,
             wit::Status::Error(mut description) => {
-                self.truncated(&mut description, MAX_STRING_VALUE_BYTES);
+                self.ctx.truncated(&mut description, MAX_STRING_VALUE_BYTES);
                 Outcome::Error(description)
             }
         };
-        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let events = events.into_iter().map(|e| self.event(e)).collect();
-        let exception = exception.map(|e| self.exception(e));
-        let owner = self.owner.clone();
-        self.scope
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let events = events.into_iter().map(|e| self.ctx.event(e)).collect();
+        let exception = exception.map(|e| self.ctx.exception(e));
+        let owner = self.ctx.owner.clone();
+        self.ctx
+            .scope
             .end(&owner, span, outcome, attributes, events, exception);
     }
 
     fn set_attributes(&mut self, span: u64, attributes: Vec<wit::KeyValue>) {
-        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let owner = self.owner.clone();
-        self.scope.set_attributes(&owner, span, attributes);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.set_attributes(&owner, span, attributes);
     }
 
     fn add_event(&mut self, span: u64, event: wit::Event) {
-        let event = self.event(event);
-        let owner = self.owner.clone();
-        self.scope.add_event(&owner, span, event);
+        let event = self.ctx.event(event);
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.add_event(&owner, span, event);
     }
 
     fn record_exception(&mut self, span: u64, exception: wit::Exception) {
-        let exception = self.exception(exception);
-        let owner = self.owner.clone();
-        self.scope.record_exception(&owner, span, exception);
+        let exception = self.ctx.exception(exception);
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.record_exception(&owner, span, exception);
     }
 
     fn add_link(&mut self, span: u64, context: wit::TraceContext, attributes: Vec<wit::KeyValue>) {
         // An invalid context is counted (as an invalid parent would be) and ignored.
         let Some(context) = self
+            .ctx
             .scope
             .parse_parent(&context.traceparent, &context.tracestate)
         else {
             return;
         };
-        let attributes = self.attributes(attributes, MAX_ATTRIBUTES_PER_EVENT);
-        let owner = self.owner.clone();
-        self.scope.add_link(&owner, span, context, attributes);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_EVENT);
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.add_link(&owner, span, context, attributes);
     }
 
     fn current_context(&mut self) -> wit::TraceContext {
-        let (traceparent, tracestate) = self.scope.current_context();
+        let (traceparent, tracestate) = self.ctx.scope.current_context();
         wit::TraceContext {
             traceparent,
             tracestate,
@@ -263,24 +286,25 @@ impl wit::Host for TracingCtx {
     }
 
     fn baggage_get(&mut self, key: String) -> Option<String> {
-        self.scope.baggage(&key).map(str::to_owned)
+        self.ctx.scope.baggage(&key).map(str::to_owned)
     }
 
     fn baggage_all(&mut self) -> Vec<(String, String)> {
-        self.scope.baggage_entries().to_vec()
+        self.ctx.scope.baggage_entries().to_vec()
     }
 
     fn baggage_set(&mut self, key: String, value: String) -> bool {
-        self.scope.set_baggage(&key, &value)
+        self.ctx.scope.set_baggage(&key, &value)
     }
 }
 
-/// Link the `tracing` interface for stores whose data exposes a [`TracingCtx`]. The
+/// Link the `tracing` interface; `get` gives the view of a store's [`TracingCtx`]. The
 /// `metrics` and `progress` capabilities link the same way ([`metrics::add_to_linker`],
-/// [`progress::add_to_linker`]): all three read the request's scope the context holds.
+/// [`progress::add_to_linker`]), each through its own view of the one context: all three
+/// read the scope of the request the component is serving.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut TracingCtx,
+    get: fn(&mut T) -> WwTracing<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSelf<TracingCtx>>(linker, get)
+    wit::add_to_linker::<T, HasTracing>(linker, get)
 }

@@ -49,6 +49,9 @@ pub enum HttpError {
 pub const MAX_RESPONSE: usize = 64 << 20;
 /// Bytes per `blocking-write-and-flush` (the most WASI accepts in one call).
 const WRITE_CHUNK: usize = 4096;
+/// Bytes asked for per read of a response body: large enough that a search answer
+/// takes a few calls, small enough not to over-allocate for an empty one.
+const READ_CHUNK: u64 = 64 << 10;
 
 /// A received response.
 #[derive(Debug)]
@@ -180,7 +183,7 @@ pub fn send(request: Request<'_>) -> Result<Response, HttpError> {
         .map_err(|()| HttpError::Response("no body stream"))?;
     let mut body = Vec::new();
     loop {
-        match stream.blocking_read(64 << 10) {
+        match stream.blocking_read(READ_CHUNK) {
             Ok(chunk) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_RESPONSE {

@@ -46,10 +46,17 @@ pub fn check_unit(field: &str, value: f64) -> Result<(), Error> {
     Ok(())
 }
 
+/// The longest id an argument may carry, in bytes: ours are 36 (a UUID); room for a
+/// client's own scheme, not for a document passed by mistake.
+pub const MAX_ID_BYTES: usize = 128;
+
 /// An id argument: present and of a sane length (unknown ids are `not-found` later).
 pub fn check_id(field: &str, id: &str) -> Result<(), Error> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(invalid(field, "an id must be 1 to 128 bytes"));
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(invalid(
+            field,
+            format!("an id must be 1 to {MAX_ID_BYTES} bytes"),
+        ));
     }
     Ok(())
 }

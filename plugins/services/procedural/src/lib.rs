@@ -28,12 +28,24 @@ const DEPRECATE_RUNS: u32 = 10;
 const DEPRECATE_RATE: f64 = 0.3;
 /// Skills at least this similar merge in consolidation.
 const MERGE_SIMILARITY: f32 = 0.85;
+/// A recalled skill's score: similarity to the task, success rate and experience, in
+/// these shares (they sum to one, so a score stays in [0, 1]).
 const W_SIMILARITY: f64 = 0.6;
 const W_SUCCESS: f64 = 0.3;
 const W_EXPERIENCE: f64 = 0.1;
+/// Steps in one trajectory: a procedure, not a log.
 const MAX_STEPS: usize = 200;
+/// Skills one recall returns at most.
 const MAX_LIMIT: u32 = 100;
+/// Points per store page when consolidation walks every skill.
 const PAGE: u32 = 1_000;
+/// Names, domains and tool names, in bytes: a label, not a text.
+const MAX_LABEL: usize = 200;
+/// An action or a trigger pattern, in bytes: one line of instruction.
+const MAX_LINE: usize = 1_000;
+/// A step's parameters and result, or a task to recall for, in bytes: room for JSON
+/// arguments or a paragraph, not a document.
+const MAX_TEXT: usize = 10_000;
 
 const NAME: &str = "name";
 const DOMAIN: &str = "domain";
@@ -212,10 +224,14 @@ fn check_steps(steps: &[Step]) -> Result<(), Error> {
         ));
     }
     for step in steps {
-        check_text("trajectory.action", &step.action, 1_000)?;
-        check_optional("trajectory.tool", step.tool.as_deref(), 200)?;
-        check_optional("trajectory.parameters", step.parameters.as_deref(), 10_000)?;
-        check_optional("trajectory.result", step.result.as_deref(), 10_000)?;
+        check_text("trajectory.action", &step.action, MAX_LINE)?;
+        check_optional("trajectory.tool", step.tool.as_deref(), MAX_LABEL)?;
+        check_optional(
+            "trajectory.parameters",
+            step.parameters.as_deref(),
+            MAX_TEXT,
+        )?;
+        check_optional("trajectory.result", step.result.as_deref(), MAX_TEXT)?;
     }
     Ok(())
 }
@@ -224,9 +240,9 @@ fn check_steps(steps: &[Step]) -> Result<(), Error> {
 fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
     check_steps(&new.trajectory)?;
     check_unit("outcome_score", new.outcome_score)?;
-    check_text("domain", &new.domain, 200)?;
-    check_optional("trigger_pattern", new.trigger_pattern.as_deref(), 1_000)?;
-    check_optional("name", new.name.as_deref(), 200)?;
+    check_text("domain", &new.domain, MAX_LABEL)?;
+    check_optional("trigger_pattern", new.trigger_pattern.as_deref(), MAX_LINE)?;
+    check_optional("name", new.name.as_deref(), MAX_LABEL)?;
     add_span_attribute("skill.domain", new.domain.clone());
     add_span_attribute("skill.steps", new.trajectory.len());
     add_span_attribute("skill.outcome_score", new.outcome_score);
@@ -294,8 +310,8 @@ fn create(new: NewSkill, now: i64) -> Result<CreateOutcome, Error> {
 
 #[traced("procedural.recall_skill", kind = Internal)]
 fn recall(request: RecallRequest) -> Result<Vec<RecalledSkill>, Error> {
-    check_text("task", &request.task, 10_000)?;
-    check_optional("domain", request.domain.as_deref(), 200)?;
+    check_text("task", &request.task, MAX_TEXT)?;
+    check_optional("domain", request.domain.as_deref(), MAX_LABEL)?;
     if request.limit == 0 || request.limit > MAX_LIMIT {
         return Err(invalid(
             "limit",
@@ -375,7 +391,7 @@ fn recall(request: RecallRequest) -> Result<Vec<RecalledSkill>, Error> {
 #[traced("procedural.execute_skill", kind = Internal)]
 fn execute(execution: Execution, now: i64) -> Result<ExecutionResult, Error> {
     check_id("skill_id", &execution.skill_id)?;
-    check_optional("error", execution.error.as_deref(), 10_000)?;
+    check_optional("error", execution.error.as_deref(), MAX_TEXT)?;
     add_span_attribute("skill.id", execution.skill_id.clone());
     add_span_attribute("skill.success", execution.success);
     ensure_collection()?;
@@ -432,7 +448,7 @@ fn deprecate(
     replaced_by: Option<String>,
 ) -> Result<Skill, Error> {
     check_id("skill_id", &id)?;
-    check_optional("reason", reason.as_deref(), 10_000)?;
+    check_optional("reason", reason.as_deref(), MAX_TEXT)?;
     add_span_attribute("skill.id", id.clone());
     ensure_collection()?;
     let (mut skill, successes) = get(&id)?;

@@ -24,8 +24,11 @@ use ww_service_common::{
     memory_span, text,
 };
 
+/// An entity's name, in bytes: a label, not a text.
 const MAX_NAME: usize = 200;
+/// An entity's summary, in bytes: a paragraph (it is embedded whole).
 const MAX_SUMMARY: usize = 10_000;
+/// An entity's details, in bytes: stored, not embedded, so ten times a summary.
 const MAX_DETAILS: usize = 100_000;
 /// Nodes a graph walk visits at most (cycle checks, provenance chains).
 const MAX_WALK: usize = 10_000;
@@ -362,7 +365,7 @@ fn provenance(id: String) -> Result<Provenance, Error> {
         &id,
         Direction::Outgoing,
         &[graph::RelationType::DerivedFrom],
-        10_000,
+        MAX_WALK as u32,
     )?;
     for link in links {
         let consolidation = Fields(&link.edge.properties)

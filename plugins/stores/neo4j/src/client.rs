@@ -17,6 +17,14 @@ const CONNECT_ATTEMPTS: usize = 2;
 /// After a failed connection, calls fail at once for this long instead of each waiting
 /// for its own timeout (one tool call makes several store calls).
 const COOL_DOWN: Duration = Duration::from_secs(1);
+/// Connecting, unless `connect_timeout_ms` says otherwise: a server on the network
+/// accepts in milliseconds; two seconds leaves room for a TLS-less handshake over a WAN.
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+/// One query's reads and writes, unless `query_timeout_ms` says otherwise: our queries
+/// touch a node's neighbourhood; five seconds is a stuck server, not a slow query.
+const DEFAULT_QUERY_TIMEOUT_MS: u64 = 5000;
+/// Bolt's registered port, when the endpoint names none.
+const DEFAULT_PORT: u16 = 7687;
 
 /// One Cypher statement and its parameters.
 pub struct Statement<'q> {
@@ -107,7 +115,7 @@ impl Client {
                 port.parse()
                     .map_err(|_| storage(format!("endpoint {endpoint}: bad port")))?,
             ),
-            None => (rest, 7687),
+            None => (rest, DEFAULT_PORT),
         };
         let basic_auth = match (settings::setting("user"), settings::setting("password")) {
             (Some(user), Some(password)) => Some((user, password)),
@@ -118,8 +126,8 @@ impl Client {
                 host: host.trim_matches(['[', ']']).to_owned(),
                 port,
                 basic_auth,
-                connect_timeout: millis("connect_timeout_ms", 2000)?,
-                io_timeout: millis("query_timeout_ms", 5000)?,
+                connect_timeout: millis("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS)?,
+                io_timeout: millis("query_timeout_ms", DEFAULT_QUERY_TIMEOUT_MS)?,
                 user_agent: concat!("world-weaver-neo4j/", env!("CARGO_PKG_VERSION")).to_owned(),
             },
             database: settings::setting("database").unwrap_or_else(|| "neo4j".to_owned()),

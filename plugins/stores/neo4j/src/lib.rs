@@ -28,6 +28,9 @@ use ww_guest::graph_store::{Direction, Edge, Guest, Neighbor, Node, NodeLabel, R
 
 /// Most rows one call returns.
 const MAX_LIMIT: u32 = 10_000;
+/// A property name, in bytes: it is spliced into Cypher as an identifier (checked to be
+/// one), so it is kept short as well as plain.
+const MAX_PROPERTY_NAME: usize = 128;
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {
     Error::Validation(ValidationError {
@@ -53,7 +56,7 @@ fn property_name<'a>(name: &'a str, reserved: &str) -> Result<&'a str, Error> {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 128;
+        && name.len() <= MAX_PROPERTY_NAME;
     if !identifier {
         return Err(invalid(
             "properties",

@@ -12,6 +12,10 @@ pub const EMBEDDER_KEY: &str = "ww_embedder";
 /// The name of a collection's sparse vector: its text's BM25 term weights, with the IDF
 /// Qdrant keeps over the collection (the `idf` modifier).
 pub const TEXT_VECTOR: &str = "text";
+/// A request's timeout unless `timeout_ms` says otherwise: Qdrant answers a search in
+/// milliseconds, so three seconds means it is down or overloaded, and the tool call
+/// should fail well inside the host's deadline for the store's call.
+const DEFAULT_TIMEOUT_MS: u64 = 3000;
 
 fn embedder_json(embedder: &EmbedderId) -> Value {
     json!({ "model": embedder.model, "dimension": embedder.dimension })
@@ -55,7 +59,7 @@ pub fn with<T>(f: impl FnOnce(&mut Qdrant) -> Result<T, Error>) -> Result<T, Err
                 })?;
                 let timeout = settings::parsed::<u64>("timeout_ms")
                     .map_err(storage)?
-                    .unwrap_or(3000);
+                    .unwrap_or(DEFAULT_TIMEOUT_MS);
                 let retrieval = Retrieval::parse(settings::setting("retrieval").as_deref())
                     .map_err(|e| storage(format!("the retrieval setting: {e}")))?;
                 Qdrant {

@@ -18,3 +18,13 @@ pub mod api {
         path: "../wit/v0.1.0",
     });
 }
+
+/// `wasi:otel` 0.2.0-rc.2 as published (the WebAssembly OpenTelemetry proposal), for
+/// components built for other hosts (Spin, wasmCloud) with the `opentelemetry-wasi` SDK.
+/// The host side is `tracing_capability::otel`.
+pub mod otel {
+    wasmtime::component::bindgen!({
+        world: "wasi:otel/imports",
+        path: "../wit/wasi-otel/0.2.0-rc.2",
+    });
+}

@@ -158,6 +158,8 @@ pub mod kind {
 pub mod status {
     /// UNSET.
     pub const UNSET: i32 = 0;
+    /// OK.
+    pub const OK: i32 = 1;
     /// ERROR.
     pub const ERROR: i32 = 2;
 }

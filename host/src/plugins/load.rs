@@ -15,6 +15,7 @@ use super::spec::{ComponentSpec, EndpointCheck, HostConfig};
 use super::{ComponentHost, engine, network, routing};
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::metrics::{self, WwMetrics};
+use crate::tracing_capability::otel::{self, WasiOtel};
 use crate::tracing_capability::progress::{self, WwProgress};
 use crate::tracing_capability::{self, WwTracing};
 
@@ -235,7 +236,7 @@ impl ComponentHost {
             })
             .map_err(link_error)?;
             // Each capability links itself through its own view of the store's tracing
-            // context; all three read the scope of the request being served.
+            // context; all of them read the scope of the request being served.
             tracing_capability::add_to_linker(&mut linker, |s: &mut ComponentState| {
                 WwTracing::new(&mut s.tracing)
             })
@@ -246,6 +247,12 @@ impl ComponentHost {
             .map_err(link_error)?;
             progress::add_to_linker(&mut linker, |s: &mut ComponentState| {
                 WwProgress::new(&mut s.tracing)
+            })
+            .map_err(link_error)?;
+            // Components built for other hosts trace through wasi:otel; their spans join
+            // the same stack.
+            otel::add_to_linker(&mut linker, |s: &mut ComponentState| {
+                WasiOtel::new(&mut s.tracing)
             })
             .map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod console;
+pub mod ids;
 pub mod metrics;
 pub mod metrics_export;
 pub mod tail;
@@ -76,6 +77,9 @@ pub struct GuestLimitCounters {
     pub refused_baggage: AtomicU64,
     /// Metric measurements refused (bad name, unit, kind or value; too many instruments).
     pub refused_measurements: AtomicU64,
+    /// Guest-minted spans refused (`wasi:otel`): an id that is malformed, already open,
+    /// or of another trace than the request's.
+    pub foreign_spans: AtomicU64,
 }
 
 /// A snapshot for `memory_stats` and logs.
@@ -286,6 +290,7 @@ impl TelemetryBuilder {
         }
         let resource = resource.build();
         let mut builder = SdkTracerProvider::builder()
+            .with_id_generator(ids::HostIds::default())
             .with_sampler(sampler)
             .with_resource(resource.clone());
         let (processors, pipelines): (Vec<_>, Vec<_>) = processors.into_iter().unzip();
@@ -488,6 +493,7 @@ impl Telemetry {
                 ("refused_baggage", load(&g.refused_baggage)),
                 ("refused_measurements", load(&g.refused_measurements)),
                 ("dropped_links", load(&g.dropped_links)),
+                ("foreign_spans", load(&g.foreign_spans)),
             ],
             tail: self.tail.as_deref().map(tail::snapshot),
             metrics: self.metrics_pipeline.as_ref().map(|p| MetricsExportStats {

@@ -6,6 +6,7 @@
 
 pub mod limits;
 pub mod metrics;
+pub mod otel;
 pub mod progress;
 pub mod scope;
 pub mod w3c;

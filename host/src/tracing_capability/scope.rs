@@ -8,15 +8,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _,
+    TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::Span;
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, Span};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::*;
 use super::w3c::{self, IncomingContext};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, ids};
 
 /// Who opened a span: the host (gateway, boundary spans) or a named component.
 pub type Owner = Option<Arc<str>>;
@@ -60,7 +61,7 @@ pub enum Outcome {
 
 struct OpenSpan {
     handle: u64,
-    span: Span,
+    span: Body,
     context: SpanContext,
     /// This span as a parent, built when its first child starts and reused after.
     as_parent: Option<Context>,
@@ -68,6 +69,98 @@ struct OpenSpan {
     attributes: usize,
     events: usize,
     links: usize,
+}
+
+/// What an open span is made of.
+// The SDK span is nearly every span: it stays inline in the stack (no allocation per
+// span); the rare guest span is the boxed one.
+#[allow(clippy::large_enum_variant)]
+enum Body {
+    /// A span the host built through the SDK: our own `tracing` interface, the host's
+    /// boundary spans.
+    Sdk(Span),
+    /// A span a guest opened through `wasi:otel`: the guest holds its data until `on-end`;
+    /// what reaches it through the host meanwhile (another interface's attributes, log
+    /// records as events) waits here.
+    Guest(Box<GuestSpan>),
+}
+
+/// The host's side of a span a guest opened through `wasi:otel`.
+struct GuestSpan {
+    /// When the host saw it start (the guest's own start time wins when plausible).
+    started: SystemTime,
+    /// The request's innermost span when it started: its parent, whatever the guest says.
+    parent: Option<SpanContext>,
+    attributes: Vec<KeyValue>,
+    events: Vec<opentelemetry::trace::Event>,
+    links: Vec<Link>,
+    status: Status,
+}
+
+impl Body {
+    fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        match self {
+            Body::Sdk(span) => span.set_attributes(attributes),
+            Body::Guest(guest) => guest.attributes.extend(attributes),
+        }
+    }
+
+    fn set_attribute(&mut self, attribute: KeyValue) {
+        self.set_attributes([attribute]);
+    }
+
+    fn add_event(&mut self, name: String, time: SystemTime, attributes: Vec<KeyValue>) {
+        match self {
+            Body::Sdk(span) => span.add_event_with_timestamp(name, time, attributes),
+            Body::Guest(guest) => guest
+                .events
+                .push(opentelemetry::trace::Event::new(name, time, attributes, 0)),
+        }
+    }
+
+    fn add_link(&mut self, context: SpanContext, attributes: Vec<KeyValue>) {
+        match self {
+            Body::Sdk(span) => span.add_link(context, attributes),
+            Body::Guest(guest) => guest.links.push(Link::new(context, attributes, 0)),
+        }
+    }
+
+    fn set_status(&mut self, status: Status) {
+        match self {
+            Body::Sdk(span) => span.set_status(status),
+            // As the SDK does: a status only moves up the order UNSET < ERROR < OK.
+            Body::Guest(guest) => {
+                if status > guest.status {
+                    guest.status = status;
+                }
+            }
+        }
+    }
+}
+
+/// A span a guest ended through `wasi:otel`, converted and within limits.
+#[derive(Debug)]
+pub struct GuestSpanEnd {
+    /// The id the guest minted (and gave at `on-start`).
+    pub span_id: SpanId,
+    /// The parent the guest names; checked against the span that was innermost at start.
+    pub parent_span_id: Option<SpanId>,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: SpanKind,
+    /// Start and end, when plausible.
+    pub start: Option<SystemTime>,
+    /// See `start`.
+    pub end: Option<SystemTime>,
+    /// Attributes (the guest's instrumentation scope among them).
+    pub attributes: Vec<KeyValue>,
+    /// Events.
+    pub events: Vec<Event>,
+    /// Links: a context (any trace) and attributes.
+    pub links: Vec<(SpanContext, Vec<KeyValue>)>,
+    /// Status.
+    pub outcome: Outcome,
 }
 
 /// Where a request's progress reports go (done, total — 0 when unknown —, message); the
@@ -193,21 +286,13 @@ impl RequestScope {
     pub fn current_context(&self) -> (String, String) {
         match self.current() {
             Some(context) => w3c::format_context(context),
-            None => {
-                let span = self
-                    .telemetry
-                    .tracer()
-                    .build_with_context(SpanBuilder::from_name("unsampled"), &Context::new());
-                let context = span.span_context().clone();
-                w3c::format_context(&SpanContext::new(
-                    context.trace_id(),
-                    context.span_id(),
-                    opentelemetry::trace::TraceFlags::default(),
-                    false,
-                    Default::default(),
-                ))
-            }
+            None => w3c::format_context(&fresh_context()),
         }
+    }
+
+    /// The innermost span's context, the remote parent's, or a fresh, unsampled one.
+    pub fn current_or_fresh(&self) -> SpanContext {
+        self.current().cloned().unwrap_or_else(fresh_context)
     }
 
     /// Open a span under `parent` (when valid) or the innermost open span.
@@ -249,7 +334,7 @@ impl RequestScope {
             handle,
             as_parent: None,
             context: span.span_context().clone(),
-            span,
+            span: Body::Sdk(span),
             owner,
             attributes: attribute_count,
             events: 0,
@@ -312,8 +397,7 @@ impl RequestScope {
         }
         span.events += 1;
         let time = event.time.unwrap_or_else(SystemTime::now);
-        span.span
-            .add_event_with_timestamp(event.name, time, event.attributes);
+        span.span.add_event(event.name, time, event.attributes);
     }
 
     /// Link an open span to the span `context` names (any trace), within the per-span
@@ -359,7 +443,8 @@ impl RequestScope {
         let Some(span) = self.open.get_mut(index) else {
             return;
         };
-        span.span.add_event("exception", attributes);
+        span.span
+            .add_event("exception".to_owned(), SystemTime::now(), attributes);
         span.span.set_status(Status::error(exception.message));
     }
 
@@ -376,6 +461,15 @@ impl RequestScope {
         let Some(index) = self.find(owner, handle, false) else {
             return;
         };
+        // A `wasi:otel` span ends through `on-end` only.
+        if self
+            .open
+            .get(index)
+            .is_some_and(|s| matches!(s.span, Body::Guest(_)))
+        {
+            self.count(|c| &c.invalid_handles, 1);
+            return;
+        }
         if !attributes.is_empty() {
             self.set_attributes_at(index, attributes);
         }
@@ -392,7 +486,190 @@ impl RequestScope {
             // Where an exception already set ERROR, the SDK keeps that first description.
             Outcome::Error(description) => span.span.set_status(Status::error(description)),
         }
-        span.span.end();
+        self.close(span);
+    }
+
+    /// End an open span: an SDK span ends; a guest's `wasi:otel` span that never got
+    /// its `on-end` is exported by the host under the guest's id (its children name it
+    /// as their parent), with what the host knows of it (the callers mark it
+    /// `ww.span.ended_by_host`).
+    fn close(&self, span: OpenSpan) {
+        match span.span {
+            Body::Sdk(mut sdk) => sdk.end(),
+            Body::Guest(guest) => {
+                self.emit_guest(
+                    span.context.span_id(),
+                    guest.parent,
+                    SpanBuilder::from_name(UNENDED_GUEST_SPAN)
+                        .with_start_time(guest.started)
+                        .with_attributes(guest.attributes)
+                        .with_events(guest.events)
+                        .with_links(guest.links),
+                    guest.status,
+                    SystemTime::now(),
+                );
+            }
+        }
+    }
+
+    /// Build and end the SDK span of a guest's span, under `parent`, with the guest's id.
+    fn emit_guest(
+        &self,
+        span_id: SpanId,
+        parent: Option<SpanContext>,
+        builder: SpanBuilder,
+        status: Status,
+        end: SystemTime,
+    ) {
+        let parent_cx = match parent {
+            Some(parent) => Context::new().with_remote_span_context(parent),
+            None => Context::new(),
+        };
+        let tracer = self.telemetry.tracer();
+        let mut span =
+            ids::with_span_id(span_id, || tracer.build_with_context(builder, &parent_cx));
+        span.set_status(status);
+        span.end_with_timestamp(end);
+    }
+
+    /// A guest's `wasi:otel` span started: it becomes the request's innermost span, so
+    /// whatever opens before it ends (the host's boundary spans, other components' spans)
+    /// nests under it. Refused (and counted) when its ids are not usable: another trace
+    /// than the request's, or a span id already open.
+    pub fn start_guest(&mut self, owner: Owner, trace_id: TraceId, span_id: SpanId) {
+        if self.open.len() >= MAX_OPEN_SPANS_PER_REQUEST {
+            self.count(|c| &c.refused_spans, 1);
+            return;
+        }
+        let parent = self.current().cloned();
+        let foreign = match &parent {
+            Some(parent) => parent.trace_id() != trace_id,
+            None => false,
+        };
+        let taken = self.open.iter().any(|s| s.context.span_id() == span_id);
+        if foreign || taken || trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+            self.count(|c| &c.foreign_spans, 1);
+            return;
+        }
+        let (flags, state) = match &parent {
+            Some(parent) => (parent.trace_flags(), parent.trace_state().clone()),
+            // Nothing to inherit from: sampled, so that the span is built and offered to
+            // the sampler at its end like a root span.
+            None => (
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                Default::default(),
+            ),
+        };
+        let handle = self.telemetry.next_span_handle();
+        self.open.push(OpenSpan {
+            handle,
+            span: Body::Guest(Box::new(GuestSpan {
+                started: SystemTime::now(),
+                parent,
+                attributes: Vec::new(),
+                events: Vec::new(),
+                links: Vec::new(),
+                status: Status::Unset,
+            })),
+            context: SpanContext::new(trace_id, span_id, flags, false, state),
+            as_parent: None,
+            owner,
+            attributes: 0,
+            events: 0,
+            links: 0,
+        });
+    }
+
+    /// A guest's `wasi:otel` span ended: exported through the SDK under the guest's id,
+    /// parented where it started. Ending a span that was not started (or was refused) is
+    /// counted as an invalid handle; a parent that is not the one it started under is
+    /// counted as an invalid parent and replaced.
+    pub fn end_guest(&mut self, owner: &Owner, ended: GuestSpanEnd) {
+        let found = self.open.iter().rposition(|s| {
+            matches!(s.span, Body::Guest(_))
+                && s.context.span_id() == ended.span_id
+                && s.owner == *owner
+        });
+        let Some(index) = found else {
+            self.count(|c| &c.invalid_handles, 1);
+            return;
+        };
+        let open = self.open.remove(index);
+        let Body::Guest(guest) = open.span else {
+            return;
+        };
+        let expected = guest.parent.as_ref().map(SpanContext::span_id);
+        if ended.parent_span_id != expected {
+            self.count(|c| &c.invalid_parents, 1);
+        }
+        // What reached the span through the host first, then the guest's own, within
+        // the per-span limits.
+        let mut attributes = guest.attributes;
+        attributes.extend(ended.attributes);
+        let dropped = attributes.len().saturating_sub(MAX_ATTRIBUTES_PER_SPAN);
+        attributes.truncate(MAX_ATTRIBUTES_PER_SPAN);
+        self.count(|c| &c.dropped_attributes, dropped as u64);
+        let mut events = guest.events;
+        events.extend(ended.events.into_iter().map(|e| {
+            opentelemetry::trace::Event::new(
+                e.name,
+                e.time.unwrap_or(guest.started),
+                e.attributes,
+                0,
+            )
+        }));
+        let dropped = events.len().saturating_sub(MAX_EVENTS_PER_SPAN);
+        events.truncate(MAX_EVENTS_PER_SPAN);
+        self.count(|c| &c.dropped_events, dropped as u64);
+        let mut links = guest.links;
+        links.extend(
+            ended
+                .links
+                .into_iter()
+                .map(|(context, attributes)| Link::new(context, attributes, 0)),
+        );
+        let dropped = links.len().saturating_sub(MAX_LINKS_PER_SPAN);
+        links.truncate(MAX_LINKS_PER_SPAN);
+        self.count(|c| &c.dropped_links, dropped as u64);
+        let start = ended.start.unwrap_or(guest.started);
+        let end = ended
+            .end
+            .filter(|end| *end >= start)
+            .unwrap_or_else(SystemTime::now);
+        let mut status = guest.status;
+        let said = match ended.outcome {
+            Outcome::Unset => Status::Unset,
+            Outcome::Ok => Status::Ok,
+            Outcome::Error(description) => Status::error(description),
+        };
+        if said > status {
+            status = said;
+        }
+        self.emit_guest(
+            ended.span_id,
+            guest.parent,
+            SpanBuilder::from_name(ended.name)
+                .with_kind(ended.kind)
+                .with_start_time(start)
+                .with_attributes(attributes)
+                .with_events(events)
+                .with_links(links),
+            status,
+            end.max(start),
+        );
+    }
+
+    /// A guest's log record (`wasi:otel/logs`), as an event on the span it names when that
+    /// span is open in this request, else on the innermost span. Counted as a dropped
+    /// event when no span is open or the span is full.
+    pub fn add_log(&mut self, span_id: Option<SpanId>, event: Event) {
+        let index = span_id
+            .and_then(|id| self.open.iter().rposition(|s| s.context.span_id() == id))
+            .or_else(|| self.open.len().checked_sub(1));
+        match index {
+            Some(index) => self.push_event(index, event),
+            None => self.count(|c| &c.dropped_events, 1),
+        }
     }
 
     /// End every span `owner` still has open, innermost first, as failed with
@@ -403,7 +680,7 @@ impl RequestScope {
             let mut span = self.open.remove(index);
             span.span
                 .set_attribute(KeyValue::new("ww.span.ended_by_host", true));
-            span.span.end();
+            self.close(span);
         }
     }
 
@@ -423,7 +700,7 @@ impl RequestScope {
                 span.span
                     .set_attribute(KeyValue::new("ww.span.ended_by_host", true));
             }
-            span.span.end();
+            self.close(span);
         }
     }
 
@@ -487,11 +764,33 @@ impl Drop for RequestScope {
     }
 }
 
+/// A valid context of no trace, unsampled: what a guest asking for the current context
+/// gets when it runs outside any request. Minted directly: a span built through the
+/// tracer for it could be sampled, and would be exported when dropped.
+fn fresh_context() -> SpanContext {
+    let ids = RandomIdGenerator::default();
+    SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        opentelemetry::trace::TraceFlags::default(),
+        false,
+        Default::default(),
+    )
+}
+
+/// The name a guest's `wasi:otel` span gets when the host ends it (the guest never sent
+/// its data, so its name is unknown).
+pub const UNENDED_GUEST_SPAN: &str = "wasi-otel span (not ended)";
+
+/// How far in the future a guest-supplied time may be: clocks of one machine agree, so
+/// this only absorbs rounding and a clock stepped while a request ran.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// Sanity bound for guest-supplied event times: not before 2000, not in the future.
 pub fn plausible_time(nanos: u64) -> Option<SystemTime> {
     const Y2000_NANOS: u64 = 946_684_800_000_000_000;
     let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
-    (nanos >= Y2000_NANOS && time <= SystemTime::now() + Duration::from_secs(60)).then_some(time)
+    (nanos >= Y2000_NANOS && time <= SystemTime::now() + MAX_CLOCK_SKEW).then_some(time)
 }
 
 #[cfg(test)]

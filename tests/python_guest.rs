@@ -82,6 +82,20 @@ async fn the_python_sdk_traces_like_the_rust_one_across_a_routed_call() {
         .await
         .expect("load the Python fixture");
     host.warm_up().await.expect("instantiate");
+    // What `ww-memory plugins` lists: the host's tracing, the worker through the host.
+    let (_, shape) = host
+        .components()
+        .find(|(c, _)| c.name() == "fixture-python")
+        .unwrap();
+    assert!(shape.imports.contains_key("ww:memory/tracing@0.1.0"));
+    assert!(
+        host.exporter("ww:memory/tracing@0.1.0").is_none(),
+        "the host's"
+    );
+    assert_eq!(
+        host.exporter("ww:fixtures/worker@0.1.0").map(|c| c.name()),
+        Some("fixture-worker")
+    );
 
     let answers = [
         ("decorated", Ok("HELLO".to_owned())),

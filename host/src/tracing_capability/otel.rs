@@ -85,24 +85,16 @@ impl<'a> WasiOtel<'a> {
                     self.ctx.count(|c| &c.truncated);
                 }
                 let items = items.get(..MAX_LIST_LEN).unwrap_or(items);
-                let all = |test: fn(&serde_json::Value) -> bool| items.iter().all(test);
-                if items.is_empty() || !(all(|v| v.is_string()) || all(|v| v.is_boolean())) {
-                    if all(|v| v.is_i64()) && !items.is_empty() {
-                        Value::Array(Array::I64(
-                            items.iter().filter_map(|v| v.as_i64()).collect(),
-                        ))
-                    } else if all(|v| v.is_number()) && !items.is_empty() {
-                        Value::Array(Array::F64(
-                            items.iter().filter_map(|v| v.as_f64()).collect(),
-                        ))
-                    } else {
-                        text(&parsed)
-                    }
-                } else if all(|v| v.is_string()) {
+                if items.is_empty() {
+                    Value::Array(Array::String(Vec::new()))
+                } else if let Some(strings) = items
+                    .iter()
+                    .map(serde_json::Value::as_str)
+                    .collect::<Option<Vec<&str>>>()
+                {
                     Value::Array(Array::String(
-                        items
-                            .iter()
-                            .filter_map(|v| v.as_str())
+                        strings
+                            .into_iter()
                             .map(|s| {
                                 let mut s = s.to_owned();
                                 self.ctx.truncated(&mut s, MAX_STRING_VALUE_BYTES);
@@ -110,10 +102,15 @@ impl<'a> WasiOtel<'a> {
                             })
                             .collect(),
                     ))
+                } else if let Some(bools) = items.iter().map(serde_json::Value::as_bool).collect() {
+                    Value::Array(Array::Bool(bools))
+                } else if let Some(ints) = items.iter().map(serde_json::Value::as_i64).collect() {
+                    Value::Array(Array::I64(ints))
+                } else if let Some(floats) = items.iter().map(serde_json::Value::as_f64).collect() {
+                    Value::Array(Array::F64(floats))
                 } else {
-                    Value::Array(Array::Bool(
-                        items.iter().filter_map(|v| v.as_bool()).collect(),
-                    ))
+                    // Mixed or nested: AnyValue has no typed attribute form for it.
+                    text(&parsed)
                 }
             }
             serde_json::Value::Object(_) => text(&parsed),

@@ -16,13 +16,26 @@ use ww_tests::{cache_dir, component, string_result, telemetry};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DRIVER: &str = "ww:otel-fixtures/driver@0.1.0";
-const TRACING: &str = "wasi:otel/tracing@0.2.0-rc.2";
 
-/// The two builds of the fixture: against the published rc.2 (`outer-span-context`) and
-/// against the same version after the rename (`current-span-context`).
-const VARIANTS: [(&str, &str); 2] = [
-    ("fixture_otel_outer.wasm", "outer-span-context"),
-    ("fixture_otel_current.wasm", "current-span-context"),
+/// The builds of the fixture, with the interface and context function each imports:
+/// against the published rc.2 (`outer-span-context`), against the same version after the
+/// rename (`current-span-context`), and against rc.2 under rc.1's version string.
+const VARIANTS: [(&str, &str, &str); 3] = [
+    (
+        "fixture_otel_outer.wasm",
+        "wasi:otel/tracing@0.2.0-rc.2",
+        "outer-span-context",
+    ),
+    (
+        "fixture_otel_current.wasm",
+        "wasi:otel/tracing@0.2.0-rc.2",
+        "current-span-context",
+    ),
+    (
+        "fixture_otel_rc1.wasm",
+        "wasi:otel/tracing@0.2.0-rc.1",
+        "outer-span-context",
+    ),
 ];
 
 /// The worker and one build of the `wasi:otel` fixture, instantiated.
@@ -64,8 +77,8 @@ fn limit(telemetry: &Telemetry, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasi_otel_spans_nest_exactly_around_a_routed_call_with_either_context_function() {
-    for (file, context_function) in VARIANTS {
+async fn wasi_otel_spans_nest_exactly_around_a_routed_call_with_either_name_and_version() {
+    for (file, tracing, context_function) in VARIANTS {
         let receiver = OtlpReceiver::grpc().await;
         let telemetry = recording(&receiver);
         let host = otel_host(file, telemetry.clone()).await;
@@ -74,14 +87,14 @@ async fn wasi_otel_spans_nest_exactly_around_a_routed_call_with_either_context_f
         // The component imports the interface with the one name it was built against,
         // served by the host (what `ww-memory plugins` lists).
         let (_, shape) = host.components().find(|(c, _)| c.name() == name).unwrap();
-        let functions = &shape.imports[TRACING];
+        let functions = &shape.imports[tracing];
         assert!(
             functions.iter().any(|f| f == context_function),
             "{functions:?}"
         );
-        assert!(host.exporter(TRACING).is_none(), "served by the host");
+        assert!(host.exporter(tracing).is_none(), "served by the host");
 
-        let root = format!("test.{context_function}");
+        let root = format!("test.{name}");
         let out = host
             .invoke(
                 Request::new(root.clone()),

@@ -217,8 +217,8 @@ impl tracing::Host for WasiOtel<'_> {
             links,
             outcome,
         };
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.end_guest(&owner, ended);
+        let ctx = &mut *self.ctx;
+        ctx.scope.end_guest(&ctx.owner, ended);
     }
 
     fn outer_span_context(&mut self) -> tracing::SpanContext {
@@ -290,6 +290,65 @@ pub fn add_to_linker<T: Send + 'static>(
         .func_wrap(CURRENT_SPAN_CONTEXT, move |mut store, (): ()| {
             Ok((get(store.data_mut()).current(),))
         })?;
+    for version in OTHER_VERSIONS {
+        link_version(linker, version, get)?;
+    }
+    Ok(())
+}
+
+/// Earlier version strings of the proposal that components in the wild import. Their
+/// interfaces are linked with rc.2's functions and types: wasmtime checks a component's
+/// imports against these types when it loads it, so a component whose `wasi:otel` differs
+/// from rc.2 in more than the version string is refused at load, naming the import,
+/// rather than called wrongly. (Pre-release versions are not semver-compatible, so
+/// wasmtime would not match them to rc.2 by itself.)
+pub const OTHER_VERSIONS: [&str; 2] = ["0.2.0-rc.1", "0.2.0-draft"];
+
+/// Every `wasi:otel` function under `version`, with rc.2's types, on the same view.
+fn link_version<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    version: &str,
+    get: fn(&mut T) -> WasiOtel<'_>,
+) -> wasmtime::Result<()> {
+    use logs::Host as _;
+    use metrics::Host as _;
+    use tracing::Host as _;
+
+    linker.instance(&format!("wasi:otel/types@{version}"))?;
+    let mut traces = linker.instance(&format!("wasi:otel/tracing@{version}"))?;
+    traces.func_wrap(
+        "on-start",
+        move |mut store, (context,): (tracing::SpanContext,)| {
+            get(store.data_mut()).on_start(context);
+            Ok(())
+        },
+    )?;
+    traces.func_wrap("on-end", move |mut store, (span,): (tracing::SpanData,)| {
+        get(store.data_mut()).on_end(span);
+        Ok(())
+    })?;
+    for name in ["outer-span-context", CURRENT_SPAN_CONTEXT] {
+        traces.func_wrap(name, move |mut store, (): ()| {
+            Ok((get(store.data_mut()).current(),))
+        })?;
+    }
+    linker
+        .instance(&format!("wasi:otel/logs@{version}"))?
+        .func_wrap(
+            "on-emit",
+            move |mut store, (record,): (logs::LogRecord,)| {
+                get(store.data_mut()).on_emit(record);
+                Ok(())
+            },
+        )?;
+    linker
+        .instance(&format!("wasi:otel/metrics@{version}"))?
+        .func_wrap(
+            "export",
+            move |mut store, (data,): (metrics::ResourceMetrics,)| {
+                Ok((get(store.data_mut()).export(data),))
+            },
+        )?;
     Ok(())
 }
 

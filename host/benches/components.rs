@@ -22,6 +22,10 @@ use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig, Vars};
 
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
 
 fn plugin(file: &str) -> ComponentSpec {

@@ -23,14 +23,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::trace::{Span as _, SpanBuilder, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Runtime;
 use wasmtime::component::Val;
+use ww_host::bindings::ww::memory::tracing::{self as wit, Host as _};
 use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig, Vars};
+use ww_host::tracing_capability::{RequestScope, TracingCtx, WwTracing};
+
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DRIVER: &str = "ww:fixtures/driver@0.1.0";
 /// Spans (or calls) per measured invocation: amortises entering the component.
@@ -119,6 +126,39 @@ fn span_round_trip(c: &mut Criterion) {
     });
     group.bench_function("guest_sdk", |b| {
         b.iter(|| invoke(&runtime, &host, "spans", BATCH))
+    });
+    group.bench_function("guest_raw_calls", |b| {
+        b.iter(|| invoke(&runtime, &host, "raw-spans", BATCH))
+    });
+    // The host's side alone, no component: what the two host functions do with what
+    // wasmtime lifted (owned strings and vectors, made here as lifting makes them).
+    group.bench_function("host_side_only", |b| {
+        let mut ctx = TracingCtx::new(Arc::from("bench"), telemetry.clone());
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        scope.start(None, "bench".into(), SpanKind::Server, Vec::new(), None);
+        let detached = ctx.enter(scope);
+        b.iter(|| {
+            for _ in 0..BATCH {
+                let mut view = WwTracing::new(&mut ctx);
+                let handle = view.start_span(
+                    "bench.span".to_owned(),
+                    wit::SpanKind::Internal,
+                    vec![
+                        wit::KeyValue {
+                            key: "bench.index".to_owned(),
+                            value: wit::Value::S64(1),
+                        },
+                        wit::KeyValue {
+                            key: "bench.kind".to_owned(),
+                            value: wit::Value::String("round-trip".to_owned()),
+                        },
+                    ],
+                    None,
+                );
+                view.end_span(handle, wit::Status::Unset, Vec::new(), Vec::new(), None);
+            }
+        });
+        ctx.leave(detached).finish();
     });
     // One crossing with no work behind it: the floor under the two a span costs.
     group.bench_function("guest_trivial_host_call", |b| {

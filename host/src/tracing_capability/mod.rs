@@ -240,28 +240,28 @@ impl wit::Host for WwTracing<'_> {
         let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
         let events = events.into_iter().map(|e| self.ctx.event(e)).collect();
         let exception = exception.map(|e| self.ctx.exception(e));
-        let owner = self.ctx.owner.clone();
-        self.ctx
-            .scope
-            .end(&owner, span, outcome, attributes, events, exception);
+        // Disjoint fields: the owner is read where the scope is changed, not copied.
+        let ctx = &mut *self.ctx;
+        ctx.scope
+            .end(&ctx.owner, span, outcome, attributes, events, exception);
     }
 
     fn set_attributes(&mut self, span: u64, attributes: Vec<wit::KeyValue>) {
         let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.set_attributes(&owner, span, attributes);
+        let ctx = &mut *self.ctx;
+        ctx.scope.set_attributes(&ctx.owner, span, attributes);
     }
 
     fn add_event(&mut self, span: u64, event: wit::Event) {
         let event = self.ctx.event(event);
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.add_event(&owner, span, event);
+        let ctx = &mut *self.ctx;
+        ctx.scope.add_event(&ctx.owner, span, event);
     }
 
     fn record_exception(&mut self, span: u64, exception: wit::Exception) {
         let exception = self.ctx.exception(exception);
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.record_exception(&owner, span, exception);
+        let ctx = &mut *self.ctx;
+        ctx.scope.record_exception(&ctx.owner, span, exception);
     }
 
     fn add_link(&mut self, span: u64, context: wit::TraceContext, attributes: Vec<wit::KeyValue>) {
@@ -274,8 +274,8 @@ impl wit::Host for WwTracing<'_> {
             return;
         };
         let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_EVENT);
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.add_link(&owner, span, context, attributes);
+        let ctx = &mut *self.ctx;
+        ctx.scope.add_link(&ctx.owner, span, context, attributes);
     }
 
     fn current_context(&mut self) -> wit::TraceContext {

@@ -11,8 +11,8 @@ use ww_host::plugins::{ComponentHost, HostConfig, Request};
 use ww_host::telemetry::Telemetry;
 use ww_host::tracing_capability::limits::MAX_ATTRIBUTES_PER_SPAN;
 use ww_host::tracing_capability::scope::UNENDED_GUEST_SPAN;
-use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, kind, status};
-use ww_tests::{cache_dir, component, string_result, telemetry};
+use ww_tests::otlp::{AttrValue, OtlpReceiver, assert_child_of, kind, named, status};
+use ww_tests::{cache_dir, component, guest_limit, recording, string_result};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DRIVER: &str = "ww:otel-fixtures/driver@0.1.0";
@@ -50,30 +50,6 @@ async fn otel_host(file: &str, telemetry: Arc<Telemetry>) -> ComponentHost {
         .expect("load the wasi:otel fixture");
     host.warm_up().await.expect("instantiate");
     host
-}
-
-fn recording(receiver: &OtlpReceiver) -> Arc<Telemetry> {
-    telemetry(&[
-        ("WW_OTEL_ENABLED", "true"),
-        ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-    ])
-}
-
-fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
-    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
-    assert_eq!(found.len(), 1, "expected one span {name}, got {found:#?}");
-    found[0]
-}
-
-fn limit(telemetry: &Telemetry, name: &str) -> u64 {
-    telemetry
-        .stats()
-        .guest_limits
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,19 +111,8 @@ async fn wasi_otel_spans_nest_exactly_around_a_routed_call_with_either_name_and_
             (post, run, kind::INTERNAL),
         ];
         for (child, parent, expected_kind) in chain {
-            assert_eq!(
-                child.parent_span_id, parent.span_id,
-                "{file}: {} under {}",
-                child.name, parent.name
-            );
-            assert_eq!(child.kind, expected_kind, "kind of {}", child.name);
-            assert!(
-                child.start_unix_nano >= parent.start_unix_nano
-                    && child.end_unix_nano <= parent.end_unix_nano,
-                "{file}: {} lies within {}",
-                child.name,
-                parent.name
-            );
+            assert_child_of(child, parent);
+            assert_eq!(child.kind, expected_kind, "{file}: kind of {}", child.name);
         }
         // What the guest sent: attributes (JSON values as their types), its scope, its
         // event, its status.
@@ -237,10 +202,10 @@ async fn hostile_wasi_otel_input_is_counted_and_never_hurts_the_host() {
         ("never-end", 1, "unclosed_spans", 1),
     ];
     for (case, returns, counter, increase) in cases {
-        let before = limit(&telemetry, counter);
+        let before = guest_limit(&telemetry, counter);
         assert_eq!(hostile(case).await, returns, "{case}");
         assert_eq!(
-            limit(&telemetry, counter) - before,
+            guest_limit(&telemetry, counter) - before,
             increase,
             "{case}: {counter}"
         );
@@ -301,7 +266,7 @@ async fn wasi_otel_logs_become_span_events_and_metrics_are_refused_cleanly() {
     let receiver = OtlpReceiver::grpc().await;
     let telemetry = recording(&receiver);
     let host = otel_host("fixture_otel_outer.wasm", telemetry.clone()).await;
-    let before = limit(&telemetry, "refused_measurements");
+    let before = guest_limit(&telemetry, "refused_measurements");
     let out = host
         .invoke(Request::new("test.logs"), DRIVER, "log-and-metric", &[])
         .await
@@ -313,7 +278,7 @@ async fn wasi_otel_logs_become_span_events_and_metrics_are_refused_cleanly() {
         },
         other => panic!("the export is refused: {other:?}"),
     }
-    assert_eq!(limit(&telemetry, "refused_measurements") - before, 1);
+    assert_eq!(guest_limit(&telemetry, "refused_measurements") - before, 1);
     telemetry.flush().await;
     let spans = receiver
         .wait_for(WAIT, |s| s.iter().any(|s| s.name == "otel.logging"))

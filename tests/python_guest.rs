@@ -3,55 +3,19 @@
 //! the host, and a real plugin (the pure-Python hashing embedder) serving the embedder
 //! role of a server a real MCP client calls. Checked at a real OTLP receiver.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use wasmtime::component::Val;
 use ww_host::plugins::{ComponentHost, HostConfig, Request};
-use ww_host::telemetry::Telemetry;
-use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, kind, status};
+use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, assert_child_of, kind, named, status};
 use ww_tests::{
-    EMBEDDER, cache_dir, component, data_dir, embed, memory_with, string_result, telemetry,
-    tests_config,
+    EMBEDDER, cache_dir, component, data_dir, embed, memory_with, recording, string_result,
+    telemetry, tests_config,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 const DRIVER: &str = "ww:fixtures/python-driver@0.1.0";
-
-fn recording(receiver: &OtlpReceiver) -> Arc<Telemetry> {
-    telemetry(&[
-        ("WW_OTEL_ENABLED", "true"),
-        ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-    ])
-}
-
-fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
-    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
-    assert_eq!(found.len(), 1, "expected one span {name}, got {found:#?}");
-    found[0]
-}
-
-fn assert_under(child: &ReceivedSpan, parent: &ReceivedSpan) {
-    assert_eq!(
-        child.parent_span_id, parent.span_id,
-        "{} under {}",
-        child.name, parent.name
-    );
-    assert_eq!(
-        child.trace_id, parent.trace_id,
-        "{} in the trace",
-        child.name
-    );
-    assert!(
-        child.start_unix_nano >= parent.start_unix_nano
-            && child.end_unix_nano <= parent.end_unix_nano,
-        "{} lies within {}",
-        child.name,
-        parent.name
-    );
-}
 
 async fn run_case(host: &ComponentHost, request: Request, case: &str) -> Result<String, String> {
     let out = host
@@ -128,10 +92,10 @@ async fn the_python_sdk_traces_like_the_rust_one_across_a_routed_call() {
     let decorated = named(&spans, "py.decorated");
     let inner = named(&spans, "py.inner");
     let boundary = named(&spans, "fixture-worker.work");
-    assert_under(decorated, root);
-    assert_under(inner, decorated);
-    assert_under(boundary, inner);
-    assert_under(named(&spans, "worker.process"), boundary);
+    assert_child_of(decorated, root);
+    assert_child_of(inner, decorated);
+    assert_child_of(boundary, inner);
+    assert_child_of(named(&spans, "worker.process"), boundary);
     assert_eq!(decorated.kind, kind::CLIENT);
     assert_eq!(decorated.attr_str("py.input"), Some("hello"));
     assert_eq!(
@@ -156,8 +120,8 @@ async fn the_python_sdk_traces_like_the_rust_one_across_a_routed_call() {
     // An async function and `async with`.
     let asynchronous = named(&spans, "py.async");
     let block = named(&spans, "py.async_block");
-    assert_under(asynchronous, named(&spans, "test.async"));
-    assert_under(block, asynchronous);
+    assert_child_of(asynchronous, named(&spans, "test.async"));
+    assert_child_of(block, asynchronous);
     assert_eq!(
         block.attributes.get("py.inside"),
         Some(&AttrValue::Bool(true))
@@ -288,8 +252,8 @@ async fn a_python_embedder_serves_the_embedder_role_of_a_real_server() {
         let embed = named(&in_trace, "pyhash.embed");
         let features = named(&in_trace, "pyhash.features");
         assert_eq!(boundary.kind, kind::CLIENT);
-        assert_under(embed, boundary);
-        assert_under(features, embed);
+        assert_child_of(embed, boundary);
+        assert_child_of(features, embed);
         assert_eq!(
             embed.attributes.get("embedder.texts"),
             Some(&AttrValue::Int(1))

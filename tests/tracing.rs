@@ -14,16 +14,10 @@ use ww_host::tracing_capability::limits::{
     MAX_ATTRIBUTES_PER_SPAN, MAX_EVENTS_PER_SPAN, MAX_NAME_BYTES, MAX_OPEN_SPANS_PER_REQUEST,
     MAX_STRING_VALUE_BYTES,
 };
-use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, kind, status};
+use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, kind, named, status};
 use ww_tests::*;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
-    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
-    assert_eq!(found.len(), 1, "expected one span {name}, got {found:#?}");
-    found[0]
-}
 
 /// The traceparent the worker sees inside its deepest span, for one request.
 async fn traceparent_seen_by_worker(host: &ComponentHost, request: Request) -> String {
@@ -319,16 +313,6 @@ async fn a_guest_panic_is_recorded_on_every_span_and_stays_in_the_component_that
     assert_eq!((worker.traps(), worker.instantiations()), (1, 2));
 }
 
-fn limit(telemetry: &ww_host::telemetry::Telemetry, name: &str) -> u64 {
-    telemetry
-        .stats()
-        .guest_limits
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
     let receiver = OtlpReceiver::grpc().await;
@@ -387,10 +371,10 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
         ("bad-metrics", 77, "refused_measurements", 6 + 7),
     ];
     for (case, returns, counter, increase) in cases {
-        let before = limit(&telemetry, counter);
+        let before = guest_limit(&telemetry, counter);
         assert_eq!(hostile(case).await, returns, "{case}");
         assert_eq!(
-            limit(&telemetry, counter) - before,
+            guest_limit(&telemetry, counter) - before,
             increase,
             "{case}: {counter}"
         );
@@ -412,7 +396,7 @@ async fn hostile_guest_input_is_bounded_counted_and_never_hurts_the_host() {
     );
     assert!(error.to_string().contains("utf-8"), "{error}");
     assert_eq!(
-        limit(&telemetry, "unclosed_spans"),
+        guest_limit(&telemetry, "unclosed_spans"),
         1 + open_budget,
         "many-spans leaves its spans to the host"
     );

@@ -13,13 +13,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::{cache_dir, plugin};
+
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
 use wasmtime::component::Val;
-use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::plugins::{ComponentHost, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig, Vars};
 
 /// The binary's allocator, so that the benchmark measures what the binary does.
@@ -28,22 +31,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EMBEDDER: &str = "ww:memory/embedder@0.1.0";
 
-fn plugin(file: &str) -> ComponentSpec {
-    let dir = std::env::var_os("WW_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        });
-    ComponentSpec::new(
-        file.trim_end_matches(".wasm").replace('_', "-"),
-        dir.join(file),
-    )
-}
-
 fn load(runtime: &Runtime, file: &str) -> ComponentHost {
     let config = HostConfig {
         components: vec![plugin(file)],
-        cache_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-bench-cache")),
+        cache_dir: Some(cache_dir()),
         ..HostConfig::default()
     };
     let vars = Vars::from_pairs([("WW_OTEL_ENABLED", "false")]);

@@ -18,7 +18,10 @@
 )]
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::{cache_dir, plugin};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +34,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Runtime;
 use wasmtime::component::Val;
 use ww_host::bindings::ww::memory::tracing::{self as wit, Host as _};
-use ww_host::plugins::{ComponentHost, ComponentSpec, HostConfig, Request};
+use ww_host::plugins::{ComponentHost, HostConfig, Request};
 use ww_host::telemetry::{Telemetry, TelemetryConfig, Vars};
 use ww_host::tracing_capability::{RequestScope, TracingCtx, WwTracing};
 
@@ -53,18 +56,6 @@ impl SpanExporter for DiscardingExporter {
     }
 }
 
-fn plugin(file: &str) -> ComponentSpec {
-    let dir = std::env::var_os("WW_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        });
-    ComponentSpec::new(
-        file.trim_end_matches(".wasm").replace('_', "-"),
-        dir.join(file),
-    )
-}
-
 fn telemetry(runtime: &Runtime, recording: bool) -> Arc<Telemetry> {
     // Room for several measured batches, so the benchmark measures recording, not
     // drops (the queue's slots are allocated up front: keep it moderate).
@@ -82,7 +73,7 @@ fn telemetry(runtime: &Runtime, recording: bool) -> Arc<Telemetry> {
 fn host(runtime: &Runtime, telemetry: Arc<Telemetry>) -> ComponentHost {
     let config = HostConfig {
         components: vec![plugin("fixture_caller.wasm"), plugin("fixture_worker.wasm")],
-        cache_dir: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ww-bench-cache")),
+        cache_dir: Some(cache_dir()),
         ..HostConfig::default()
     };
     runtime.block_on(async {

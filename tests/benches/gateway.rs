@@ -13,6 +13,10 @@ use ww_tests::bench::{
 };
 use ww_tests::otlp::OtlpReceiver;
 
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EPISODES: usize = 10_000;
 const SESSION: &str = "bench";
 

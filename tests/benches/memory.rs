@@ -24,6 +24,10 @@ use ww_host::plugins::Request;
 use ww_tests::bench::{Words, bench_dir, copy_dir, fill, ms, percentile, process_cpu_time};
 use ww_tests::otlp::OtlpReceiver;
 
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SESSION: &str = "bench";
 const RECALLS: usize = 300;
 

@@ -12,6 +12,10 @@ use serde_json::json;
 use ww_tests::bench::{Server, Words, alternate, bench_dir, ms, percentile, traced_env};
 use ww_tests::otlp::OtlpReceiver;
 
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EPISODES: usize = 2_000;
 const RECALLS: usize = 300;
 const TRACED_CALLS: usize = 500;

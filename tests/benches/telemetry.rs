@@ -24,6 +24,10 @@ use ww_host::telemetry::metrics::{Attributes, HostInstrument, Metrics};
 use ww_tests::otlp::OtlpReceiver;
 use ww_tests::{DRIVER, fixture_host, telemetry};
 
+/// The binary's allocator, so that the benchmark measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SPANS_PER_REQUEST: u32 = 50;
 const LOAD: Duration = Duration::from_secs(5);
 

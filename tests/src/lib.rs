@@ -295,3 +295,23 @@ pub async fn memory_with(
     host.warm_up().await.expect("instantiate");
     ww_host::memory::Memory::new(Arc::new(host))
 }
+
+/// Telemetry that exports to `receiver` over gRPC, quickly (50 ms batches).
+pub fn recording(receiver: &otlp::OtlpReceiver) -> Arc<Telemetry> {
+    telemetry(&[
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_ENDPOINT", &receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+}
+
+/// The guest-input counter `name` (as `memory_stats` reports it).
+pub fn guest_limit(telemetry: &Telemetry, name: &str) -> u64 {
+    telemetry
+        .stats()
+        .guest_limits
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no guest-input counter {name}"))
+}

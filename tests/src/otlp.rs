@@ -196,6 +196,36 @@ impl ReceivedSpan {
     }
 }
 
+/// The one span named `name` among `spans`; panics, listing them, when there is not
+/// exactly one.
+pub fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "expected one span {name}, got {found:#?}");
+    found[0]
+}
+
+/// `child` is a child of `parent`: its parent id, the same trace, and its time within
+/// its parent's.
+pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
+    assert_eq!(
+        child.parent_span_id, parent.span_id,
+        "{} under {}",
+        child.name, parent.name
+    );
+    assert_eq!(
+        child.trace_id, parent.trace_id,
+        "{} in {}'s trace",
+        child.name, parent.name
+    );
+    assert!(
+        child.start_unix_nano >= parent.start_unix_nano
+            && child.end_unix_nano <= parent.end_unix_nano,
+        "{} lies within {}",
+        child.name,
+        parent.name
+    );
+}
+
 /// A span's recorded failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

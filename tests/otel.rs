@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::Val;
-use ww_host::plugins::{ComponentHost, HostConfig, Request};
+use ww_host::plugins::{CallLimits, ComponentHost, Request};
 use ww_host::telemetry::Telemetry;
 use ww_host::tracing_capability::limits::MAX_ATTRIBUTES_PER_SPAN;
 use ww_host::tracing_capability::scope::UNENDED_GUEST_SPAN;
 use ww_tests::otlp::{AttrValue, OtlpReceiver, assert_child_of, kind, named, status};
-use ww_tests::{cache_dir, component, guest_limit, recording, string_result};
+use ww_tests::{component, guest_limit, hostile_case, recording, started_host, string_result};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DRIVER: &str = "ww:otel-fixtures/driver@0.1.0";
@@ -40,16 +40,8 @@ const VARIANTS: [(&str, &str, &str); 3] = [
 
 /// The worker and one build of the `wasi:otel` fixture, instantiated.
 async fn otel_host(file: &str, telemetry: Arc<Telemetry>) -> ComponentHost {
-    let config = HostConfig {
-        components: vec![component("fixture_worker.wasm"), component(file)],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
-    let host = ComponentHost::load(config, telemetry)
-        .await
-        .expect("load the wasi:otel fixture");
-    host.warm_up().await.expect("instantiate");
-    host
+    let components = vec![component("fixture_worker.wasm"), component(file)];
+    started_host(components, CallLimits::default(), telemetry).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,24 +156,6 @@ async fn hostile_wasi_otel_input_is_counted_and_never_hurts_the_host() {
     let receiver = OtlpReceiver::grpc().await;
     let telemetry = recording(&receiver);
     let host = otel_host("fixture_otel_current.wasm", telemetry.clone()).await;
-    let hostile = |case: &'static str| {
-        let host = &host;
-        async move {
-            let out = host
-                .invoke(
-                    Request::new(format!("hostile.{case}")),
-                    DRIVER,
-                    "hostile",
-                    &[Val::String(case.to_owned())],
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{case}: {e}"));
-            match out.as_slice() {
-                [Val::U32(n)] => *n,
-                other => panic!("{other:?}"),
-            }
-        }
-    };
     // The span keeps the guest's scope name and version, then 126 of its 10,000.
     let kept_of_many = (MAX_ATTRIBUTES_PER_SPAN - 2) as u64;
     // (case, its return value, counter, expected increase)
@@ -203,7 +177,7 @@ async fn hostile_wasi_otel_input_is_counted_and_never_hurts_the_host() {
     ];
     for (case, returns, counter, increase) in cases {
         let before = guest_limit(&telemetry, counter);
-        assert_eq!(hostile(case).await, returns, "{case}");
+        assert_eq!(hostile_case(&host, DRIVER, case).await, returns, "{case}");
         assert_eq!(
             guest_limit(&telemetry, counter) - before,
             increase,

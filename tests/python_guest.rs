@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use wasmtime::component::Val;
-use ww_host::plugins::{ComponentHost, HostConfig, Request};
+use ww_host::plugins::{CallLimits, ComponentHost, Request};
 use ww_tests::otlp::{AttrValue, OtlpReceiver, ReceivedSpan, assert_child_of, kind, named, status};
 use ww_tests::{
-    EMBEDDER, cache_dir, component, data_dir, embed, memory_with, recording, string_result,
+    EMBEDDER, component, data_dir, embed, memory_with, recording, started_host, string_result,
     telemetry, tests_config,
 };
 
@@ -34,18 +34,11 @@ async fn run_case(host: &ComponentHost, request: Request, case: &str) -> Result<
 async fn the_python_sdk_traces_like_the_rust_one_across_a_routed_call() {
     let receiver = OtlpReceiver::grpc().await;
     let telemetry = recording(&receiver);
-    let config = HostConfig {
-        components: vec![
-            component("fixture_worker.wasm"),
-            component("fixture_python.wasm"),
-        ],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
-    let host = ComponentHost::load(config, telemetry.clone())
-        .await
-        .expect("load the Python fixture");
-    host.warm_up().await.expect("instantiate");
+    let components = vec![
+        component("fixture_worker.wasm"),
+        component("fixture_python.wasm"),
+    ];
+    let host = started_host(components, CallLimits::default(), telemetry.clone()).await;
     // What `ww-memory plugins` lists: the host's tracing, the worker through the host.
     let (_, shape) = host
         .components()
@@ -164,14 +157,8 @@ async fn the_python_sdk_traces_like_the_rust_one_across_a_routed_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_embedder_serves_the_embedder_role_of_a_real_server() {
     // The plugin alone: the embedder's contract.
-    let config = HostConfig {
-        components: vec![component("embedder_pyhash.wasm")],
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
-    let host = ComponentHost::load(config, telemetry(&[]))
-        .await
-        .expect("load the Python embedder");
+    let components = vec![component("embedder_pyhash.wasm")];
+    let host = started_host(components, CallLimits::default(), telemetry(&[])).await;
     let vectors = embed(
         &host,
         &[

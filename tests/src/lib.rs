@@ -106,17 +106,48 @@ pub async fn fixture_host(telemetry: Arc<Telemetry>) -> ComponentHost {
 
 /// [`fixture_host`] with other call limits.
 pub async fn fixture_host_with(telemetry: Arc<Telemetry>, limits: CallLimits) -> ComponentHost {
+    started_host(fixtures(), limits, telemetry).await
+}
+
+/// A host over `components` with `limits` and the tests' compiled-code cache, every
+/// component instantiated (so no request pays for it).
+pub async fn started_host(
+    components: Vec<ComponentSpec>,
+    limits: CallLimits,
+    telemetry: Arc<Telemetry>,
+) -> ComponentHost {
+    let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
     let config = HostConfig {
-        components: fixtures(),
+        components,
         cache_dir: Some(cache_dir()),
         limits,
         ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry)
         .await
-        .expect("load fixtures");
-    host.warm_up().await.expect("instantiate fixtures");
+        .unwrap_or_else(|e| panic!("load {names:?}: {e}"));
+    host.warm_up()
+        .await
+        .unwrap_or_else(|e| panic!("instantiate {names:?}: {e}"));
     host
+}
+
+/// Call the driver `driver`'s `hostile` with `case` (one kind of abuse of a tracing
+/// interface), as its own request; how many calls it made.
+pub async fn hostile_case(host: &ComponentHost, driver: &str, case: &str) -> u32 {
+    let out = host
+        .invoke(
+            Request::new(format!("hostile.{case}")),
+            driver,
+            "hostile",
+            &[Val::String(case.to_owned())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    match out.as_slice() {
+        [Val::U32(n)] => *n,
+        other => panic!("{case}: {other:?}"),
+    }
 }
 
 /// The model embedder (the model `make model` fetched) alone in a host, with
@@ -284,15 +315,7 @@ pub async fn memory_with(
     config: ww_host::config::FileConfig,
     telemetry: Arc<Telemetry>,
 ) -> ww_host::memory::Memory {
-    let config = HostConfig {
-        components: config.component_specs(),
-        cache_dir: Some(cache_dir()),
-        ..HostConfig::default()
-    };
-    let host = ComponentHost::load(config, telemetry)
-        .await
-        .expect("load the default components");
-    host.warm_up().await.expect("instantiate");
+    let host = started_host(config.component_specs(), CallLimits::default(), telemetry).await;
     ww_host::memory::Memory::new(Arc::new(host))
 }
 

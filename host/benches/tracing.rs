@@ -121,6 +121,9 @@ fn span_round_trip(c: &mut Criterion) {
     group.bench_function("guest_raw_calls", |b| {
         b.iter(|| invoke(&runtime, &host, "raw-spans", BATCH))
     });
+    group.bench_function("guest_raw_record", |b| {
+        b.iter(|| invoke(&runtime, &host, "raw-record-spans", BATCH))
+    });
     // The host's side alone, no component: what the two host functions do with what
     // wasmtime lifted (owned strings and vectors, made here as lifting makes them).
     group.bench_function("host_side_only", |b| {
@@ -147,6 +150,39 @@ fn span_round_trip(c: &mut Criterion) {
                     None,
                 );
                 view.end_span(handle, wit::Status::Unset, Vec::new(), Vec::new(), None);
+            }
+        });
+        ctx.leave(detached).finish();
+    });
+    // The host's side of `record-span` alone, as above.
+    group.bench_function("host_side_record", |b| {
+        let mut ctx = TracingCtx::new(Arc::from("bench"), telemetry.clone());
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        scope.start(None, "bench".into(), SpanKind::Server, Vec::new(), None);
+        let detached = ctx.enter(scope);
+        b.iter(|| {
+            for _ in 0..BATCH {
+                let start = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                let mut view = WwTracing::new(&mut ctx);
+                view.record_span(
+                    "bench.span".to_owned(),
+                    wit::SpanKind::Internal,
+                    start,
+                    wit::Status::Unset,
+                    vec![
+                        wit::KeyValue {
+                            key: "bench.index".to_owned(),
+                            value: wit::Value::S64(1),
+                        },
+                        wit::KeyValue {
+                            key: "bench.kind".to_owned(),
+                            value: wit::Value::String("round-trip".to_owned()),
+                        },
+                    ],
+                    Vec::new(),
+                );
             }
         });
         ctx.leave(detached).finish();

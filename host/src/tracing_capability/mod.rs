@@ -14,6 +14,7 @@ pub mod w3c;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Array, KeyValue, StringValue, Value};
@@ -153,6 +154,17 @@ impl TracingCtx {
         }
     }
 
+    fn outcome(&self, status: wit::Status) -> Outcome {
+        match status {
+            wit::Status::Unset => Outcome::Unset,
+            wit::Status::Ok => Outcome::Ok,
+            wit::Status::Error(mut description) => {
+                self.truncated(&mut description, MAX_STRING_VALUE_BYTES);
+                Outcome::Error(description)
+            }
+        }
+    }
+
     fn exception(&self, exception: wit::Exception) -> Exception {
         let (mut kind, mut message) = (exception.type_, exception.message);
         self.truncated(&mut kind, MAX_NAME_BYTES);
@@ -221,6 +233,54 @@ impl wit::Host for WwTracing<'_> {
             .start(owner, Cow::Owned(name), span_kind(kind), attributes, parent)
     }
 
+    fn start_span_at(
+        &mut self,
+        mut name: String,
+        kind: wit::SpanKind,
+        attributes: Vec<wit::KeyValue>,
+        remote_parent: Option<wit::TraceContext>,
+        start_time_unix_nano: u64,
+    ) -> u64 {
+        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let parent =
+            remote_parent.and_then(|p| self.ctx.scope.parse_parent(&p.traceparent, &p.tracestate));
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.start_at(
+            owner,
+            Cow::Owned(name),
+            span_kind(kind),
+            attributes,
+            parent,
+            scope::plausible_start(start_time_unix_nano),
+        )
+    }
+
+    fn record_span(
+        &mut self,
+        mut name: String,
+        kind: wit::SpanKind,
+        start_time_unix_nano: u64,
+        status: wit::Status,
+        attributes: Vec<wit::KeyValue>,
+        events: Vec<wit::Event>,
+    ) {
+        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
+        let outcome = self.ctx.outcome(status);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let events = events.into_iter().map(|e| self.ctx.event(e)).collect();
+        // Not plausible: the span is recorded as starting when it ends.
+        let start = scope::plausible_start(start_time_unix_nano).unwrap_or(SystemTime::now());
+        self.ctx.scope.record(
+            Cow::Owned(name),
+            span_kind(kind),
+            start,
+            outcome,
+            attributes,
+            events,
+        );
+    }
+
     fn end_span(
         &mut self,
         span: u64,
@@ -229,14 +289,7 @@ impl wit::Host for WwTracing<'_> {
         events: Vec<wit::Event>,
         exception: Option<wit::Exception>,
     ) {
-        let outcome = match status {
-            wit::Status::Unset => Outcome::Unset,
-            wit::Status::Ok => Outcome::Ok,
-            wit::Status::Error(mut description) => {
-                self.ctx.truncated(&mut description, MAX_STRING_VALUE_BYTES);
-                Outcome::Error(description)
-            }
-        };
+        let outcome = self.ctx.outcome(status);
         let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
         let events = events.into_iter().map(|e| self.ctx.event(e)).collect();
         let exception = exception.map(|e| self.ctx.exception(e));

@@ -305,31 +305,35 @@ impl RequestScope {
         attributes: Vec<KeyValue>,
         parent: Option<SpanContext>,
     ) -> u64 {
+        self.start_at(owner, name, kind, attributes, parent, None)
+    }
+
+    /// [`start`](Self::start) for a span that began at `start_time` (`None`: now).
+    pub fn start_at(
+        &mut self,
+        owner: Owner,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+        parent: Option<SpanContext>,
+        start_time: Option<SystemTime>,
+    ) -> u64 {
         if self.open.len() >= MAX_OPEN_SPANS_PER_REQUEST {
             self.count(|c| &c.refused_spans, 1);
             return REFUSED_HANDLE;
         }
-        let parent_cx = match (parent, self.open.last_mut()) {
-            (Some(explicit), _) => Context::new().with_remote_span_context(explicit),
-            (None, Some(innermost)) => innermost
-                .as_parent
-                .get_or_insert_with(|| {
-                    Context::new().with_remote_span_context(innermost.context.clone())
-                })
-                .clone(),
-            (None, None) => match &self.remote_parent {
-                Some(remote) => Context::new().with_remote_span_context(remote.clone()),
-                None => Context::new(),
-            },
+        let parent_cx = match parent {
+            Some(explicit) => Context::new().with_remote_span_context(explicit),
+            None => self.innermost_as_parent(),
         };
         let attribute_count = attributes.len();
         let tracer = self.telemetry.tracer();
-        let span = tracer.build_with_context(
-            SpanBuilder::from_name(name)
-                .with_kind(kind)
-                .with_attributes(attributes),
-            &parent_cx,
-        );
+        let mut builder = SpanBuilder::from_name(name)
+            .with_kind(kind)
+            .with_attributes(attributes);
+        // A start ahead of now (a guest's clock) would put the span after its children.
+        builder.start_time = start_time.map(|t| t.min(SystemTime::now()));
+        let span = tracer.build_with_context(builder, &parent_cx);
         let handle = self.telemetry.next_span_handle();
         self.open.push(OpenSpan {
             handle,
@@ -342,6 +346,73 @@ impl RequestScope {
             links: 0,
         });
         handle
+    }
+
+    /// The innermost open span as a parent context (built once per span and reused),
+    /// else the remote parent, else none.
+    fn innermost_as_parent(&mut self) -> Context {
+        match self.open.last_mut() {
+            Some(innermost) => innermost
+                .as_parent
+                .get_or_insert_with(|| {
+                    Context::new().with_remote_span_context(innermost.context.clone())
+                })
+                .clone(),
+            None => match &self.remote_parent {
+                Some(remote) => Context::new().with_remote_span_context(remote.clone()),
+                None => Context::new(),
+            },
+        }
+    }
+
+    /// A whole span in one go (`record-span`): it began at `start_time` and ends now,
+    /// under the innermost open span, with nothing opened inside it. Attributes and
+    /// events come converted and within the per-span limits (as the caller counted).
+    pub fn record(
+        &mut self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        start_time: SystemTime,
+        outcome: Outcome,
+        attributes: Vec<KeyValue>,
+        events: Vec<Event>,
+    ) {
+        let end = SystemTime::now();
+        // A start after the end (a guest's clock stepped back): a span of no length.
+        let start = start_time.min(end);
+        let parent_cx = self.innermost_as_parent();
+        let mut builder = SpanBuilder::from_name(name)
+            .with_kind(kind)
+            .with_start_time(start)
+            .with_attributes(attributes);
+        if !events.is_empty() {
+            let kept = events.len().min(MAX_EVENTS_PER_SPAN);
+            self.count(|c| &c.dropped_events, (events.len() - kept) as u64);
+            builder = builder.with_events(
+                events
+                    .into_iter()
+                    .take(kept)
+                    .map(|e| {
+                        opentelemetry::trace::Event::new(
+                            e.name,
+                            e.time.unwrap_or(end),
+                            e.attributes,
+                            0,
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        let mut span = self
+            .telemetry
+            .tracer()
+            .build_with_context(builder, &parent_cx);
+        match outcome {
+            Outcome::Unset => {}
+            Outcome::Ok => span.set_status(Status::Ok),
+            Outcome::Error(description) => span.set_status(Status::error(description)),
+        }
+        span.end_with_timestamp(end);
     }
 
     /// Find an open span: `0` is the innermost; otherwise the handle, which `owner` must
@@ -787,11 +858,19 @@ pub const UNENDED_GUEST_SPAN: &str = "wasi-otel span (not ended)";
 /// this only absorbs rounding and a clock stepped while a request ran.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// No guest-supplied time is before 2000: an earlier one is garbage (zero, say).
+const Y2000_NANOS: u64 = 946_684_800_000_000_000;
+
 /// Sanity bound for guest-supplied event times: not before 2000, not in the future.
 pub fn plausible_time(nanos: u64) -> Option<SystemTime> {
-    const Y2000_NANOS: u64 = 946_684_800_000_000_000;
     let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
     (nanos >= Y2000_NANOS && time <= SystemTime::now() + MAX_CLOCK_SKEW).then_some(time)
+}
+
+/// A guest-supplied span start: not before 2000. One in the future is clamped to now
+/// where the span starts or ends (`start_at`, `record`), which reads the clock anyway.
+pub fn plausible_start(nanos: u64) -> Option<SystemTime> {
+    (nanos >= Y2000_NANOS).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]
@@ -882,6 +961,77 @@ mod tests {
                 .sum::<u64>(),
             0
         );
+    }
+
+    #[test]
+    fn a_recorded_span_is_whole_under_the_innermost_and_a_deferred_start_keeps_its_time() {
+        let (runtime, telemetry, exporter) = recording();
+        let a = owner("a");
+        let mut scope = RequestScope::new(telemetry.clone(), None, None);
+        let root = start(&mut scope, &None, "root");
+        let began = SystemTime::now() - Duration::from_millis(5);
+        let deferred = scope.start_at(
+            a.clone(),
+            Cow::Borrowed("a.deferred"),
+            SpanKind::Internal,
+            vec![KeyValue::new("initial", 1_i64)],
+            None,
+            Some(began),
+        );
+        let events = (0..MAX_EVENTS_PER_SPAN + 3)
+            .map(|i| Event {
+                name: format!("e{i}"),
+                time: None,
+                attributes: vec![],
+            })
+            .collect();
+        scope.record(
+            Cow::Borrowed("a.leaf"),
+            SpanKind::Client,
+            began + Duration::from_millis(1),
+            Outcome::Error("failed".into()),
+            vec![KeyValue::new("leaf", true)],
+            events,
+        );
+        // A start ahead of the end: a span of no length, not a negative one.
+        scope.record(
+            Cow::Borrowed("a.future"),
+            SpanKind::Internal,
+            SystemTime::now() + Duration::from_secs(30),
+            Outcome::Ok,
+            vec![],
+            vec![],
+        );
+        assert_eq!(scope.open_spans(), 2, "recording opens nothing");
+        end(&mut scope, &a, deferred);
+        end(&mut scope, &None, root);
+        let spans = finished(&runtime, &telemetry, &exporter);
+        let id = |name| span(&spans, name).span_context.span_id();
+        let (outer, leaf) = (span(&spans, "a.deferred"), span(&spans, "a.leaf"));
+        assert_eq!(outer.parent_span_id, id("root"));
+        assert_eq!(outer.start_time, began, "the deferred start's own time");
+        assert!(
+            outer
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "initial")
+        );
+        assert_eq!(leaf.parent_span_id, id("a.deferred"));
+        assert_eq!(leaf.span_kind, SpanKind::Client);
+        assert_eq!(leaf.start_time, began + Duration::from_millis(1));
+        assert!(leaf.start_time <= leaf.end_time && leaf.end_time <= outer.end_time);
+        assert_eq!(leaf.status, Status::error("failed"));
+        assert_eq!(leaf.events.len(), MAX_EVENTS_PER_SPAN);
+        let future = span(&spans, "a.future");
+        assert_eq!(future.start_time, future.end_time);
+        assert_eq!(future.parent_span_id, id("a.deferred"));
+        let dropped = telemetry
+            .stats()
+            .guest_limits
+            .iter()
+            .find(|(n, _)| *n == "dropped_events")
+            .map(|(_, v)| *v);
+        assert_eq!(dropped, Some(3));
     }
 
     #[test]

@@ -111,6 +111,9 @@ fn split(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
 
 /// Send `request` and wait for the whole response.
 pub fn send(request: Request<'_>) -> Result<Response, HttpError> {
+    // The host opens the request's CLIENT span under the caller's current span, which
+    // must not be a start the SDK is still holding back.
+    ww_guest::flush_span_starts();
     let (scheme, authority, path) = split(request.url)?;
     let mut headers: Vec<(String, Vec<u8>)> = request
         .headers

@@ -18,21 +18,26 @@
 //! ```
 //!
 //! An `Err` returned from a `#[traced]` function, or a panic anywhere, ends the span with
-//! status ERROR and an `exception` event. A span costs two host calls: attributes and
-//! events added while it is open are buffered and sent when it ends.
+//! status ERROR and an `exception` event. Attributes and events added while a span is open
+//! are buffered and sent when it ends. A span with no host call inside it (no routed call,
+//! no span of its own, no metric) costs one host call, at its end, besides reading the
+//! clock at its start; any other costs two (its start is sent before the first call that
+//! needs it). Call the routed imports through [`services`] (they send deferred starts
+//! first); anything else that calls the host on its own calls [`flush_span_starts`] first.
 
 pub mod baggage;
 #[doc(hidden)]
 pub mod bindings;
 pub mod calls;
 pub mod metrics;
+mod routed;
 pub mod settings;
 mod span;
 mod value;
 
 pub use span::{
     __private, Span, SpanBuilder, SpanKind, TraceContext, add_span_attribute, add_span_event,
-    add_span_link, get_trace_context, span, tracing_enabled,
+    add_span_link, flush_span_starts, get_trace_context, span, tracing_enabled,
 };
 pub use value::{KeyValue, Value, kv};
 pub use ww_guest_macros::traced;
@@ -152,13 +157,11 @@ pub mod procedural {
 /// What a memory service calls, each routed by the host to the component configured for
 /// the role, with a boundary span around the call.
 pub mod services {
-    pub use crate::bindings::episodic_service::ww::memory::embedder;
-    pub use crate::bindings::episodic_service::ww::memory::graph_store;
     pub use crate::bindings::episodic_service::ww::memory::types::{
         Condition, Error, Field, FieldValue, Filter, Range, ReembedPage, StoreHealth,
         ValidationError,
     };
-    pub use crate::bindings::episodic_service::ww::memory::vector_store;
+    pub use crate::routed::{embedder, graph_store, vector_store};
 }
 
 /// Tell the caller how far a long operation has got (`total` 0 when unknown); the host
@@ -186,6 +189,6 @@ pub mod fixtures {
         pub use crate::bindings::fixture_caller::exports::ww::fixtures::driver::Guest;
         pub use crate::bindings::fixture_caller::ww::fixtures::types::WorkMode;
         /// The worker, reached through the host.
-        pub use crate::bindings::fixture_caller::ww::fixtures::worker;
+        pub use crate::routed::worker;
     }
 }

@@ -19,6 +19,8 @@ use crate::value::{KeyValue, lend};
 
 /// Add `value` (zero or more) to the counter `name`.
 pub fn counter_add(name: &str, unit: &str, value: f64, attributes: &[KeyValue]) {
+    // The exemplar names the current span: the host must know it.
+    crate::span::flush_span_starts();
     let mut scratch = Vec::new();
     let attributes = lend(attributes, &mut scratch);
     wit::counter_add(name, unit, value, &attributes);
@@ -27,6 +29,7 @@ pub fn counter_add(name: &str, unit: &str, value: f64, attributes: &[KeyValue]) 
 /// Record `value` in the histogram `name`. With unit `s` or `ms` the buckets suit
 /// durations from 10 µs to 10 s.
 pub fn histogram_record(name: &str, unit: &str, value: f64, attributes: &[KeyValue]) {
+    crate::span::flush_span_starts();
     let mut scratch = Vec::new();
     let attributes = lend(attributes, &mut scratch);
     wit::histogram_record(name, unit, value, &attributes);

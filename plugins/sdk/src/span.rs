@@ -1,8 +1,16 @@
 //! Spans as guards: started on creation, ended on drop, with attributes and events
-//! buffered in the guest so that a span costs two host calls.
+//! buffered in the guest.
+//!
+//! A span's start is deferred: the guard notes the time (a wall-clock read) and tells the
+//! host nothing. If the span ends with nothing in between needing the host to know it,
+//! the whole span goes over in one call at its end (`record-span`). Whatever needs it
+//! first — a span started inside it, a routed call, an outgoing HTTP request, a metric
+//! (for its exemplar), [`get_trace_context`] — sends the start (`start-span-at`, with
+//! the noted time) and the span ends with `end-span`, as every span did before: two
+//! calls. So the host's span stack is right at every moment it is looked at.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{Debug, Display};
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,9 +45,25 @@ struct Event {
     attributes: Vec<KeyValue>,
 }
 
+/// Whether the host knows a span yet.
+enum HostSide {
+    /// Not yet: what its start will say when it is sent.
+    Deferred {
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        start_unix_nano: u64,
+    },
+    /// Started; the host's handle.
+    Started(u64),
+}
+
 /// A span's buffered state while it is open in this component.
 struct OpenSpan {
-    handle: u64,
+    /// The guard's key, this component's own (the host's handle exists only once the
+    /// start is sent).
+    id: u64,
+    host: HostSide,
+    /// Attributes not yet sent (a deferred span's initial ones among them).
     attributes: Vec<KeyValue>,
     events: Vec<Event>,
     status: Status,
@@ -47,18 +71,37 @@ struct OpenSpan {
 }
 
 impl OpenSpan {
-    /// The second and last host call of a span.
-    fn end(self) {
+    /// Send a deferred start; the host's handle either way.
+    fn started(&mut self) -> u64 {
+        let handle = match &self.host {
+            HostSide::Started(handle) => return *handle,
+            HostSide::Deferred {
+                name,
+                kind,
+                start_unix_nano,
+            } => {
+                let mut scratch = Vec::new();
+                let attributes = lend(&self.attributes, &mut scratch);
+                wit::start_span_at(name, *kind, &attributes, None, *start_unix_nano)
+            }
+        };
+        self.attributes.clear();
+        self.host = HostSide::Started(handle);
+        handle
+    }
+
+    /// The last host call of a span: the whole span when its start was never sent, its
+    /// end otherwise.
+    fn end(mut self) {
+        // `record-span` carries no exception: a span ending with one takes two calls.
+        if self.exception.is_some() {
+            self.started();
+        }
         let status = match &self.status {
             Status::Unset => wit::Status::Unset,
             Status::Ok => wit::Status::Ok,
             Status::Error(message) => wit::Status::Error(message),
         };
-        let exception = self.exception.as_ref().map(|e| wit::Exception {
-            type_: &e.kind,
-            message: &e.message,
-            stacktrace: e.stacktrace.as_deref(),
-        });
         let mut scratch = Vec::new();
         let attributes = lend(&self.attributes, &mut scratch);
         let mut event_scratch: Vec<Vec<Vec<&str>>> =
@@ -79,13 +122,43 @@ impl OpenSpan {
                 attributes,
             })
             .collect();
-        wit::end_span(self.handle, status, &attributes, &events, exception);
+        match &self.host {
+            HostSide::Deferred {
+                name,
+                kind,
+                start_unix_nano,
+            } => wit::record_span(name, *kind, *start_unix_nano, status, &attributes, &events),
+            HostSide::Started(handle) => {
+                let exception = self.exception.as_ref().map(|e| wit::Exception {
+                    type_: &e.kind,
+                    message: &e.message,
+                    stacktrace: e.stacktrace.as_deref(),
+                });
+                wit::end_span(*handle, status, &attributes, &events, exception);
+            }
+        }
     }
 }
 
 thread_local! {
     /// This component's open spans, outermost first. Components are single-threaded.
+    /// Only the last can be deferred: starting a span sends its parent's start.
     static OPEN: RefCell<Vec<OpenSpan>> = const { RefCell::new(Vec::new()) };
+    /// The next guard key.
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Send every deferred start, so that the host's span stack is this component's: called
+/// before anything that makes the host look at it (routed calls, outgoing requests,
+/// metrics, the current context). Costs nothing when no start is deferred.
+pub fn flush_span_starts() {
+    OPEN.with(|open| {
+        if let Ok(mut open) = open.try_borrow_mut() {
+            for span in open.iter_mut() {
+                span.started();
+            }
+        }
+    });
 }
 
 static PANIC_HOOK: Once = Once::new();
@@ -131,13 +204,13 @@ fn now_unix_nano() -> Option<u64> {
         .and_then(|d| u64::try_from(d.as_nanos()).ok())
 }
 
-/// Run `f` on the buffered state of span `handle`, or of the innermost open span of this
-/// component when `handle` is `None`. Returns `None` when there is no such open span.
-fn with_open<R>(handle: Option<u64>, f: impl FnOnce(&mut OpenSpan) -> R) -> Option<R> {
+/// Run `f` on the buffered state of the span with key `id`, or of the innermost open span
+/// of this component when `id` is `None`. Returns `None` when there is no such open span.
+fn with_open<R>(id: Option<u64>, f: impl FnOnce(&mut OpenSpan) -> R) -> Option<R> {
     OPEN.with(|open| {
         let mut open = open.borrow_mut();
-        let span = match handle {
-            Some(h) => open.iter_mut().rev().find(|s| s.handle == h),
+        let span = match id {
+            Some(id) => open.iter_mut().rev().find(|s| s.id == id),
             None => open.last_mut(),
         };
         span.map(f)
@@ -190,26 +263,48 @@ impl SpanBuilder {
         self
     }
 
-    /// Open the span: one host call.
+    /// Open the span. Its start is deferred (see [the module](self)) unless it has a
+    /// remote parent, which is sent at once.
     pub fn start(self) -> Span {
         install_panic_hook();
-        let mut scratch = Vec::new();
-        let attributes = lend(&self.attributes, &mut scratch);
-        let remote_parent = self.remote_parent.as_ref().map(|p| wit::TraceContextParam {
-            traceparent: &p.traceparent,
-            tracestate: &p.tracestate,
-        });
-        let handle = wit::start_span(&self.name, self.kind, &attributes, remote_parent);
+        // This span's parent (if deferred) must be known to the host before it is.
+        flush_span_starts();
+        let id = NEXT_ID.with(|next| next.replace(next.get().wrapping_add(1)));
+        let deferred = match (&self.remote_parent, now_unix_nano()) {
+            (None, Some(start_unix_nano)) => Some(start_unix_nano),
+            _ => None,
+        };
+        let (host, attributes) = match deferred {
+            Some(start_unix_nano) => (
+                HostSide::Deferred {
+                    name: self.name,
+                    kind: self.kind,
+                    start_unix_nano,
+                },
+                self.attributes,
+            ),
+            None => {
+                let mut scratch = Vec::new();
+                let attributes = lend(&self.attributes, &mut scratch);
+                let remote_parent = self.remote_parent.as_ref().map(|p| wit::TraceContextParam {
+                    traceparent: &p.traceparent,
+                    tracestate: &p.tracestate,
+                });
+                let handle = wit::start_span(&self.name, self.kind, &attributes, remote_parent);
+                (HostSide::Started(handle), Vec::new())
+            }
+        };
         OPEN.with(|open| {
             open.borrow_mut().push(OpenSpan {
-                handle,
-                attributes: Vec::new(),
+                id,
+                host,
+                attributes,
                 events: Vec::new(),
                 status: Status::Unset,
                 exception: None,
             })
         });
-        Span { handle }
+        Span { id }
     }
 }
 
@@ -217,7 +312,7 @@ impl SpanBuilder {
 /// meanwhile are buffered and sent with the end.
 #[must_use = "a span ends when this guard is dropped"]
 pub struct Span {
-    handle: u64,
+    id: u64,
 }
 
 /// Open an INTERNAL span named `name` as the current span of this component.
@@ -239,7 +334,7 @@ impl Span {
     /// Add an attribute.
     pub fn set_attribute(&self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
         let attribute = kv(key, value);
-        with_open(Some(self.handle), |s| s.attributes.push(attribute));
+        with_open(Some(self.id), |s| s.attributes.push(attribute));
     }
 
     /// Add an event with attributes, timestamped now.
@@ -249,18 +344,18 @@ impl Span {
             time_unix_nano: now_unix_nano(),
             attributes,
         };
-        with_open(Some(self.handle), |s| s.events.push(event));
+        with_open(Some(self.id), |s| s.events.push(event));
     }
 
     /// Mark the span OK.
     pub fn set_ok(&self) {
-        with_open(Some(self.handle), |s| s.status = Status::Ok);
+        with_open(Some(self.id), |s| s.status = Status::Ok);
     }
 
     /// Record an error: status ERROR and an `exception` event.
     pub fn record_error(&self, error_type: &str, message: impl Into<String>) {
         let message = message.into();
-        with_open(Some(self.handle), |s| {
+        with_open(Some(self.id), |s| {
             s.status = Status::Error(message.clone());
             s.exception = Some(Exception {
                 kind: error_type.to_owned(),
@@ -270,9 +365,9 @@ impl Span {
         });
     }
 
-    /// The host handle of this span.
+    /// The host's handle of this span (sending its start, if deferred).
     pub fn handle(&self) -> u64 {
-        self.handle
+        with_open(Some(self.id), OpenSpan::started).unwrap_or(0)
     }
 
     /// End the span now (the same as dropping it).
@@ -283,7 +378,7 @@ impl Drop for Span {
     fn drop(&mut self) {
         let span = OPEN.with(|open| {
             let mut open = open.borrow_mut();
-            let index = open.iter().rposition(|s| s.handle == self.handle)?;
+            let index = open.iter().rposition(|s| s.id == self.id)?;
             Some(open.remove(index))
         });
         if let Some(span) = span {
@@ -332,7 +427,7 @@ pub fn add_span_event(name: impl Into<Cow<'static, str>>, attributes: Vec<KeyVal
 /// which trace viewers follow (from a recall to the requests that wrote what it found).
 /// Ids that are not W3C ids are ignored by the host and counted.
 pub fn add_span_link(trace_id: &str, span_id: &str, attributes: Vec<KeyValue>) {
-    let handle = with_open(None, |s| s.handle).unwrap_or(0);
+    let handle = with_open(None, OpenSpan::started).unwrap_or(0);
     let traceparent = format!("00-{trace_id}-{span_id}-01");
     let mut scratch = Vec::new();
     wit::add_link(
@@ -383,6 +478,7 @@ impl TraceContext {
 /// The trace context of the innermost open span of the current request, across all
 /// components.
 pub fn get_trace_context() -> TraceContext {
+    flush_span_starts();
     let cx = wit::current_context();
     TraceContext {
         traceparent: cx.traceparent,

@@ -24,17 +24,19 @@ pub fn route_interface(
 ) -> wasmtime::Result<()> {
     let mut instance = linker.instance(interface)?;
     for function in functions {
+        // Shared strings: the attributes are cloned for every call, and cloning an
+        // `Arc<str>` value is a count, where an owned one is an allocation and a copy.
         let mut attributes = vec![
-            KeyValue::new("ww.component", target.name().to_owned()),
-            KeyValue::new("ww.caller", caller.to_string()),
-            KeyValue::new("ww.interface", interface.to_owned()),
-            KeyValue::new("ww.function", function.clone()),
+            KeyValue::new("ww.component", shared(target.name())),
+            KeyValue::new("ww.caller", caller.clone()),
+            KeyValue::new("ww.interface", shared(interface)),
+            KeyValue::new("ww.function", shared(function)),
         ];
         let role = Role::of_interface(interface);
         attributes.extend(role_attributes(role, target.name(), function));
         // A remote adapter: where the calls go.
         if let Some(endpoint) = target.endpoint() {
-            attributes.push(KeyValue::new("server.address", endpoint.host.clone()));
+            attributes.push(KeyValue::new("server.address", shared(&endpoint.host)));
             attributes.push(KeyValue::new("server.port", i64::from(endpoint.port)));
         }
         // Store operations are measured from the caller's side, like the boundary span,
@@ -188,8 +190,8 @@ fn role_attributes(role: Option<Role>, component: &str, function: &str) -> Vec<K
     match role {
         Some(Role::VectorStore | Role::GraphStore) => {
             let mut attributes = vec![
-                KeyValue::new("db.system.name", component.to_owned()),
-                KeyValue::new("db.operation.name", function.to_owned()),
+                KeyValue::new("db.system.name", shared(component)),
+                KeyValue::new("db.operation.name", shared(function)),
             ];
             if role == Some(Role::VectorStore) && function == "search" {
                 attributes.push(KeyValue::new("openinference.span.kind", "RETRIEVER"));
@@ -202,6 +204,11 @@ fn role_attributes(role: Option<Role>, component: &str, function: &str) -> Vec<K
         ],
         _ => Vec::new(),
     }
+}
+
+/// A string attribute value whose clones share it.
+fn shared(s: &str) -> Arc<str> {
+    Arc::from(s)
 }
 
 /// Attributes that depend on the arguments: the collection a vector-store call concerns,

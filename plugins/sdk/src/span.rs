@@ -15,8 +15,13 @@ use std::fmt::{Debug, Display};
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use smallvec::SmallVec;
+
 use crate::bindings::ww::memory::tracing as wit;
 use crate::value::{KeyValue, Value, kv, lend};
+
+/// A span's own attributes: the usual handful live inline, no allocation per span.
+type Attributes = SmallVec<[KeyValue; 4]>;
 
 /// OpenTelemetry span kinds.
 pub use wit::SpanKind;
@@ -64,7 +69,7 @@ struct OpenSpan {
     id: u64,
     host: HostSide,
     /// Attributes not yet sent (a deferred span's initial ones among them).
-    attributes: Vec<KeyValue>,
+    attributes: Attributes,
     events: Vec<Event>,
     status: Status,
     exception: Option<Exception>,
@@ -222,7 +227,7 @@ fn with_open<R>(id: Option<u64>, f: impl FnOnce(&mut OpenSpan) -> R) -> Option<R
 pub struct SpanBuilder {
     name: Cow<'static, str>,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: Attributes,
     remote_parent: Option<TraceContext>,
 }
 
@@ -232,7 +237,7 @@ impl SpanBuilder {
         Self {
             name: name.into(),
             kind: SpanKind::Internal,
-            attributes: Vec::new(),
+            attributes: Attributes::new(),
             remote_parent: None,
         }
     }
@@ -291,7 +296,7 @@ impl SpanBuilder {
                     tracestate: &p.tracestate,
                 });
                 let handle = wit::start_span(&self.name, self.kind, &attributes, remote_parent);
-                (HostSide::Started(handle), Vec::new())
+                (HostSide::Started(handle), Attributes::new())
             }
         };
         OPEN.with(|open| {

@@ -70,19 +70,27 @@ impl KeyValue {
 }
 
 /// Borrowed views of `attributes` for a host call. String lists need a `&str` view of
-/// their own, built in `scratch`.
+/// their own, built in `scratch`; other values need none, so the common call allocates
+/// nothing here.
 pub(crate) fn lend<'a>(
     attributes: &'a [KeyValue],
     scratch: &'a mut Vec<Vec<&'a str>>,
 ) -> WitAttributes<'a> {
-    scratch.extend(attributes.iter().map(|kv| match &kv.value {
-        Value::StringList(items) => items.iter().map(String::as_str).collect(),
-        _ => Vec::new(),
+    scratch.extend(attributes.iter().filter_map(|kv| match &kv.value {
+        Value::StringList(items) => Some(items.iter().map(String::as_str).collect()),
+        _ => None,
     }));
+    let scratch: &'a [Vec<&'a str>] = scratch;
+    let mut lists = scratch.iter();
     attributes
         .iter()
-        .zip(scratch.iter())
-        .map(|(kv, list)| kv.as_wit(list))
+        .map(|kv| {
+            let list = match kv.value {
+                Value::StringList(_) => lists.next().map_or(&[][..], Vec::as_slice),
+                _ => &[],
+            };
+            kv.as_wit(list)
+        })
         .collect()
 }
 

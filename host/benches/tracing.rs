@@ -91,6 +91,20 @@ fn invoke(runtime: &Runtime, host: &ComponentHost, function: &str, count: u32) {
         .expect("call");
 }
 
+/// The bench span's two attributes as wasmtime lifts them: owned strings, made per call.
+fn lifted_attributes() -> Vec<wit::KeyValue> {
+    vec![
+        wit::KeyValue {
+            key: "bench.index".to_owned(),
+            value: wit::Value::S64(1),
+        },
+        wit::KeyValue {
+            key: "bench.kind".to_owned(),
+            value: wit::Value::String("round-trip".to_owned()),
+        },
+    ]
+}
+
 fn span_round_trip(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let telemetry = telemetry(&runtime, true);
@@ -137,16 +151,7 @@ fn span_round_trip(c: &mut Criterion) {
                 let handle = view.start_span(
                     "bench.span".to_owned(),
                     wit::SpanKind::Internal,
-                    vec![
-                        wit::KeyValue {
-                            key: "bench.index".to_owned(),
-                            value: wit::Value::S64(1),
-                        },
-                        wit::KeyValue {
-                            key: "bench.kind".to_owned(),
-                            value: wit::Value::String("round-trip".to_owned()),
-                        },
-                    ],
+                    lifted_attributes(),
                     None,
                 );
                 view.end_span(handle, wit::Status::Unset, Vec::new(), Vec::new(), None);
@@ -171,16 +176,7 @@ fn span_round_trip(c: &mut Criterion) {
                     wit::SpanKind::Internal,
                     start,
                     wit::Status::Unset,
-                    vec![
-                        wit::KeyValue {
-                            key: "bench.index".to_owned(),
-                            value: wit::Value::S64(1),
-                        },
-                        wit::KeyValue {
-                            key: "bench.kind".to_owned(),
-                            value: wit::Value::String("round-trip".to_owned()),
-                        },
-                    ],
+                    lifted_attributes(),
                     Vec::new(),
                 );
             }

@@ -204,6 +204,32 @@ impl<'a> WwTracing<'a> {
     }
 }
 
+impl WwTracing<'_> {
+    /// `start-span` and `start-span-at`: a span started now (`start` none) or earlier.
+    fn start(
+        &mut self,
+        mut name: String,
+        kind: wit::SpanKind,
+        attributes: Vec<wit::KeyValue>,
+        remote_parent: Option<wit::TraceContext>,
+        start: Option<SystemTime>,
+    ) -> u64 {
+        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
+        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
+        let parent =
+            remote_parent.and_then(|p| self.ctx.scope.parse_parent(&p.traceparent, &p.tracestate));
+        let owner = self.ctx.owner.clone();
+        self.ctx.scope.start_at(
+            owner,
+            Cow::Owned(name),
+            span_kind(kind),
+            attributes,
+            parent,
+            start,
+        )
+    }
+}
+
 /// Names [`WwTracing`] as the data the generated `add_to_linker` hands each host call.
 struct HasTracing;
 
@@ -218,42 +244,24 @@ impl wit::Host for WwTracing<'_> {
 
     fn start_span(
         &mut self,
-        mut name: String,
+        name: String,
         kind: wit::SpanKind,
         attributes: Vec<wit::KeyValue>,
         remote_parent: Option<wit::TraceContext>,
     ) -> u64 {
-        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
-        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let parent =
-            remote_parent.and_then(|p| self.ctx.scope.parse_parent(&p.traceparent, &p.tracestate));
-        let owner = self.ctx.owner.clone();
-        self.ctx
-            .scope
-            .start(owner, Cow::Owned(name), span_kind(kind), attributes, parent)
+        self.start(name, kind, attributes, remote_parent, None)
     }
 
     fn start_span_at(
         &mut self,
-        mut name: String,
+        name: String,
         kind: wit::SpanKind,
         attributes: Vec<wit::KeyValue>,
         remote_parent: Option<wit::TraceContext>,
         start_time_unix_nano: u64,
     ) -> u64 {
-        self.ctx.truncated(&mut name, MAX_NAME_BYTES);
-        let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
-        let parent =
-            remote_parent.and_then(|p| self.ctx.scope.parse_parent(&p.traceparent, &p.tracestate));
-        let owner = self.ctx.owner.clone();
-        self.ctx.scope.start_at(
-            owner,
-            Cow::Owned(name),
-            span_kind(kind),
-            attributes,
-            parent,
-            scope::plausible_start(start_time_unix_nano),
-        )
+        let start = scope::plausible_start(start_time_unix_nano);
+        self.start(name, kind, attributes, remote_parent, start)
     }
 
     fn record_span(

@@ -915,6 +915,16 @@ mod tests {
             .unwrap_or_else(|| panic!("no span {name}"))
     }
 
+    /// A guest-input counter's value.
+    fn counted(telemetry: &Telemetry, name: &str) -> Option<u64> {
+        telemetry
+            .stats()
+            .guest_limits
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
     fn owner(name: &str) -> Owner {
         Some(Arc::from(name))
     }
@@ -1025,13 +1035,7 @@ mod tests {
         let future = span(&spans, "a.future");
         assert_eq!(future.start_time, future.end_time);
         assert_eq!(future.parent_span_id, id("a.deferred"));
-        let dropped = telemetry
-            .stats()
-            .guest_limits
-            .iter()
-            .find(|(n, _)| *n == "dropped_events")
-            .map(|(_, v)| *v);
-        assert_eq!(dropped, Some(3));
+        assert_eq!(counted(&telemetry, "dropped_events"), Some(3));
     }
 
     #[test]
@@ -1060,13 +1064,7 @@ mod tests {
         let work = span(&spans, "a.work");
         assert_eq!(work.status, Status::Unset);
         assert!(work.attributes.iter().any(|kv| kv.key.as_str() == "from.b"));
-        let invalid = telemetry
-            .stats()
-            .guest_limits
-            .iter()
-            .find(|(n, _)| *n == "invalid_handles")
-            .map(|(_, v)| *v);
-        assert_eq!(invalid, Some(2));
+        assert_eq!(counted(&telemetry, "invalid_handles"), Some(2));
     }
 
     #[test]
@@ -1122,13 +1120,7 @@ mod tests {
         assert_eq!(continued.parent_span_id.to_string(), "b7ad6b7169203331");
         assert!(continued.parent_span_is_remote);
         assert_eq!(span(&spans, "fresh").parent_span_id, SpanId::INVALID);
-        let invalid = telemetry
-            .stats()
-            .guest_limits
-            .iter()
-            .find(|(n, _)| *n == "invalid_parents")
-            .map(|(_, v)| *v);
-        assert_eq!(invalid, Some(1));
+        assert_eq!(counted(&telemetry, "invalid_parents"), Some(1));
     }
 
     #[test]

@@ -105,6 +105,25 @@ fn lifted_attributes() -> Vec<wit::KeyValue> {
     ]
 }
 
+/// Run `span` `BATCH` times per iteration on a tracing view, inside a request's scope
+/// under a root span, with no component.
+fn host_side(
+    b: &mut criterion::Bencher<'_>,
+    telemetry: &Arc<Telemetry>,
+    mut span: impl FnMut(&mut WwTracing<'_>),
+) {
+    let mut ctx = TracingCtx::new(Arc::from("bench"), telemetry.clone());
+    let mut scope = RequestScope::new(telemetry.clone(), None, None);
+    scope.start(None, "bench".into(), SpanKind::Server, Vec::new(), None);
+    let detached = ctx.enter(scope);
+    b.iter(|| {
+        for _ in 0..BATCH {
+            span(&mut WwTracing::new(&mut ctx));
+        }
+    });
+    ctx.leave(detached).finish();
+}
+
 fn span_round_trip(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let telemetry = telemetry(&runtime, true);
@@ -138,50 +157,33 @@ fn span_round_trip(c: &mut Criterion) {
     group.bench_function("guest_raw_record", |b| {
         b.iter(|| invoke(&runtime, &host, "raw-record-spans", BATCH))
     });
-    // The host's side alone, no component: what the two host functions do with what
-    // wasmtime lifted (owned strings and vectors, made here as lifting makes them).
+    // The host's side alone, no component: what the host functions do with what wasmtime
+    // lifted (owned strings and vectors, made here as lifting makes them).
     group.bench_function("host_side_only", |b| {
-        let mut ctx = TracingCtx::new(Arc::from("bench"), telemetry.clone());
-        let mut scope = RequestScope::new(telemetry.clone(), None, None);
-        scope.start(None, "bench".into(), SpanKind::Server, Vec::new(), None);
-        let detached = ctx.enter(scope);
-        b.iter(|| {
-            for _ in 0..BATCH {
-                let mut view = WwTracing::new(&mut ctx);
-                let handle = view.start_span(
-                    "bench.span".to_owned(),
-                    wit::SpanKind::Internal,
-                    lifted_attributes(),
-                    None,
-                );
-                view.end_span(handle, wit::Status::Unset, Vec::new(), Vec::new(), None);
-            }
-        });
-        ctx.leave(detached).finish();
+        host_side(b, &telemetry, |view| {
+            let handle = view.start_span(
+                "bench.span".to_owned(),
+                wit::SpanKind::Internal,
+                lifted_attributes(),
+                None,
+            );
+            view.end_span(handle, wit::Status::Unset, Vec::new(), Vec::new(), None);
+        })
     });
-    // The host's side of `record-span` alone, as above.
     group.bench_function("host_side_record", |b| {
-        let mut ctx = TracingCtx::new(Arc::from("bench"), telemetry.clone());
-        let mut scope = RequestScope::new(telemetry.clone(), None, None);
-        scope.start(None, "bench".into(), SpanKind::Server, Vec::new(), None);
-        let detached = ctx.enter(scope);
-        b.iter(|| {
-            for _ in 0..BATCH {
-                let start = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                let mut view = WwTracing::new(&mut ctx);
-                view.record_span(
-                    "bench.span".to_owned(),
-                    wit::SpanKind::Internal,
-                    start,
-                    wit::Status::Unset,
-                    lifted_attributes(),
-                    Vec::new(),
-                );
-            }
-        });
-        ctx.leave(detached).finish();
+        host_side(b, &telemetry, |view| {
+            let start = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            view.record_span(
+                "bench.span".to_owned(),
+                wit::SpanKind::Internal,
+                start,
+                wit::Status::Unset,
+                lifted_attributes(),
+                Vec::new(),
+            );
+        })
     });
     // One crossing with no work behind it: the floor under the two a span costs.
     group.bench_function("guest_trivial_host_call", |b| {

@@ -332,9 +332,6 @@ pub fn recording(receiver: &otlp::OtlpReceiver) -> Arc<Telemetry> {
 pub fn guest_limit(telemetry: &Telemetry, name: &str) -> u64 {
     telemetry
         .stats()
-        .guest_limits
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
+        .guest_limit(name)
         .unwrap_or_else(|| panic!("no guest-input counter {name}"))
 }

@@ -103,6 +103,16 @@ pub struct TelemetryStats {
     pub metrics: Option<MetricsExportStats>,
 }
 
+impl TelemetryStats {
+    /// The guest-input counter `name` (`None`: no such counter).
+    pub fn guest_limit(&self, name: &str) -> Option<u64> {
+        self.guest_limits
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// The metrics export's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsExportStats {

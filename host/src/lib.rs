@@ -5,6 +5,7 @@
 //! - [`config`]: the configuration file: which component serves each role.
 //! - [`gateway`]: the MCP server: the 17 tools, one SERVER span per call.
 //! - [`memory`]: the host API of the memory services (validated, typed errors).
+//! - [`inference`]: `wasi:nn`: a model's graph run by ONNX Runtime in the host.
 //! - [`plugins`]: engine, loading, linking, calling components within a request.
 //! - [`tracing_capability`]: the host side of the WIT `tracing` interface.
 //! - [`telemetry`]: the tracer provider, exporters, sampling and counters.
@@ -12,6 +13,7 @@
 pub mod bindings;
 pub mod config;
 pub mod gateway;
+pub mod inference;
 pub mod memory;
 pub mod plugins;
 pub mod report;

@@ -197,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) if args.no_endpoint_check || !checked => EndpointCheck::Report,
         _ => EndpointCheck::Required,
     };
-    let (components, file_cache_dir, data_dir, tokens_file) = match file {
+    let (components, file_cache_dir, data_dir, tokens_file, inference) = match file {
         Some(mut file) => {
             // A file without `plugin_dir` finds components where the flag or
             // WW_PLUGIN_DIR says.
@@ -221,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 file.cache_dir.clone(),
                 data_dir,
                 tokens,
+                file.inference.clone(),
             )
         }
         None => {
@@ -235,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None,
                 PathBuf::from(config::DEFAULT_DATA_DIR),
                 None,
+                config::InferenceFileConfig::default(),
             )
         }
     };
@@ -264,6 +266,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         components,
         cache_dir: cli.cache_dir.or(file_cache_dir).or_else(default_cache_dir),
         endpoint_check,
+        inference: inference.resolve(
+            std::env::var_os("WW_ONNXRUNTIME"),
+            std::env::var("WW_INFERENCE_THREADS").ok(),
+        )?,
         ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry.clone()).await?;
@@ -275,7 +281,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Loads the embedder (a model's weights) and the store before the first
             // request, and refuses vectors another embedder wrote.
             match memory.check_embedder().await {
-                Ok(embedder) => tracing::info!("embedder {embedder}"),
+                Ok(embedder) => match embedder_inference(memory.host()) {
+                    Some(path) => tracing::info!("embedder {embedder}, inference {path}"),
+                    None => tracing::info!("embedder {embedder}"),
+                },
                 // Told to serve before its stores are up: the check waits for them.
                 Err(CheckError::Unavailable(error)) if endpoint_check == EndpointCheck::Report => {
                     tracing::warn!(
@@ -379,6 +388,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match memory.embedder().await {
                 Ok(embedder) => println!("{:<13} {embedder}", "model"),
                 Err(error) => println!("{:<13} (unavailable: {})", "model", error.message),
+            }
+            if let Some(path) = embedder_inference(host) {
+                println!("{:<13} {path}", "inference");
             }
             println!();
             for (component, shape) in host.components() {
@@ -607,6 +619,11 @@ async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
 }
 
 /// The session asked for, or the data directory's default one.
+/// How the embedder's model runs (`wasi-nn onnx` or `in-component`), when it runs one.
+fn embedder_inference(host: &ComponentHost) -> Option<ww_host::inference::InferencePath> {
+    host.exporter(Role::Embedder.interface())?.inference()
+}
+
 fn resolve_session(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<Session> {
     match given {
         Some(id) if session::valid_id(&id) => Ok(Session::given(&id)),
@@ -621,7 +638,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WW_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,rmcp=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,wasmtime=warn,cranelift=warn,rmcp=warn,wasmtime_wasi_nn=off",
+                )
             }),
         )
         .init();

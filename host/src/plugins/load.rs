@@ -13,6 +13,7 @@ use super::data_dir::lock_data_dir;
 use super::shape::{ComponentShape, shape_of};
 use super::spec::{ComponentSpec, EndpointCheck, HostConfig};
 use super::{ComponentHost, engine, network, routing};
+use crate::inference::{self, InferencePath, OnnxRuntime};
 use crate::telemetry::Telemetry;
 use crate::tracing_capability::metrics::{self, WwMetrics};
 use crate::tracing_capability::otel::{self, WasiOtel};
@@ -132,6 +133,15 @@ pub enum LoadError {
     /// Imports that form a cycle (a call could re-enter a busy component).
     #[error("components import each other in a cycle: {0}")]
     Cycle(String),
+    /// A model directory's graph cannot be loaded (a corrupt or unreadable model.onnx).
+    #[error("component {component}")]
+    Graph {
+        /// The component.
+        component: String,
+        /// The file and why.
+        #[source]
+        source: crate::inference::GraphError,
+    },
     /// Linking failed.
     #[error("cannot link component {name}")]
     Link {
@@ -211,6 +221,20 @@ impl ComponentHost {
             }
         }
 
+        // ONNX Runtime, for the components whose model directory holds a graph; without
+        // it they run their models themselves (and the host says so).
+        let runtime = match &config.inference.library {
+            None => Err("ONNX Runtime is switched off (WW_ONNXRUNTIME=off)".to_owned()),
+            Some(library) => OnnxRuntime::load(library, telemetry.clone()),
+        };
+        if let Err(reason) = &runtime
+            && compiled
+                .values()
+                .any(|(spec, _, _)| spec.model_dir.is_some())
+        {
+            tracing::warn!("models run inside their components, slower: {reason}");
+        }
+
         // Link callees before their callers, so each route can hold its target.
         let order = dependency_order(&compiled, &exporter_of)?;
         let mut loaded: HashMap<String, Arc<PluginComponent>> = HashMap::new();
@@ -224,7 +248,37 @@ impl ComponentHost {
                 name: name.clone(),
                 source: e.into(),
             };
-            let access = access_of(&spec, config.endpoint_check).await?;
+            let mut access = access_of(&spec, config.endpoint_check).await?;
+            if let Some(dir) = &spec.model_dir {
+                let instances = spec.instances.unwrap_or(1);
+                let model = spec
+                    .settings
+                    .iter()
+                    .find(|(key, _)| key == "model")
+                    .map_or_else(|| name.clone(), |(_, value)| value.clone());
+                let (graph, path) = inference::graph_for(
+                    runtime.as_ref().map_err(String::as_str),
+                    dir,
+                    &model,
+                    instances,
+                    config.inference.threads,
+                )
+                .map_err(|source| LoadError::Graph {
+                    component: name.clone(),
+                    source,
+                })?;
+                if let InferencePath::WasiNn { threads, .. } = &path {
+                    // What the component reports on its inference spans.
+                    access
+                        .config
+                        .push((INFERENCE_KEY.to_owned(), "wasi-nn onnx".to_owned()));
+                    access
+                        .config
+                        .push((INFERENCE_THREADS_KEY.to_owned(), threads.to_string()));
+                }
+                access.graph = graph;
+                access.inference = Some(path);
+            }
             let mut linker: Linker<ComponentState> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
             // wasi:http for every component; the hooks refuse any request but to the
@@ -255,6 +309,8 @@ impl ComponentHost {
                 WasiOtel::new(&mut s.tracing)
             })
             .map_err(link_error)?;
+            // wasi:nn: the graphs of the component's model directory, by name.
+            inference::add_to_linker(&mut linker, ComponentState::nn).map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
             for interface in shape.type_only_imports() {
                 linker.instance(interface).map_err(link_error)?;
@@ -406,12 +462,21 @@ async fn access_of(
         endpoint,
         unreachable,
         config,
+        graph: None,
+        inference: None,
     })
 }
 
 /// The key a component's endpoint reaches it under, in `wasi:config/store` (the guest
 /// SDK's `settings::endpoint` reads it).
 pub const ENDPOINT_KEY: &str = "endpoint";
+
+/// The key that tells a model component how the host runs its graph (`wasi-nn onnx`),
+/// when it does.
+pub const INFERENCE_KEY: &str = "inference";
+
+/// The key with the intra-op thread count of its graph's sessions.
+pub const INFERENCE_THREADS_KEY: &str = "inference.threads";
 
 /// Components in an order where every exporter precedes its importers.
 fn dependency_order(

@@ -198,6 +198,8 @@ pub struct HostConfig {
     pub limits: CallLimits,
     /// What an endpoint that does not answer at load means.
     pub endpoint_check: EndpointCheck,
+    /// How models run: the ONNX Runtime library and the threads of each session.
+    pub inference: crate::inference::InferenceConfig,
 }
 
 /// Whether the components' endpoints must answer when the host loads.

@@ -9,6 +9,15 @@ wit_bindgen::generate!({
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
+/// Bindings of `wasi:nn` (the host runs a model's graph), for the `nn` feature.
+#[cfg(feature = "nn")]
+pub mod wasi_nn {
+    wit_bindgen::generate!({
+        world: "wasi:nn/ml",
+        path: "../../wit/wasi-nn",
+    });
+}
+
 /// Bindings of `wasi:config/store`, which the settings come through.
 pub mod component_settings {
     wit_bindgen::generate!({

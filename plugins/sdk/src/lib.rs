@@ -30,6 +30,8 @@ pub mod baggage;
 pub mod bindings;
 pub mod calls;
 pub mod metrics;
+#[cfg(feature = "nn")]
+pub mod nn;
 mod routed;
 pub mod settings;
 mod span;

@@ -20,6 +20,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::state::MeasuredLimits;
 use super::{Access, Bounds, CallError, ComponentState, TrapReason};
+use crate::inference::{InferencePath, NnState};
 use crate::plugins::calls::CallProperties;
 use crate::plugins::network::{Endpoint, HttpHooks};
 use crate::plugins::spec::CallLimits;
@@ -180,6 +181,23 @@ impl PluginComponent {
         self.access.unreachable.as_deref()
     }
 
+    /// How its model runs, when it has a model directory: through `wasi:nn` when the
+    /// host offered a graph and the component took it, else inside the component, and
+    /// why. Read it after the component has loaded its model (its first call).
+    pub fn inference(&self) -> Option<InferencePath> {
+        let path = self.access.inference.clone()?;
+        Some(match (&self.access.graph, path) {
+            (Some(graph), InferencePath::WasiNn { .. })
+                if !graph.used() && self.instantiations() > 0 =>
+            {
+                InferencePath::InComponent {
+                    reason: "the component did not take the graph the host offered".to_owned(),
+                }
+            }
+            (_, path) => path,
+        })
+    }
+
     /// The one address it may reach, if any.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.access.endpoint.as_deref()
@@ -335,6 +353,7 @@ impl PluginComponent {
             },
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
             deadline: Instant::now() + self.limits.deadline,
+            nn: NnState::new(self.access.graph.as_ref()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

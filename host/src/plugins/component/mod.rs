@@ -42,4 +42,8 @@ pub struct Access {
     pub unreachable: Option<String>,
     /// Its `wasi:config` keys and values: settings, secrets, and `endpoint`.
     pub config: Vec<(String, String)>,
+    /// The model graph it may run through `wasi:nn` (`load-by-name "model"`).
+    pub graph: Option<Arc<crate::inference::ModelGraph>>,
+    /// How its model runs, when it has a model directory.
+    pub inference: Option<crate::inference::InferencePath>,
 }

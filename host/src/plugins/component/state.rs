@@ -11,8 +11,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::inference::NnState;
 use crate::plugins::network::HttpHooks;
 use crate::tracing_capability::TracingCtx;
+use wasmtime_wasi_nn::wit::WasiNnView;
 
 /// Everything a component's store holds.
 pub struct ComponentState {
@@ -27,6 +29,17 @@ pub struct ComponentState {
     pub tracing: TracingCtx,
     /// When the running call (or the instantiation) must have returned.
     pub(super) deadline: Instant,
+    /// Its `wasi:nn` state: the graph it may run.
+    pub(super) nn: NnState,
+}
+
+impl ComponentState {
+    /// The `wasi:nn` view, with the request's current span noted as the parent of the
+    /// inference spans.
+    pub(in crate::plugins) fn nn(&mut self) -> WasiNnView<'_> {
+        let current = self.tracing.scope_mut().current();
+        self.nn.view(&mut self.table, current)
+    }
 }
 
 impl WasiView for ComponentState {

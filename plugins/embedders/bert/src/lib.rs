@@ -1,12 +1,15 @@
-//! The default embedder: a sentence-embedding model (all-MiniLM-L6-v2 by default; any
-//! BERT-family sentence-transformers model directory) run inside this component.
+//! The default embedder: a sentence-embedding model (all-MiniLM-L6-v2 by default;
+//! all-mpnet-base-v2 or any BERT-family sentence-transformers model directory).
 //!
 //! The host grants the component one directory, read-only, seen as `/model`; nothing
 //! else (no network, no other files). The model is loaded on the instance's first call,
-//! in a `bert.load` span. A call's texts are tokenized, cut at the model's limit (a cut
-//! is counted on the span, `ww.embedder.truncated`), sorted by length and run in as few
+//! in a `bert.load` span. Its forward pass runs in the host, natively, when the host
+//! offers the directory's `model.onnx` through `wasi:nn`; else here, with candle (and the
+//! load span says why). A call's texts are tokenized, cut at the model's limit (a cut is
+//! counted on the span, `ww.embedder.truncated`), sorted by length and run in as few
 //! forward passes as fit [`model::SentenceModel::batch_capacity`], each a `bert.forward`
-//! span, so short texts are not padded to long ones.
+//! span (the backend, the thread count, the pass's texts and tokens), so short texts are
+//! not padded to long ones.
 
 mod model;
 
@@ -21,10 +24,17 @@ use ww_guest::{add_span_attribute, settings, span, traced};
 const MODEL_DIR: &str = "/model";
 /// Texts per call, at most.
 const MAX_TEXTS: usize = 1024;
-/// Tokens per call, at most (after truncation): inference costs about 3 ms a token here
-/// (docs/recall.md), so this is about 6 s, inside the default 10 s call deadline: a call
-/// too large is refused with a message, not cut off by a trap.
+/// Tokens per call, at most (after truncation), with the model run here: inference costs
+/// about 3 ms a token in the component (docs/recall.md), so this is about 6 s, inside the
+/// default 10 s call deadline: a call too large is refused with a message, not cut off by
+/// a trap.
 const MAX_TOKENS_PER_CALL: usize = 2048;
+/// The same with the host running the graph: about 0.3 ms a token for MiniLM and 2 ms for
+/// mpnet on one thread (docs/benchmarks.md), so 16,384 tokens stay well inside the
+/// deadline for MiniLM and near 30 s for mpnet; the call deadline (10 s by default) cannot
+/// interrupt a native pass, so this bound is what keeps one call from holding a core
+/// for long.
+const MAX_TOKENS_PER_CALL_HOST: usize = 16384;
 /// A text is cut to this many bytes (at a character boundary) before tokenizing: far
 /// more than the model's 256 tokens ever come from, and it keeps a 1 MB text from
 /// costing the tokenizer a megabyte of work that truncation then throws away.
@@ -42,6 +52,10 @@ fn model() -> Result<&'static SentenceModel, Error> {
                 Ok(model) => {
                     load.set_attribute("ww.embedder.dimension", model.dimension());
                     load.set_attribute("ww.embedder.max_tokens", model.max_tokens());
+                    load.set_attribute("ww.inference.backend", model.backend());
+                    if let Some(reason) = model.fallback() {
+                        load.set_attribute("ww.inference.fallback_reason", reason.to_owned());
+                    }
                 }
                 Err(message) => {
                     // Said on stderr too: the host's start-up check only sees "no vectors".
@@ -117,9 +131,20 @@ impl Guest for BertEmbedder {
         let truncated = tokenized.iter().flatten().filter(|t| t.truncated).count();
         add_span_attribute("gen_ai.usage.input_tokens", total);
         add_span_attribute("ww.embedder.truncated", truncated);
-        if total > MAX_TOKENS_PER_CALL {
+        add_span_attribute("ww.inference.backend", model.backend());
+        let (limit, threads) = match model.fallback() {
+            None => (
+                MAX_TOKENS_PER_CALL_HOST,
+                settings::setting("inference.threads")
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .unwrap_or(0),
+            ),
+            // A component runs on one thread.
+            Some(_) => (MAX_TOKENS_PER_CALL, 1),
+        };
+        if total > limit {
             return Err(Error::Embedding(format!(
-                "{total} tokens in one call; at most {MAX_TOKENS_PER_CALL}: send fewer texts per call"
+                "{total} tokens in one call; at most {limit}: send fewer texts per call"
             )));
         }
 
@@ -137,15 +162,21 @@ impl Guest for BertEmbedder {
         let mut start = 0;
         while let Some(&first) = order.get(start) {
             let longest = length(first).unwrap_or(1);
-            let end = (start + SentenceModel::batch_capacity(longest)).min(order.len());
+            let end = (start + model.batch_capacity(longest)).min(order.len());
             let members = order.get(start..end).unwrap_or_default();
             let batch: Vec<&[u32]> = members
                 .iter()
                 .filter_map(|&i| tokenized.get(i)?.as_ref().map(|t| t.ids.as_slice()))
                 .collect();
             let pass = span("bert.forward")
+                .attr("ww.inference.backend", model.backend())
+                .attr("ww.inference.threads", threads)
                 .attr("ww.embedder.batch_size", batch.len())
-                .attr("ww.embedder.sequence_length", longest);
+                .attr("ww.embedder.sequence_length", longest)
+                .attr(
+                    "gen_ai.usage.input_tokens",
+                    batch.iter().map(|ids| ids.len()).sum::<usize>(),
+                );
             let embedded = model.embed(&batch).map_err(|message| {
                 pass.record_error("inference", message.clone());
                 Error::Embedding(message)

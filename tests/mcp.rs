@@ -25,10 +25,10 @@ async fn connect(memory: ww_host::memory::Memory) -> RunningService<RoleClient, 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_lists_the_17_tools_and_gets_results_and_tool_errors() {
+async fn a_client_lists_the_18_tools_and_gets_results_and_tool_errors() {
     let client = connect(memory(&data_dir("mcp-tools"), telemetry(&[])).await).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 17);
+    assert_eq!(tools.len(), 18);
     for tool in &tools {
         let input = &tool.input_schema;
         assert_eq!(input.get("type"), Some(&json!("object")), "{}", tool.name);

@@ -215,7 +215,7 @@ impl InferenceFileConfig {
         let library = env_library
             .map(PathBuf::from)
             .or_else(|| self.onnxruntime.clone())
-            .unwrap_or_else(|| PathBuf::from(crate::inference::DEFAULT_LIBRARY));
+            .unwrap_or_else(default_library);
         let threads = match env_threads {
             Some(text) => Some(
                 text.trim()
@@ -234,6 +234,27 @@ impl InferenceFileConfig {
             threads,
         })
     }
+}
+
+/// Where `make` unpacked ONNX Runtime: under the working directory (a checkout, as
+/// `make run` serves), else beside the binary's own `target/` (a client that starts
+/// `target/release/ww-memory` from elsewhere).
+fn default_library() -> PathBuf {
+    let here = PathBuf::from(crate::inference::DEFAULT_LIBRARY);
+    if here.is_file() {
+        return here;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            Some(
+                exe.parent()?
+                    .parent()?
+                    .join("onnxruntime/libonnxruntime.so"),
+            )
+        })
+        .filter(|beside| beside.is_file())
+        .unwrap_or(here)
 }
 
 /// A component loaded without a role (a plugin's own helper, test fixtures).

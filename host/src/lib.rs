@@ -3,7 +3,7 @@
 //! with boundary spans, and exports one trace per request.
 //!
 //! - [`config`]: the configuration file: which component serves each role.
-//! - [`gateway`]: the MCP server: the 17 tools, one SERVER span per call.
+//! - [`gateway`]: the MCP server: the 18 tools, one SERVER span per call.
 //! - [`memory`]: the host API of the memory services (validated, typed errors).
 //! - [`inference`]: `wasi:nn`: a model's graph run by ONNX Runtime in the host.
 //! - [`plugins`]: engine, loading, linking, calling components within a request.

@@ -94,6 +94,17 @@ enum Command {
         #[arg(long, default_value_t = REEMBED_BATCH)]
         batch: u32,
     },
+    /// Store the episodes of a JSON Lines file (one `create_episode` argument object a
+    /// line, in the order they happened) in the session, in batches of `create_episodes`.
+    /// Safe to interrupt and run again: each line's episode has an id (the line's
+    /// `"id"`, or one derived from the line), and an id already stored is skipped.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Episodes per call (at most 256).
+        #[arg(long, default_value_t = IMPORT_BATCH)]
+        batch: usize,
+    },
     /// Bearer tokens for HTTP, each bound to a session (several agents, one server,
     /// each with its own episodes).
     Token {
@@ -180,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Serve(_)
             | Command::Plugins
             | Command::Reembed { .. }
+            | Command::Import { .. }
             | Command::Token { .. },
         ) => Some(FileConfig {
             plugin_dir: Some(cli.plugins_dir.clone()),
@@ -356,6 +368,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         // Answered above, before any component loads.
         Command::Token { .. } => ExitCode::SUCCESS,
+        Command::Import { file, batch } => {
+            let session = resolve_session(cli.session, &data_dir)?;
+            let memory = Memory::new(std::sync::Arc::new(host));
+            let code = import(&memory, &session, &file, batch).await?;
+            telemetry.shutdown().await;
+            return Ok(code);
+        }
         Command::Reembed { batch } => {
             let memory = Memory::new(std::sync::Arc::new(host));
             let code = reembed(&memory, batch).await?;
@@ -567,6 +586,77 @@ async fn interrupted() {
 /// Points `reembed` embeds per request by default: one embedder call of 256 texts keeps
 /// the model busy without holding a request open for long (a page is one store write).
 const REEMBED_BATCH: u32 = 256;
+
+/// Episodes per `create_episodes` call of `ww-memory import`: a pass of the model and one
+/// write per store each, small enough that an interruption loses little work.
+const IMPORT_BATCH: usize = 64;
+
+/// `ww-memory import`: the file's episodes in batches, with a progress bar; stops cleanly
+/// on Ctrl-C between batches (what was stored stays, a second run skips it).
+async fn import(
+    memory: &Memory,
+    session: &Session,
+    file: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<ExitCode> {
+    use ww_host::memory::{CreateEpisodes, MAX_EPISODES_PER_CALL, import};
+    if batch == 0 || batch > MAX_EPISODES_PER_CALL {
+        bail!("--batch must be between 1 and {MAX_EPISODES_PER_CALL}");
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let lines = import::parse_lines(&session.id, &text)
+        .with_context(|| format!("{} holds a line that is not an episode", file.display()))?;
+    eprintln!(
+        "importing {} episodes from {} into session {}",
+        lines.len(),
+        file.display(),
+        session.id
+    );
+    let bar = indicatif::ProgressBar::new(lines.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("episodes");
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
+    let (mut created, mut existing) = (0_u64, 0_u64);
+    for chunk in lines.chunks(batch) {
+        let first = chunk.first().map_or(0, |l| l.number);
+        let episodes = chunk.iter().map(|l| l.episode.clone()).collect();
+        let request = Request::new("import.create_episodes");
+        let stored = tokio::select! {
+            stored = memory.create_episodes(request, &session.id, CreateEpisodes { episodes }) => stored,
+            () = &mut interrupt => {
+                bar.abandon();
+                eprintln!(
+                    "interrupted: {created} episodes stored so far; run the same import again to finish (what is stored is skipped)"
+                );
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let stored = stored.map_err(|e| {
+            anyhow!(
+                "the batch from line {first} failed ({}{}): {}",
+                e.code.as_str(),
+                e.field
+                    .as_ref()
+                    .map(|f| format!(", {f}"))
+                    .unwrap_or_default(),
+                e.message
+            )
+        })?;
+        created += u64::from(stored.created);
+        existing += u64::from(stored.existing);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    eprintln!("{created} episodes stored, {existing} already stored before");
+    Ok(ExitCode::SUCCESS)
+}
 
 async fn reembed(memory: &Memory, batch: u32) -> anyhow::Result<ExitCode> {
     use ww_host::memory::ReembedTarget;

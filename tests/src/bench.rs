@@ -187,6 +187,7 @@ fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::proces
     command
         .env("WW_PLUGIN_DIR", crate::component_dir())
         .env("WW_MODEL_DIR", crate::model_dir())
+        .env("WW_ONNXRUNTIME", crate::onnxruntime())
         .env("WW_CACHE_DIR", crate::cache_dir())
         .env("WW_DATA_DIR", dir)
         .env("WW_SESSION_ID", session)

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Val;
+use ww_host::inference::InferenceConfig;
 use ww_host::plugins::{CallError, CallLimits, ComponentHost, ComponentSpec, HostConfig, Request};
 use ww_host::telemetry::{ConsoleSink, Telemetry, TelemetryConfig, Vars};
 
@@ -34,6 +35,24 @@ pub fn model_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-MiniLM-L6-v2")
         })
+}
+
+/// Where `make onnxruntime` unpacks ONNX Runtime (override with `WW_ONNXRUNTIME`).
+pub fn onnxruntime() -> PathBuf {
+    std::env::var_os("WW_ONNXRUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/onnxruntime/libonnxruntime.so")
+        })
+}
+
+/// Models run as the binary runs them by default: through wasi:nn on ONNX Runtime.
+pub fn inference() -> InferenceConfig {
+    InferenceConfig {
+        library: Some(onnxruntime()),
+        threads: None,
+    }
 }
 
 /// A component built by `make plugins`; panics with the fix when it is missing.
@@ -121,6 +140,7 @@ pub async fn started_host(
         components,
         cache_dir: Some(cache_dir()),
         limits,
+        inference: inference(),
         ..HostConfig::default()
     };
     let host = ComponentHost::load(config, telemetry)
@@ -151,10 +171,22 @@ pub async fn hostile_case(host: &ComponentHost, driver: &str, case: &str) -> u32
 }
 
 /// The model embedder (the model `make model` fetched) alone in a host, with
-/// `instances` instances and the default configuration's memory limit.
+/// `instances` instances and the default configuration's memory limit, its model run
+/// through wasi:nn as the binary runs it.
 pub async fn model_embedder(instances: usize) -> ComponentHost {
+    model_embedder_with(instances, model_dir(), inference())
+        .await
+        .expect("load the model embedder")
+}
+
+/// [`model_embedder`] with the model in `model_dir`, run as `inference` says.
+pub async fn model_embedder_with(
+    instances: usize,
+    model_dir: PathBuf,
+    inference: InferenceConfig,
+) -> Result<ComponentHost, ww_host::plugins::LoadError> {
     let spec = ComponentSpec {
-        model_dir: Some(model_dir()),
+        model_dir: Some(model_dir),
         instances: Some(instances),
         settings: vec![(
             "model".to_owned(),
@@ -169,11 +201,10 @@ pub async fn model_embedder(instances: usize) -> ComponentHost {
     let config = HostConfig {
         components: vec![spec],
         cache_dir: Some(cache_dir()),
+        inference,
         ..HostConfig::default()
     };
-    ComponentHost::load(config, telemetry(&[]))
-        .await
-        .expect("load the model embedder")
+    ComponentHost::load(config, telemetry(&[])).await
 }
 
 /// The embedder interface.

@@ -1,4 +1,4 @@
-//! The MCP gateway: the 17 tools over MCP (rmcp), each call one SERVER span `mcp.<tool>`
+//! The MCP gateway: the 18 tools over MCP (rmcp), each call one SERVER span `mcp.<tool>`
 //! continuing the caller's trace from `params._meta.traceparent` when it sends one.
 //! Tool failures are results with `isError` and the JSON text `{code, message, field?}`
 //! (no `structuredContent`: that must match the tool's output schema); an unknown tool is

@@ -84,9 +84,11 @@ macro_rules! tool {
 }
 
 /// Every tool, in the order the README lists them.
-pub static TOOLS: [ToolSpec; 17] = [
+pub static TOOLS: [ToolSpec; 18] = [
     tool!("create_episode", CreateEpisode => CreatedEpisode, read_only: false,
-        "Remember something that happened in this session: what, where (context: project, file, tool, ...), how it went (outcome) and how much it matters (valence 0-1). Returns the new episode's id and times."),
+        "Remember something that happened in this session: what, where (context: project, file, tool, ...), how it went (outcome) and how much it matters (valence 0-1). Returns the new episode's id and times. An id of your own (a UUID) makes a retry safe: an id already stored is not stored again."),
+    tool!("create_episodes", CreateEpisodes => CreatedEpisodes, read_only: false,
+        "Remember up to 256 things that happened in this session at once (an agent's history, a conversation's turns), in the order they happened, each as create_episode takes it. Faster than one call each: they are embedded together and stored with one write. All or nothing: one invalid episode fails the call. Episodes with an id already stored are not stored again."),
     tool!("recall_episodes", RecallEpisodes => Recalled, read_only: false,
         "Recall this session's episodes most relevant to a query, ranked by 0.40 similarity + 0.25 recency + 0.20 outcome + 0.15 valence, each with its score parts. Optional time window and outcome filter. Recalling strengthens what is returned."),
     tool!("query_at_time", QueryAtTime => Recalled, read_only: true,
@@ -190,6 +192,7 @@ async fn dispatch(
     let (m, r, session) = (memory, request, &*caller.session.id);
     match name {
         "create_episode" => json(m.create_episode(r, session, parse(args)?).await?),
+        "create_episodes" => json(m.create_episodes(r, session, parse(args)?).await?),
         "recall_episodes" => json(m.recall_episodes(r, session, parse(args)?).await?),
         "query_at_time" => json(m.query_at_time(r, session, parse(args)?).await?),
         "mark_important" => json(m.mark_important(r, session, parse(args)?).await?),

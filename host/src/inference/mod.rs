@@ -46,23 +46,16 @@ pub const GRAPH_NAME: &str = "model";
 /// nothing past a few threads, and each thread spins while it waits for work.
 pub const MAX_THREADS: usize = 16;
 
-/// How the host runs models.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the host runs models. The default has no library (every model runs in its
+/// component); the binary resolves the file's `[inference]` and the environment, whose
+/// default is [`DEFAULT_LIBRARY`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InferenceConfig {
     /// The ONNX Runtime shared library; `None`: none (every model runs in its component).
     pub library: Option<PathBuf>,
     /// Intra-op threads per session; `None`: the cores shared among the component's
     /// instances ([`threads_per_session`]).
     pub threads: Option<usize>,
-}
-
-impl Default for InferenceConfig {
-    fn default() -> Self {
-        Self {
-            library: Some(PathBuf::from(DEFAULT_LIBRARY)),
-            threads: None,
-        }
-    }
 }
 
 /// Threads for each of `sessions` sessions when nothing says: the cores shared among

@@ -51,6 +51,34 @@ pub struct CreateEpisode {
     /// When it happened, RFC 3339 (default now).
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// The episode's id, a UUID chosen by the caller (default: a new one). Storing an
+    /// id that is already stored stores nothing and returns it (`existing`), so a
+    /// retried call creates nothing twice.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Episodes per `create_episodes` call, at most (the episodic service's bound).
+pub const MAX_EPISODES_PER_CALL: usize = 256;
+
+/// `create_episodes` arguments.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEpisodes {
+    /// The episodes, in the order they happened (at most 256), each as
+    /// `create_episode` takes it.
+    pub episodes: Vec<CreateEpisode>,
+}
+
+/// What `create_episodes` stored.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct CreatedEpisodes {
+    /// Episodes stored by this call.
+    pub created: u32,
+    /// Episodes whose id was already stored (not stored again).
+    pub existing: u32,
+    /// Every episode of the call, in its order.
+    pub episodes: Vec<CreatedEpisode>,
 }
 
 /// `recall_episodes` arguments.
@@ -189,6 +217,69 @@ pub struct CreatedEpisode {
     /// The session's previous episode, now linked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// Its id was stored already, by an earlier call: nothing was stored now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub existing: bool,
+}
+
+impl CreatedEpisode {
+    /// The view of `episode`, stored by a call made at `now`: one stored earlier was
+    /// there already.
+    fn of(episode: wit::Episode, now: Millis) -> Self {
+        Self {
+            existing: episode.ingestion_time < now,
+            id: episode.id,
+            session: episode.session,
+            event_time: format_time(episode.event_time),
+            ingestion_time: format_time(episode.ingestion_time),
+            previous: episode.previous,
+        }
+    }
+}
+
+/// `input` as the episodic service takes it, for `session` at `now`; `field` prefixes
+/// the names in its errors (`episodes[3].`).
+fn new_episode(
+    session: &str,
+    input: CreateEpisode,
+    now: Millis,
+    field: &str,
+) -> Result<wit::EpisodeWrite, MemoryError> {
+    let named_field = |name: &str| format!("{field}{name}");
+    finite(&named_field("valence"), input.valence)?;
+    let event_time = optional_time(&named_field("timestamp"), &input.timestamp)?;
+    if event_time.is_some_and(|t| t > now + FUTURE_SKEW_MS) {
+        return Err(MemoryError::invalid(
+            &named_field("timestamp"),
+            "an episode cannot have happened in the future",
+        ));
+    }
+    if let Some(id) = &input.id
+        && uuid::Uuid::parse_str(id).is_err()
+    {
+        return Err(MemoryError::invalid(
+            &named_field("id"),
+            format!("{id:?} is not a UUID"),
+        ));
+    }
+    let mut context = input.context;
+    let named = |context: &mut BTreeMap<String, String>, key| context.remove(key);
+    Ok(wit::EpisodeWrite {
+        id: input.id,
+        episode: wit::NewEpisode {
+            session: session.to_owned(),
+            content: input.content,
+            context: wit::EpisodeContext {
+                project: named(&mut context, "project"),
+                file: named(&mut context, "file"),
+                tool: named(&mut context, "tool"),
+                extra: context.into_iter().collect(),
+            },
+            outcome: input.outcome.unwrap_or_default().into(),
+            valence: input.valence.unwrap_or(0.5),
+            event_time,
+        },
+    })
 }
 
 /// The parts of a recall score (each in [0, 1]) and the weighted total.
@@ -277,38 +368,60 @@ impl Memory {
         input: CreateEpisode,
     ) -> Result<CreatedEpisode, MemoryError> {
         let now = now_ms();
-        finite("valence", input.valence)?;
-        let event_time = optional_time("timestamp", &input.timestamp)?;
-        if event_time.is_some_and(|t| t > now + FUTURE_SKEW_MS) {
+        let write = new_episode(session, input, now, "")?;
+        if write.id.is_some() {
+            // An id of the caller's: stored unless it is already (the batch's rule).
+            let mut episodes: Vec<wit::Episode> = self
+                .run(request, EPISODIC, "create-episodes", (vec![write], now))
+                .await?;
+            return episodes
+                .pop()
+                .map(|episode| CreatedEpisode::of(episode, now))
+                .ok_or_else(|| MemoryError::invalid("id", "the episode was not stored"));
+        }
+        let episode: wit::Episode = self
+            .run(request, EPISODIC, "create-episode", (write.episode, now))
+            .await?;
+        Ok(CreatedEpisode::of(episode, now))
+    }
+
+    /// `create_episodes`: up to [`MAX_EPISODES_PER_CALL`] episodes of `session`, each
+    /// checked as `create_episode` checks one, embedded together and stored with one
+    /// write per store.
+    pub async fn create_episodes(
+        &self,
+        request: Request,
+        session: &str,
+        input: CreateEpisodes,
+    ) -> Result<CreatedEpisodes, MemoryError> {
+        if input.episodes.len() > MAX_EPISODES_PER_CALL {
             return Err(MemoryError::invalid(
-                "timestamp",
-                "an episode cannot have happened in the future",
+                "episodes",
+                format!(
+                    "at most {MAX_EPISODES_PER_CALL} episodes per call, got {}",
+                    input.episodes.len()
+                ),
             ));
         }
-        let mut context = input.context;
-        let named = |context: &mut BTreeMap<String, String>, key| context.remove(key);
-        let new = wit::NewEpisode {
-            session: session.to_owned(),
-            content: input.content,
-            context: wit::EpisodeContext {
-                project: named(&mut context, "project"),
-                file: named(&mut context, "file"),
-                tool: named(&mut context, "tool"),
-                extra: context.into_iter().collect(),
-            },
-            outcome: input.outcome.unwrap_or_default().into(),
-            valence: input.valence.unwrap_or(0.5),
-            event_time,
-        };
-        let episode: wit::Episode = self
-            .run(request, EPISODIC, "create-episode", (new, now))
+        let now = now_ms();
+        let writes = input
+            .episodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, episode)| new_episode(session, episode, now, &format!("episodes[{i}].")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let episodes: Vec<wit::Episode> = self
+            .run(request, EPISODIC, "create-episodes", (writes, now))
             .await?;
-        Ok(CreatedEpisode {
-            id: episode.id,
-            session: episode.session,
-            event_time: format_time(episode.event_time),
-            ingestion_time: format_time(episode.ingestion_time),
-            previous: episode.previous,
+        let episodes: Vec<CreatedEpisode> = episodes
+            .into_iter()
+            .map(|episode| CreatedEpisode::of(episode, now))
+            .collect();
+        let existing = episodes.iter().filter(|e| e.existing).count() as u32;
+        Ok(CreatedEpisodes {
+            created: episodes.len() as u32 - existing,
+            existing,
+            episodes,
         })
     }
 

@@ -21,6 +21,7 @@ macro_rules! same_cases {
 
 mod embedding;
 mod episodic;
+pub mod import;
 mod procedural;
 mod semantic;
 mod system;

@@ -54,6 +54,7 @@ routed! {
         fn delete_node(id: &str) -> Result<bool, Error>;
         fn upsert_edge(edge: &Edge) -> Result<(), Error>;
         fn get_edge(source: &str, target: &str, relation: RelationType) -> Result<Option<Edge>, Error>;
+        fn upsert_graph(nodes: &[Node], edges: &[Edge]) -> Result<(), Error>;
         fn neighbors(id: &str, direction: Direction, relations: &[RelationType], limit: u32) -> Result<Vec<Neighbor>, Error>;
         fn degree(id: &str, relations: &[RelationType]) -> Result<u32, Error>;
         fn count_nodes(label: NodeLabel) -> Result<u64, Error>;

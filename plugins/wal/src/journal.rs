@@ -199,8 +199,14 @@ impl Journal {
 
     /// Append one record to the current log; durable when this returns.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.append_all(&[payload])
+    }
+
+    /// Append several records to the current log with one sync; all durable when this
+    /// returns.
+    pub fn append_all(&mut self, payloads: &[&[u8]]) -> io::Result<()> {
         let before = self.wal.len_bytes();
-        self.wal.append(payload)?;
+        self.wal.append_all(payloads)?;
         self.log_bytes += self.wal.len_bytes() - before;
         Ok(())
     }

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use episode::Stored;
 use ww_guest::episodic::{
-    Episode, Guest, LightReport, NewEpisode, PointInTimeRequest, RecallRequest, RecalledEpisode,
-    TraceRef, ValenceChange,
+    Episode, EpisodeWrite, Guest, LightReport, NewEpisode, PointInTimeRequest, RecallRequest,
+    RecalledEpisode, TraceRef, ValenceChange,
 };
 use ww_guest::services::embedder;
 use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel, RelationType};
@@ -45,6 +45,13 @@ const MAX_OFFSET: u32 = 10_000;
 const DUPLICATE_SIMILARITY: f32 = 0.95;
 /// Points read per page when scanning all episodes.
 const PAGE: u32 = 1_000;
+/// Episodes per `create-episodes` call, at most: a batch is embedded and written at
+/// once, so this bounds one call's work (about a second with the model on one core).
+const MAX_BATCH: usize = 256;
+/// Tokens (estimated from bytes) per embedder call of a batch: inside the model
+/// embedder's per-call bound whichever way it runs its model (2,048 tokens in the
+/// component), and many texts per pass.
+const EMBED_TOKENS_PER_CALL: usize = 1_800;
 
 thread_local! {
     /// Each session's latest episode (id, sequence), learnt from the store on first use.
@@ -238,6 +245,179 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
     add_span_attribute("episode.id", id);
     add_span_attribute("episode.sequence", sequence);
     Ok(episode)
+}
+
+/// A write's id, if given, as the store keeps it (a UUID, lower case, hyphenated).
+fn given_id(id: Option<&str>) -> Result<Option<String>, Error> {
+    id.map(|id| {
+        uuid::Uuid::parse_str(id)
+            .map(|uuid| uuid.hyphenated().to_string())
+            .map_err(|_| invalid("id", format!("{id:?} is not a UUID")))
+    })
+    .transpose()
+}
+
+/// The vectors of `texts`, in as few embedder calls as keep each within
+/// [`EMBED_TOKENS_PER_CALL`] (a text's tokens estimated at a third of its bytes, at most
+/// the model's usual 256 and the special tokens).
+fn embed_all(texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+    let estimate = |text: &String| (text.len() / 3).min(256) + 2;
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut chunk: Vec<String> = Vec::new();
+    let mut tokens = 0;
+    let count = texts.len();
+    for text in texts {
+        if !chunk.is_empty() && tokens + estimate(&text) > EMBED_TOKENS_PER_CALL {
+            vectors.extend(embedder::embed(&std::mem::take(&mut chunk))?);
+            tokens = 0;
+        }
+        tokens += estimate(&text);
+        chunk.push(text);
+    }
+    if !chunk.is_empty() {
+        vectors.extend(embedder::embed(&chunk)?);
+    }
+    if vectors.len() != count {
+        return Err(Error::Embedding(
+            "the embedder returned a different number of vectors than texts".to_owned(),
+        ));
+    }
+    Ok(vectors)
+}
+
+#[traced("episodic.create_batch", kind = Internal)]
+fn create_many(writes: Vec<EpisodeWrite>, now: i64) -> Result<Vec<Episode>, Error> {
+    if writes.len() > MAX_BATCH {
+        return Err(invalid(
+            "episodes",
+            format!(
+                "at most {MAX_BATCH} episodes per call, got {}",
+                writes.len()
+            ),
+        ));
+    }
+    add_span_attribute("episodes.count", writes.len());
+    // Every episode checked before anything is stored: all or nothing.
+    let mut ids = Vec::with_capacity(writes.len());
+    for write in &writes {
+        let new = &write.episode;
+        check_session(&new.session)?;
+        check_text("content", &new.content, MAX_CONTENT)?;
+        check_unit("valence", new.valence)?;
+        check_context(new)?;
+        let id = given_id(write.id.as_deref())?;
+        if id.is_some() && ids.contains(&id) {
+            return Err(invalid("id", "two episodes of one call have the same id"));
+        }
+        ids.push(id);
+    }
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    ensure_collection()?;
+    // Given ids already stored (a retried batch): returned as stored, not written again.
+    let given: Vec<String> = ids.iter().flatten().cloned().collect();
+    let mut stored: HashMap<String, Episode> = HashMap::new();
+    if !given.is_empty() {
+        for point in vectors::get(Collection::Episodes, &given, false)? {
+            let episode = Stored::new(&point.payload).episode(point.id.clone())?;
+            stored.insert(point.id, episode);
+        }
+    }
+    for (write, id) in writes.iter().zip(&ids) {
+        if let Some(existing) = id.as_ref().and_then(|id| stored.get(id))
+            && existing.session != write.episode.session
+        {
+            return Err(invalid("id", "the id is another session's episode"));
+        }
+    }
+    let fresh: Vec<String> = writes
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| id.as_ref().is_none_or(|id| !stored.contains_key(id)))
+        .map(|(write, _)| write.episode.content.clone())
+        .collect();
+    let mut vectors = embed_all(fresh)?.into_iter();
+    let created_by = writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id });
+    let mut heads: HashMap<String, Option<(String, i64)>> = HashMap::new();
+    let (mut nodes, mut edges, mut points) = (Vec::new(), Vec::new(), Vec::new());
+    let mut episodes = Vec::with_capacity(writes.len());
+    for (write, id) in writes.into_iter().zip(ids) {
+        if let Some(existing) = id.as_ref().and_then(|id| stored.get(id)) {
+            episodes.push(existing.clone());
+            continue;
+        }
+        let new = write.episode;
+        let head = match heads.get(&new.session) {
+            Some(head) => head.clone(),
+            None => session_head(&new.session)?,
+        };
+        let sequence = head.as_ref().map_or(1, |(_, s)| s + 1);
+        let id = id.unwrap_or_else(|| new_id(now));
+        let vector = vectors
+            .next()
+            .ok_or_else(|| Error::Embedding("fewer vectors than episodes".to_owned()))?;
+        let episode = Episode {
+            id: id.clone(),
+            session: new.session,
+            content: new.content,
+            context: new.context,
+            outcome: new.outcome,
+            valence: new.valence,
+            event_time: new.event_time.unwrap_or(now),
+            ingestion_time: now,
+            access_count: 0,
+            stability: score::INITIAL_STABILITY,
+            last_access: now,
+            previous: head.map(|(id, _)| id),
+            duplicate_of: None,
+            created_by: created_by.clone(),
+            updated_by: None,
+        };
+        nodes.push(Node {
+            id: id.clone(),
+            label: NodeLabel::Episode,
+            properties: vec![
+                episode::text(episode::SESSION, &episode.session),
+                episode::integer(episode::EVENT_TIME, episode.event_time),
+            ],
+        });
+        if let Some(previous) = &episode.previous {
+            edges.push(Edge {
+                source: id.clone(),
+                target: previous.clone(),
+                relation: RelationType::Follows,
+                weight: 1.0,
+                properties: vec![],
+            });
+        }
+        points.push(Point {
+            id: id.clone(),
+            vector,
+            payload: episode::to_payload(&episode, sequence),
+            text: Some(episode.content.clone()),
+        });
+        heads.insert(episode.session.clone(), Some((id, sequence)));
+        episodes.push(episode);
+    }
+    // Graph first, the points last (as for one episode): visible to recall only once
+    // all of it is stored.
+    let created = points.len();
+    if created > 0 {
+        graph::upsert_graph(&nodes, &edges)?;
+        vectors::upsert(Collection::Episodes, &points)?;
+    }
+    HEADS.with_borrow_mut(|known| {
+        for (session, head) in heads {
+            if let Some(head) = head {
+                known.insert(session, head);
+            }
+        }
+    });
+    memory_span(MemoryOperation::Create, Collection::Episodes, None, created);
+    add_span_attribute("episodes.created", created);
+    add_span_attribute("episodes.existing", episodes.len() - created);
+    Ok(episodes)
 }
 
 /// Hits as episodes, with their scores computed by `score_of`.
@@ -566,6 +746,10 @@ impl Guest for Episodic {
         create(episode, now)
     }
 
+    fn create_episodes(episodes: Vec<EpisodeWrite>, now: i64) -> Result<Vec<Episode>, Error> {
+        create_many(episodes, now)
+    }
+
     fn recall_episodes(request: RecallRequest) -> Result<Vec<RecalledEpisode>, Error> {
         recall(request)
     }
@@ -602,9 +786,10 @@ impl Guest for Episodic {
 ww_guest::export_episodic!(Episodic);
 
 // Writes that read before they write (a session's sequence, which this instance
-// remembers; a valence raised from its old value) run one at a time on one instance;
+// remembers; a valence raised from its old value; a batch's ids already stored) run one
+// at a time on one instance;
 // recalls run on any instance of the pool. A consolidation gets an instance of its own.
 ww_guest::calls! {
-    serial: ["create-episode", "mark-important"],
+    serial: ["create-episode", "create-episodes", "mark-important"],
     long_running: ["consolidate-light"],
 }

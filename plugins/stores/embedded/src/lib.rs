@@ -225,11 +225,23 @@ fn with_store<R>(f: impl FnOnce(&mut Store) -> Result<R, Error>) -> Result<R, Er
 impl Store {
     /// Log `op` durably, then apply it; compact when the log has outgrown the state.
     fn commit(&mut self, op: Op) -> Result<(), Error> {
-        let bytes = postcard::to_allocvec(&op).map_err(storage)?;
+        self.commit_all(vec![op])
+    }
+
+    /// Log `ops` durably with one sync, then apply them in order; compact when the log
+    /// has outgrown the state.
+    fn commit_all(&mut self, ops: Vec<Op>) -> Result<(), Error> {
+        let records = ops
+            .iter()
+            .map(|op| postcard::to_allocvec(op).map_err(storage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let frames: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         self.journal
-            .append(&bytes)
+            .append_all(&frames)
             .map_err(|e| storage(format!("cannot write the log: {e}")))?;
-        self.state.apply(op);
+        for op in ops {
+            self.state.apply(op);
+        }
         if self
             .journal
             .should_compact(self.compact_min_bytes, self.compact_ratio)
@@ -595,6 +607,23 @@ impl VectorStore for EmbeddedStore {
     }
 }
 
+/// Nodes and edges one `upsert-graph` may write: a batch of episodes is two per episode.
+const MAX_BATCH: usize = 4096;
+
+/// What an edge must be, whatever the store holds.
+fn check_edge(edge: &Edge) -> Result<(), Error> {
+    if edge.source == edge.target {
+        return Err(invalid(
+            "target",
+            "an edge from a node to itself is not allowed",
+        ));
+    }
+    if !edge.weight.is_finite() {
+        return Err(invalid("weight", "must be a finite number"));
+    }
+    check_fields(&edge.properties)
+}
+
 fn node_exists(store: &Store, id: &str) -> Result<(), Error> {
     if store.state.nodes.contains_key(id) {
         Ok(())
@@ -654,20 +683,43 @@ impl GraphStore for EmbeddedStore {
     }
 
     fn upsert_edge(edge: Edge) -> Result<(), Error> {
-        if edge.source == edge.target {
-            return Err(invalid(
-                "target",
-                "an edge from a node to itself is not allowed",
-            ));
-        }
-        if !edge.weight.is_finite() {
-            return Err(invalid("weight", "must be a finite number"));
-        }
-        check_fields(&edge.properties)?;
+        check_edge(&edge)?;
         with_store(|store| {
             node_exists(store, &edge.source)?;
             node_exists(store, &edge.target)?;
             store.commit(Op::UpsertEdge(edge))
+        })
+    }
+
+    fn upsert_graph(nodes: Vec<Node>, edges: Vec<Edge>) -> Result<(), Error> {
+        if nodes.len() + edges.len() > MAX_BATCH {
+            return Err(invalid(
+                "nodes",
+                format!("at most {MAX_BATCH} nodes and edges in one write"),
+            ));
+        }
+        for node in &nodes {
+            check_id(&node.id)?;
+            check_fields(&node.properties)?;
+        }
+        for edge in &edges {
+            check_edge(edge)?;
+        }
+        with_store(|store| {
+            // Each edge's ends: stored already, or among this write's nodes.
+            for edge in &edges {
+                for end in [&edge.source, &edge.target] {
+                    if !nodes.iter().any(|n| &n.id == end) {
+                        node_exists(store, end)?;
+                    }
+                }
+            }
+            let ops = nodes
+                .into_iter()
+                .map(Op::UpsertNode)
+                .chain(edges.into_iter().map(Op::UpsertEdge))
+                .collect();
+            store.commit_all(ops)
         })
     }
 

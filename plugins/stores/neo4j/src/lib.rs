@@ -393,6 +393,21 @@ impl Guest for Neo4jStore {
         })
     }
 
+    /// One statement a node and an edge, in order, on one connection. Not one
+    /// transaction (the Bolt client runs auto-commit statements, and labels and relation
+    /// types cannot be parameters): a failure part-way keeps what was written before it.
+    /// A batch of episodes stays invisible to recall until its vector points are written,
+    /// after this, so a partial graph write shows no partial episode.
+    fn upsert_graph(nodes: Vec<Node>, edges: Vec<Edge>) -> Result<(), Error> {
+        for node in nodes {
+            Self::upsert_node(node)?;
+        }
+        for edge in edges {
+            Self::upsert_edge(edge)?;
+        }
+        Ok(())
+    }
+
     fn upsert_edge(edge: Edge) -> Result<(), Error> {
         if edge.source == edge.target {
             return Err(invalid(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use ww_host::memory::{
-    CreateEpisode, ErrorCode, MarkImportant, Memory, MemoryError, Outcome, QueryAtTime,
-    RecallEpisodes, Recalled, arguments, format_time, now_ms,
+    CreateEpisode, CreateEpisodes, ErrorCode, MarkImportant, Memory, MemoryError, Outcome,
+    QueryAtTime, RecallEpisodes, Recalled, arguments, format_time, now_ms,
 };
 use ww_host::plugins::Request;
 use ww_tests::otlp::{OtlpReceiver, kind};
@@ -713,4 +713,123 @@ async fn a_second_host_cannot_open_a_data_directory_in_use() {
             .id,
         id
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_stored_in_order_once_and_all_or_nothing() {
+    let dir = data_dir("episodic-batch");
+    let memory = open(&dir).await;
+    let before = create(
+        &memory,
+        SESSION,
+        episode("before the batch", Outcome::Neutral, 0.5, 0.0),
+    )
+    .await;
+    let given = "0190f1c4-7f1e-7d3a-9a4b-0c1d2e3f4a5b";
+    let batch = |contents: &[&str]| CreateEpisodes {
+        episodes: contents
+            .iter()
+            .enumerate()
+            .map(|(i, content)| CreateEpisode {
+                content: (*content).to_owned(),
+                // The second episode's id is the caller's (upper case: ids are kept as
+                // the store keeps them).
+                id: (i == 1).then(|| given.to_uppercase()),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let stored = memory
+        .create_episodes(request("batch"), SESSION, batch(&["one", "two", "three"]))
+        .await
+        .expect("create_episodes");
+    assert_eq!((stored.created, stored.existing), (3, 0));
+    let ids: Vec<&str> = stored.episodes.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids[1], given);
+    // In order, each after the one before it, the first after the session's last.
+    assert_eq!(
+        stored.episodes[0].previous.as_deref(),
+        Some(before.as_str())
+    );
+    assert_eq!(stored.episodes[1].previous.as_deref(), Some(ids[0]));
+    assert_eq!(stored.episodes[2].previous.as_deref(), Some(ids[1]));
+    assert_eq!(
+        recall(&memory, SESSION, "one two three", 10)
+            .await
+            .episodes
+            .len(),
+        4
+    );
+
+    // Retried (the same id): nothing stored twice; the others are new episodes.
+    let again = memory
+        .create_episodes(request("batch"), SESSION, batch(&["one", "two", "three"]))
+        .await
+        .expect("retry");
+    assert_eq!((again.created, again.existing), (2, 1));
+    assert!(again.episodes[1].existing && again.episodes[1].id == given);
+    assert_eq!(
+        recall(&memory, SESSION, "one two three", 10)
+            .await
+            .episodes
+            .len(),
+        6
+    );
+    // create_episode with that id: the stored episode, not a new one.
+    let single = memory
+        .create_episode(
+            request("create"),
+            SESSION,
+            CreateEpisode {
+                content: "two".to_owned(),
+                id: Some(given.to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create_episode with an id");
+    assert!(single.existing);
+    // Another session cannot take the id.
+    let taken = memory
+        .create_episodes(request("batch"), "session-b", batch(&["x", "y"]))
+        .await;
+    expect_invalid(taken, "id");
+
+    // One bad episode fails the whole call, naming it; nothing of it is stored.
+    let mut bad = batch(&["four", "five", "six"]);
+    bad.episodes[1].id = None;
+    bad.episodes[2].valence = Some(f64::NAN);
+    expect_invalid(
+        memory.create_episodes(request("batch"), SESSION, bad).await,
+        "episodes[2].valence",
+    );
+    let mut bad = batch(&["four", "five"]);
+    bad.episodes[0].id = Some("not-a-uuid".to_owned());
+    expect_invalid(
+        memory.create_episodes(request("batch"), SESSION, bad).await,
+        "episodes[0].id",
+    );
+    let too_many = CreateEpisodes {
+        episodes: vec![
+            CreateEpisode {
+                content: "x".to_owned(),
+                ..Default::default()
+            };
+            257
+        ],
+    };
+    expect_invalid(
+        memory
+            .create_episodes(request("batch"), SESSION, too_many)
+            .await,
+        "episodes",
+    );
+    assert_eq!(
+        recall(&memory, SESSION, "four five six x", 10)
+            .await
+            .episodes
+            .len(),
+        6
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

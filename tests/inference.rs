@@ -31,10 +31,15 @@ fn embedder_inference(host: &ComponentHost) -> InferencePath {
         .expect("a model component says how it runs")
 }
 
-/// A model directory like the default one but for `model.onnx`: each file linked, the
-/// graph written by `graph` (absent when `None`).
+/// A model directory like the default one but for `model.onnx`: each file linked (hard
+/// links, or copies across file systems: a component cannot follow a symbolic link out
+/// of its directory), the graph written by `graph` (absent when `None`).
 fn model_copy(name: &str, graph: Option<&[u8]>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ww-model-{name}-{}", std::process::id()));
+    // Beside the model (one file system: hard links work), in target/.
+    let dir = model_dir()
+        .parent()
+        .expect("the models' directory")
+        .join(format!("test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("1_Pooling")).expect("model dir");
     let source = model_dir();
@@ -45,7 +50,9 @@ fn model_copy(name: &str, graph: Option<&[u8]>) -> PathBuf {
         "sentence_bert_config.json",
         "1_Pooling/config.json",
     ] {
-        std::os::unix::fs::symlink(source.join(file), dir.join(file)).expect("link");
+        std::fs::hard_link(source.join(file), dir.join(file))
+            .or_else(|_| std::fs::copy(source.join(file), dir.join(file)).map(drop))
+            .expect("link or copy");
     }
     if let Some(bytes) = graph {
         std::fs::write(dir.join("model.onnx"), bytes).expect("write model.onnx");

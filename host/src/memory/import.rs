@@ -66,7 +66,11 @@ pub fn derived_id(session: &str, number: usize, line: &str) -> String {
     hash.update(line.as_bytes());
     let digest = hash.finalize();
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
+    // The digest's first 16 of its 32 bytes.
+    bytes
+        .iter_mut()
+        .zip(digest.iter())
+        .for_each(|(b, d)| *b = *d);
     uuid::Builder::from_custom_bytes(bytes)
         .into_uuid()
         .hyphenated()

@@ -1,4 +1,4 @@
-"""The 17 tools' scenario, shared by the gateway tests (every transport and protocol)
+"""The 18 tools' scenario, shared by the gateway tests (every transport and protocol)
 and the storage conformance suite (every store configuration): each tool called on a
 scripted story, every result checked against the tool's outputSchema and the story."""
 
@@ -198,6 +198,28 @@ async def run_scenario(client: Client, session: str) -> None:
     assert stats["counts"]["episodes"] == 6
     assert stats["counts"]["procedures"] == 1
     assert all(s["healthy"] for s in stats["stores"])
+
+    # A batch: in order after the session's last episode, once however often it is sent
+    # (an id of the caller's), through every store configuration's graph write.
+    given = "0190f1c4-7f1e-7d3a-9a4b-0c1d2e3f4a5b"
+    batch = {
+        "episodes": [
+            {"content": "imported: the first turn of an old chat"},
+            {"content": "imported: the second turn", "id": given, "outcome": "success"},
+            {"content": "imported: the third turn", "context": {"dia_id": "D1:3"}},
+        ]
+    }
+    stored = await m.call("create_episodes", batch)
+    assert (stored["created"], stored["existing"]) == (3, 0)
+    chain = [e["id"] for e in stored["episodes"]]
+    assert chain[1] == given
+    assert [e.get("previous") for e in stored["episodes"][1:]] == chain[:2]
+    again = await m.call("create_episodes", {"episodes": batch["episodes"][1:2]})
+    assert again["existing"] == 1 and again["episodes"][0]["existing"] is True
+    found = await m.call("recall_episodes", {"query": "imported third turn", "limit": 1})
+    assert found["episodes"][0]["episode"]["context"]["dia_id"] == "D1:3"
+    stats = await m.call("memory_stats", {})
+    assert stats["counts"]["episodes"] == 9
     assert stats["components"]
 
 

@@ -17,6 +17,7 @@ from scenario import Checked, run_scenario
 
 TOOLS = [
     "create_episode",
+    "create_episodes",
     "recall_episodes",
     "query_at_time",
     "mark_important",

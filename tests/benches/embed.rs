@@ -240,10 +240,17 @@ async fn part_server(turns: &[String], questions: &[String]) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
     let dir = bench_dir("embed-server");
-    let env = vec![(
-        "WW_CONFIG".to_owned(),
-        model_config(&dir).display().to_string(),
-    )];
+    // WW_MODEL_DIR wins over the file's model_dir: it names the measured model's.
+    let env = vec![
+        (
+            "WW_CONFIG".to_owned(),
+            model_config(&dir).display().to_string(),
+        ),
+        (
+            "WW_MODEL_DIR".to_owned(),
+            model_dir().0.display().to_string(),
+        ),
+    ];
     let server = Server::stdio(&dir.join("data"), "bench", &env).await;
     let episode = |i: usize| json!({"content": turns[i % turns.len()]});
     // The split's turns (over again), 64 a call: the import's throughput.

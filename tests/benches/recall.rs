@@ -333,7 +333,16 @@ async fn measure(
         let session = format!("locomo-{}", conversation.id);
         for (i, retrieval) in retrievals.iter().enumerate() {
             let config = write_config(&root, embedder, retrieval);
-            let env = vec![("WW_CONFIG".to_owned(), config.display().to_string())];
+            // WW_MODEL_DIR wins over a file's model_dir: it must name this embedder's.
+            let models = if embedder.name == "mpnet" {
+                ww_tests::mpnet_dir()
+            } else {
+                ww_tests::model_dir()
+            };
+            let env = vec![
+                ("WW_CONFIG".to_owned(), config.display().to_string()),
+                ("WW_MODEL_DIR".to_owned(), models.display().to_string()),
+            ];
             let server = Server::stdio(&dir, &session, &env).await;
             if i == 0 {
                 let start = Instant::now();

@@ -141,7 +141,7 @@ build: rust-plugins model
 WW_RUN_ADDR ?= 127.0.0.1:8765
 
 run: build
-	@./target/release/ww-memory plugins | sed -n '1,8p'
+	@./target/release/ww-memory plugins | sed -n '1,9p'
 	@echo
 	@echo "World Weaver is starting: an MCP memory server on the embedded store (data in $${WW_DATA_DIR:-./data}),"
 	@echo "printing the trace tree of every call below as it finishes. Connect with any MCP client:"

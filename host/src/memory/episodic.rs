@@ -217,8 +217,8 @@ pub struct CreatedEpisode {
     /// The session's previous episode, now linked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
-    /// Its id was stored already, by an earlier call: nothing was stored now.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// Its id was stored already, by an earlier call: nothing was stored now. (Always
+    /// present: the output schema requires every field that is not optional.)
     pub existing: bool,
 }
 

@@ -29,12 +29,12 @@ const MAX_TEXTS: usize = 1024;
 /// default 10 s call deadline: a call too large is refused with a message, not cut off by
 /// a trap.
 const MAX_TOKENS_PER_CALL: usize = 2048;
-/// The same with the host running the graph: about 0.3 ms a token for MiniLM and 2 ms for
-/// mpnet on one thread (docs/benchmarks.md), so 16,384 tokens stay well inside the
-/// deadline for MiniLM and near 30 s for mpnet; the call deadline (10 s by default) cannot
-/// interrupt a native pass, so this bound is what keeps one call from holding a core
-/// for long.
-const MAX_TOKENS_PER_CALL_HOST: usize = 16384;
+/// The same with the host running the graph: about 0.27 ms a token for MiniLM on one
+/// thread (docs/benchmarks.md), six to seven times that for mpnet, so 8,192 tokens take
+/// about 2 s and 15 s. The call deadline (10 s by default) cannot interrupt a native pass:
+/// this bound is what keeps one call from holding a core for long. The services send
+/// far smaller calls (a batch of episodes goes in calls of about 1,800 tokens).
+const MAX_TOKENS_PER_CALL_HOST: usize = 8192;
 /// A text is cut to this many bytes (at a character boundary) before tokenizing: far
 /// more than the model's 256 tokens ever come from, and it keeps a 1 MB text from
 /// costing the tokenizer a megabyte of work that truncation then throws away.

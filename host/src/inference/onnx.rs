@@ -367,38 +367,40 @@ fn to_value(tensor: &Tensor) -> Result<SessionInputValue<'static>, BackendError>
 
 /// An output value as a `wasi:nn` tensor (float32 and int64 outputs).
 fn from_value(name: &str, value: &ValueRef<'_>) -> Result<Tensor, BackendError> {
-    let dimensions = |shape: &ort::tensor::Shape| -> Result<Vec<u32>, BackendError> {
-        shape
+    /// The tensor of `T`s in `value`, as little-endian bytes of type `ty`.
+    fn extract<T, const N: usize>(
+        name: &str,
+        value: &ValueRef<'_>,
+        ty: TensorType,
+        bytes: fn(&T) -> [u8; N],
+    ) -> Result<Tensor, BackendError>
+    where
+        T: ort::tensor::PrimitiveTensorElementType,
+    {
+        let (shape, data) = value
+            .try_extract_tensor::<T>()
+            .map_err(|e| access(format!("output {name}: {e}")))?;
+        let dimensions = shape
             .iter()
             .map(|&d| {
                 u32::try_from(d).map_err(|_| access(format!("output {name} has dimension {d}")))
             })
-            .collect()
-    };
-    let ort_error = |e: ort::Error| access(format!("output {name}: {e}"));
+            .collect::<Result<Vec<u32>, _>>()?;
+        Ok(Tensor::new(
+            dimensions,
+            ty,
+            data.iter().flat_map(bytes).collect(),
+        ))
+    }
     match value.dtype() {
         ValueType::Tensor {
             ty: TensorElementType::Float32,
             ..
-        } => {
-            let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_error)?;
-            Ok(Tensor::new(
-                dimensions(shape)?,
-                TensorType::Fp32,
-                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ))
-        }
+        } => extract(name, value, TensorType::Fp32, |x: &f32| x.to_le_bytes()),
         ValueType::Tensor {
             ty: TensorElementType::Int64,
             ..
-        } => {
-            let (shape, data) = value.try_extract_tensor::<i64>().map_err(ort_error)?;
-            Ok(Tensor::new(
-                dimensions(shape)?,
-                TensorType::I64,
-                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ))
-        }
+        } => extract(name, value, TensorType::I64, |x: &i64| x.to_le_bytes()),
         other => Err(BackendError::UnsupportedTensorType(format!(
             "output {name} is {other:?}"
         ))),

@@ -180,20 +180,27 @@ fn fetch(session: &str, id: &str) -> Result<Episode, Error> {
     stored.episode(point.id.clone())
 }
 
-#[traced("episodic.create", kind = Internal)]
-fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
-    check_session(&new.session)?;
-    check_text("content", &new.content, MAX_CONTENT)?;
-    check_unit("valence", new.valence)?;
-    check_context(&new)?;
-    add_span_attribute("session.id", new.session.clone());
-    add_span_attribute("episode.outcome", episode::outcome_name(new.outcome));
-    add_span_attribute("episode.content.length", new.content.len());
-    ensure_collection()?;
-    let vector = embed(&new.content)?;
-    let previous = session_head(&new.session)?;
-    let sequence = previous.as_ref().map_or(1, |(_, s)| s + 1);
-    let id = new_id(now);
+/// A new episode and what stores it: its graph node, the `follows` edge to the session's
+/// previous episode (if any), and its point.
+struct NewRecords {
+    episode: Episode,
+    sequence: i64,
+    node: Node,
+    edge: Option<Edge>,
+    point: Point,
+}
+
+/// The records of `new`, stored as `id`, after `head`, the session's latest episode (id,
+/// sequence) before it: one episode's (`create-episode`) or each of a batch's.
+fn new_records(
+    new: NewEpisode,
+    id: String,
+    vector: Vec<f32>,
+    head: Option<(String, i64)>,
+    created_by: Option<TraceRef>,
+    now: i64,
+) -> NewRecords {
+    let sequence = head.as_ref().map_or(1, |(_, s)| s + 1);
     let episode = Episode {
         id: id.clone(),
         session: new.session,
@@ -206,40 +213,74 @@ fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
         access_count: 0,
         stability: score::INITIAL_STABILITY,
         last_access: now,
-        previous: previous.map(|(id, _)| id),
+        previous: head.map(|(id, _)| id),
         duplicate_of: None,
-        created_by: writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id }),
+        created_by,
         updated_by: None,
     };
-    // Graph first, the point last: an episode is visible to recall only once all of it
-    // is stored.
-    graph::upsert_node(&Node {
+    let node = Node {
         id: id.clone(),
         label: NodeLabel::Episode,
         properties: vec![
             episode::text(episode::SESSION, &episode.session),
             episode::integer(episode::EVENT_TIME, episode.event_time),
         ],
-    })?;
-    if let Some(previous) = &episode.previous {
-        graph::upsert_edge(&Edge {
-            source: id.clone(),
-            target: previous.clone(),
-            relation: RelationType::Follows,
-            weight: 1.0,
-            properties: vec![],
-        })?;
-        add_span_attribute("episode.previous", previous.clone());
+    };
+    let edge = episode.previous.as_ref().map(|previous| Edge {
+        source: id.clone(),
+        target: previous.clone(),
+        relation: RelationType::Follows,
+        weight: 1.0,
+        properties: vec![],
+    });
+    let point = Point {
+        id,
+        vector,
+        payload: episode::to_payload(&episode, sequence),
+        text: Some(episode.content.clone()),
+    };
+    NewRecords {
+        episode,
+        sequence,
+        node,
+        edge,
+        point,
     }
-    vectors::upsert(
-        Collection::Episodes,
-        &[Point {
-            id: id.clone(),
-            vector,
-            payload: episode::to_payload(&episode, sequence),
-            text: Some(episode.content.clone()),
-        }],
-    )?;
+}
+
+/// The span writing the episodes, when sampled.
+fn created_by() -> Option<TraceRef> {
+    writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id })
+}
+
+#[traced("episodic.create", kind = Internal)]
+fn create(new: NewEpisode, now: i64) -> Result<Episode, Error> {
+    check_session(&new.session)?;
+    check_text("content", &new.content, MAX_CONTENT)?;
+    check_unit("valence", new.valence)?;
+    check_context(&new)?;
+    add_span_attribute("session.id", new.session.clone());
+    add_span_attribute("episode.outcome", episode::outcome_name(new.outcome));
+    add_span_attribute("episode.content.length", new.content.len());
+    ensure_collection()?;
+    let vector = embed(&new.content)?;
+    let head = session_head(&new.session)?;
+    let NewRecords {
+        episode,
+        sequence,
+        node,
+        edge,
+        point,
+    } = new_records(new, new_id(now), vector, head, created_by(), now);
+    let id = episode.id.clone();
+    // Graph first, the point last: an episode is visible to recall only once all of it
+    // is stored.
+    graph::upsert_node(&node)?;
+    if let Some(edge) = &edge {
+        graph::upsert_edge(edge)?;
+        add_span_attribute("episode.previous", edge.target.clone());
+    }
+    vectors::upsert(Collection::Episodes, &[point])?;
     HEADS.with_borrow_mut(|heads| heads.insert(episode.session.clone(), (id.clone(), sequence)));
     memory_span(MemoryOperation::Create, Collection::Episodes, Some(&id), 1);
     add_span_attribute("episode.id", id);
@@ -338,7 +379,7 @@ fn create_many(writes: Vec<EpisodeWrite>, now: i64) -> Result<Vec<Episode>, Erro
         .map(|(write, _)| write.episode.content.clone())
         .collect();
     let mut vectors = embed_all(fresh)?.into_iter();
-    let created_by = writing_span().map(|(trace_id, span_id)| TraceRef { trace_id, span_id });
+    let created_by = created_by();
     let mut heads: HashMap<String, Option<(String, i64)>> = HashMap::new();
     let (mut nodes, mut edges, mut points) = (Vec::new(), Vec::new(), Vec::new());
     let mut episodes = Vec::with_capacity(writes.len());
@@ -352,53 +393,19 @@ fn create_many(writes: Vec<EpisodeWrite>, now: i64) -> Result<Vec<Episode>, Erro
             Some(head) => head.clone(),
             None => session_head(&new.session)?,
         };
-        let sequence = head.as_ref().map_or(1, |(_, s)| s + 1);
         let id = id.unwrap_or_else(|| new_id(now));
         let vector = vectors
             .next()
             .ok_or_else(|| Error::Embedding("fewer vectors than episodes".to_owned()))?;
-        let episode = Episode {
-            id: id.clone(),
-            session: new.session,
-            content: new.content,
-            context: new.context,
-            outcome: new.outcome,
-            valence: new.valence,
-            event_time: new.event_time.unwrap_or(now),
-            ingestion_time: now,
-            access_count: 0,
-            stability: score::INITIAL_STABILITY,
-            last_access: now,
-            previous: head.map(|(id, _)| id),
-            duplicate_of: None,
-            created_by: created_by.clone(),
-            updated_by: None,
-        };
-        nodes.push(Node {
-            id: id.clone(),
-            label: NodeLabel::Episode,
-            properties: vec![
-                episode::text(episode::SESSION, &episode.session),
-                episode::integer(episode::EVENT_TIME, episode.event_time),
-            ],
-        });
-        if let Some(previous) = &episode.previous {
-            edges.push(Edge {
-                source: id.clone(),
-                target: previous.clone(),
-                relation: RelationType::Follows,
-                weight: 1.0,
-                properties: vec![],
-            });
-        }
-        points.push(Point {
-            id: id.clone(),
-            vector,
-            payload: episode::to_payload(&episode, sequence),
-            text: Some(episode.content.clone()),
-        });
-        heads.insert(episode.session.clone(), Some((id, sequence)));
-        episodes.push(episode);
+        let records = new_records(new, id, vector, head, created_by.clone(), now);
+        nodes.push(records.node);
+        edges.extend(records.edge);
+        points.push(records.point);
+        heads.insert(
+            records.episode.session.clone(),
+            Some((records.episode.id.clone(), records.sequence)),
+        );
+        episodes.push(records.episode);
     }
     // Graph first, the points last (as for one episode): visible to recall only once
     // all of it is stored.

@@ -221,19 +221,27 @@ impl ComponentHost {
             }
         }
 
-        // ONNX Runtime, for the components whose model directory holds a graph; without
-        // it they run their models themselves (and the host says so).
-        let runtime = match &config.inference.library {
-            None => Err("ONNX Runtime is switched off (WW_ONNXRUNTIME=off)".to_owned()),
-            Some(library) => OnnxRuntime::load(library, telemetry.clone()),
-        };
-        if let Err(reason) = &runtime
-            && compiled
-                .values()
-                .any(|(spec, _, _)| spec.model_dir.is_some())
+        // ONNX Runtime, loaded only when a component has a model directory: its graph
+        // runs there; without it the component runs its model itself (and the host says
+        // so).
+        let runtime = if compiled
+            .values()
+            .any(|(spec, _, _)| spec.model_dir.is_some())
         {
-            tracing::warn!("models run inside their components, slower: {reason}");
-        }
+            let runtime = match &config.inference.library {
+                None => Err(
+                    "ONNX Runtime is switched off (WW_ONNXRUNTIME=off, or no library configured)"
+                        .to_owned(),
+                ),
+                Some(library) => OnnxRuntime::load(library, telemetry.clone()),
+            };
+            if let Err(reason) = &runtime {
+                tracing::warn!("models run inside their components, slower: {reason}");
+            }
+            runtime
+        } else {
+            Err("no component has a model directory".to_owned())
+        };
 
         // Link callees before their callers, so each route can hold its target.
         let order = dependency_order(&compiled, &exporter_of)?;

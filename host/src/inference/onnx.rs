@@ -308,11 +308,16 @@ fn to_value(tensor: &Tensor) -> Result<SessionInputValue<'static>, BackendError>
                 "an input of more than {MAX_INPUT_ELEMENTS} elements"
             ))
         })?;
-    fn elements_of<const N: usize, T>(
+    /// The elements of `data` (`count` of `N` little-endian bytes each) as a tensor.
+    fn decoded<const N: usize, T>(
+        shape: Vec<i64>,
         data: &[u8],
         count: usize,
         decode: fn([u8; N]) -> T,
-    ) -> Result<Vec<T>, BackendError> {
+    ) -> Result<DynValue, BackendError>
+    where
+        T: ort::tensor::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
         if data.len() != count * N {
             return Err(access(format!(
                 "the tensor's data is {} bytes; its dimensions need {}",
@@ -320,44 +325,25 @@ fn to_value(tensor: &Tensor) -> Result<SessionInputValue<'static>, BackendError>
                 count * N
             )));
         }
-        Ok(data
+        let values: Vec<T> = data
             .chunks_exact(N)
             .map(|chunk| {
                 let mut bytes = [0u8; N];
                 bytes.copy_from_slice(chunk);
                 decode(bytes)
             })
-            .collect())
+            .collect();
+        OrtTensor::from_array((shape, values))
+            .map(|t| t.into_dyn())
+            .map_err(|e| access(format!("ONNX Runtime: {e}")))
     }
-    let ort_error = |e: ort::Error| access(format!("ONNX Runtime: {e}"));
+    let data = &tensor.data;
     let value: DynValue = match tensor.ty {
-        TensorType::I64 => OrtTensor::from_array((
-            shape,
-            elements_of(&tensor.data, elements, i64::from_le_bytes)?,
-        ))
-        .map_err(ort_error)?
-        .into_dyn(),
-        TensorType::I32 => OrtTensor::from_array((
-            shape,
-            elements_of(&tensor.data, elements, i32::from_le_bytes)?,
-        ))
-        .map_err(ort_error)?
-        .into_dyn(),
-        TensorType::Fp32 => OrtTensor::from_array((
-            shape,
-            elements_of(&tensor.data, elements, f32::from_le_bytes)?,
-        ))
-        .map_err(ort_error)?
-        .into_dyn(),
-        TensorType::Fp64 => OrtTensor::from_array((
-            shape,
-            elements_of(&tensor.data, elements, f64::from_le_bytes)?,
-        ))
-        .map_err(ort_error)?
-        .into_dyn(),
-        TensorType::U8 => OrtTensor::from_array((shape, tensor.data.clone()))
-            .map_err(ort_error)?
-            .into_dyn(),
+        TensorType::I64 => decoded(shape, data, elements, i64::from_le_bytes)?,
+        TensorType::I32 => decoded(shape, data, elements, i32::from_le_bytes)?,
+        TensorType::Fp32 => decoded(shape, data, elements, f32::from_le_bytes)?,
+        TensorType::Fp64 => decoded(shape, data, elements, f64::from_le_bytes)?,
+        TensorType::U8 => decoded(shape, data, elements, u8::from_le_bytes)?,
         other => {
             return Err(BackendError::UnsupportedTensorType(format!("{other:?}")));
         }

@@ -75,7 +75,8 @@ pub fn router(
     );
     let router = axum::Router::new()
         .route_service(PATH, service)
-        .layer(middleware::from_fn(session_ended));
+        .layer(middleware::from_fn(session_ended))
+        .layer(middleware::from_fn(refuse_declared_oversize));
     if options.token.is_none() && options.tokens.is_none() {
         return router;
     }
@@ -97,6 +98,28 @@ async fn session_ended(request: Request, next: Next) -> Response {
         *response.body_mut() = axum::body::Body::empty();
     }
     response
+}
+
+/// A body whose declared `Content-Length` is over [`MAX_BODY_BYTES`] is refused at once,
+/// before any of it is read (rmcp's own limit reads up to the limit first, which costs
+/// 16 MiB of memory a request and, with the rest unread when the connection closes,
+/// can make the client's TCP stack drop the answer). The connection is closed after the
+/// answer, since the unread body would otherwise be parsed as the next request.
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES as u64 => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            format!("Payload Too Large: request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// The bearer tokens a server accepts.

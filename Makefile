@@ -212,6 +212,7 @@ bench: build plugins py-venv
 	$(CARGO) bench -p ww-tests --bench gateway
 	$(CARGO) bench -p ww-tests --bench stores
 	$(CARGO) bench -p ww-tests --bench telemetry
+	$(CARGO) bench -p ww-tests --bench sessions
 
 # Recall quality on the LoCoMo development split (shared/bench/locomo), through the
 # release binary over MCP, for each retrieval configuration; BM25 as the reference line.

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::Val;
 use ww_host::config::{self, FileConfig};
 use ww_host::gateway::http::{self, HttpOptions};
+use ww_host::gateway::sessions::SessionLimits;
 use ww_host::gateway::{Gateway, tools};
 use ww_host::memory::{CheckError, Memory};
 use ww_host::plugins::{
@@ -162,6 +163,20 @@ struct ServeArgs {
     /// EMBEDDING_ERROR until it is up.
     #[arg(long = "no-endpoint-check")]
     no_endpoint_check: bool,
+    /// Open MCP sessions at most (HTTP); at the cap the idle ones make room, the
+    /// never-initialised first, else a new session is answered 503 with Retry-After.
+    #[arg(long, env = "WW_MAX_SESSIONS", value_name = "N", default_value_t = SessionLimits::default().max)]
+    max_sessions: usize,
+    /// Open MCP sessions one bearer token may hold at most (with tokens configured).
+    #[arg(long, env = "WW_MAX_SESSIONS_PER_TOKEN", value_name = "N", default_value_t = SessionLimits::default().per_token)]
+    max_sessions_per_token: usize,
+    /// Seconds a session may stay idle before it is closed (HTTP).
+    #[arg(long, env = "WW_SESSION_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = SessionLimits::default().idle_timeout.as_secs())]
+    session_idle_timeout: u64,
+    /// Seconds a new session has to send its second message (normally
+    /// `notifications/initialized`) before it is closed (HTTP).
+    #[arg(long, env = "WW_SESSION_HANDSHAKE_TIMEOUT", value_name = "SECONDS", default_value_t = SessionLimits::default().handshake_timeout.as_secs())]
+    session_handshake_timeout: u64,
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -350,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tools::Caller {
                     session: &session,
                     protocol_version: None,
+                    sessions: None,
                 },
                 &tool,
                 args,
@@ -533,6 +549,14 @@ async fn serve_http(
         tokens,
         allowed_hosts: args.allowed_hosts,
         allowed_origins: args.allowed_origins,
+        sessions: SessionLimits {
+            max: args.max_sessions.max(1),
+            per_token: args.max_sessions_per_token.max(1),
+            idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout.max(1)),
+            handshake_timeout: std::time::Duration::from_secs(
+                args.session_handshake_timeout.max(1),
+            ),
+        },
     };
     if let Some(tokens) = &options.tokens {
         tracing::info!("{} bearer tokens bound to their sessions", tokens.len());

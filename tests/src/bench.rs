@@ -181,8 +181,8 @@ pub fn hash_config() -> PathBuf {
 /// The embedder role of the tests' configuration, as TOML.
 pub const HASH_EMBEDDER: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
 
-/// `ww-memory` on the data in `dir`, in `session`, with `env` added.
-fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
+/// The `ww-memory` binary (release) set up to serve `dir` as `session`, with `env` on top.
+pub fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary());
     command
         .env("WW_PLUGIN_DIR", crate::component_dir())

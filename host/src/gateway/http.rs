@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
+use super::sessions::{self, SessionLimits, Sessions, TokenIdentity};
 use crate::session::TokenBindings;
 
 /// The path the MCP endpoint is served at.
@@ -40,6 +41,8 @@ pub struct HttpOptions {
     /// Browser origins accepted besides loopback ones (`http://localhost:*`, ...).
     /// Requests without `Origin` (not from a browser) are always accepted.
     pub allowed_origins: Vec<String>,
+    /// Bounds on the open MCP sessions.
+    pub sessions: SessionLimits,
 }
 
 /// The loopback origins a local browser-based client (the MCP Inspector, say) has.
@@ -66,16 +69,20 @@ pub fn router(
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(MAX_BODY_BYTES)
-        .with_cancellation_token(shutdown);
-    let gateway = gateway.with_transport("tcp");
-    let service = StreamableHttpService::new(
-        move || Ok(gateway.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+        .with_cancellation_token(shutdown.clone());
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(options.sessions.idle_timeout);
+    let manager = Arc::new(manager);
+    let bounds = Sessions::new(options.sessions, manager.clone(), shutdown);
+    if let Some(metrics) = gateway.memory.host().telemetry().metrics() {
+        bounds.observe(metrics);
+    }
+    let gateway = gateway.with_transport("tcp").with_sessions(bounds.clone());
+    let service = StreamableHttpService::new(move || Ok(gateway.clone()), manager, config);
     let router = axum::Router::new()
         .route_service(PATH, service)
         .layer(middleware::from_fn(session_ended))
+        .layer(middleware::from_fn_with_state(bounds, sessions::bound))
         .layer(middleware::from_fn(refuse_declared_oversize));
     if options.token.is_none() && options.tokens.is_none() {
         return router;
@@ -150,6 +157,9 @@ async fn require_token(
             .as_ref()
             .is_some_and(|token| bool::from(presented.as_bytes().ct_eq(token)));
         if server_token {
+            request
+                .extensions_mut()
+                .insert(TokenIdentity(Arc::from("WW_AUTH_TOKEN")));
             return next.run(request).await;
         }
         if let Some(session) = accepted
@@ -157,6 +167,9 @@ async fn require_token(
             .as_ref()
             .and_then(|tokens| tokens.session_for(&presented))
         {
+            request
+                .extensions_mut()
+                .insert(TokenIdentity(Arc::from(session.id.to_string())));
             request.extensions_mut().insert(session);
             return next.run(request).await;
         }

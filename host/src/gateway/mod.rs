@@ -5,6 +5,7 @@
 //! a protocol error.
 
 pub mod http;
+pub mod sessions;
 pub mod tools;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Gateway {
     /// `pipe` (stdio) or `tcp` (HTTP), for `network.transport`.
     transport: &'static str,
     tools: Arc<Vec<rmcp::model::Tool>>,
+    /// The HTTP transport's session table, for `memory_stats`.
+    sessions: Option<Arc<sessions::Sessions>>,
 }
 
 impl Gateway {
@@ -61,7 +64,14 @@ impl Gateway {
             session: session.into(),
             transport,
             tools: tools::catalog(),
+            sessions: None,
         }
+    }
+
+    /// The same server, reporting `sessions` in `memory_stats`.
+    pub fn with_sessions(mut self, sessions: Arc<sessions::Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// The same server over another transport (`pipe` or `tcp`).
@@ -233,6 +243,7 @@ impl ServerHandler for Gateway {
         let caller = tools::Caller {
             session: &session,
             protocol_version: protocol.as_deref(),
+            sessions: self.sessions.as_deref(),
         };
         let serving = tools::call(&self.memory, call, caller, &name, args);
         tokio::pin!(serving);

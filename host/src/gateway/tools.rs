@@ -141,6 +141,8 @@ pub struct Caller<'a> {
     pub session: &'a Session,
     /// The negotiated MCP protocol version.
     pub protocol_version: Option<&'a str>,
+    /// The HTTP transport's sessions (none on stdio).
+    pub sessions: Option<&'a super::sessions::Sessions>,
 }
 
 /// Call tool `name` with JSON `args` as the request `request` for `caller`.
@@ -211,7 +213,11 @@ async fn dispatch(
             parse::<NoArguments>(args)?;
             json(m.get_session_id(r, caller.session, caller.protocol_version))
         }
-        "memory_stats" => json(m.memory_stats(r, parse(args)?).await?),
+        "memory_stats" => {
+            let mut stats = m.memory_stats(r, parse(args)?).await?;
+            stats.sessions = caller.sessions.map(super::sessions::Sessions::stats);
+            json(stats)
+        }
         other => {
             let names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
             Err(Failure::Refused(MemoryError::invalid(

@@ -224,6 +224,30 @@ pub struct MemoryStats {
     /// Components (detailed only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub components: Vec<ComponentStatus>,
+    /// MCP sessions over HTTP (absent on stdio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionStats>,
+}
+
+/// What `memory_stats` reports of the MCP sessions over HTTP (filled by the gateway).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct SessionStats {
+    /// Sessions open now.
+    pub open: u64,
+    /// The cap on open sessions.
+    pub max: u64,
+    /// Sessions opened since start.
+    pub opened: u64,
+    /// New sessions refused (`503`) because no session could make room.
+    pub refused: u64,
+    /// Sessions closed to make room for a new one.
+    pub evicted: u64,
+    /// Sessions closed because their client never got past `initialize`.
+    pub handshake_expired: u64,
+    /// Sessions closed after `idle_timeout` without a request.
+    pub idle_expired: u64,
+    /// Sessions their client ended (`DELETE`) or rmcp closed.
+    pub ended: u64,
 }
 
 const VECTORS: &str = "ww:memory/vector-store@0.1.0";
@@ -483,6 +507,7 @@ impl Memory {
             stores,
             tracing,
             components,
+            sessions: None,
         })
     }
 }

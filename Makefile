@@ -168,11 +168,11 @@ clippy: rust-plugins
 # binary that run builds: one build of everything.
 test: fmt-check clippy plugins model py-venv inspector
 	$(CARGO) test --workspace
-	# Guest crates whose tests need no component run natively: the SDK's documented
-	# example, the write-ahead log (with its kill -9 test), the vector arithmetic, the
-	# Bolt client (PackStream, escaping), the HTTP client's URL handling, the store's BM25 index.
-	cd plugins && $(CARGO) test --doc --target $(HOST_TARGET) -p ww-guest
-	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-wal -p ww-vecmath -p ww-lexical -p ww-bolt -p ww-http -p store-embedded
+	# Guest crates whose tests need no component run natively: the SDK (its documented
+	# example, the stores' change arithmetic), the write-ahead log (with its kill -9 test),
+	# the vector arithmetic, the Bolt client (PackStream, escaping), the HTTP client's URL
+	# handling, the store's BM25 index, the Qdrant adapter's revisions.
+	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-guest -p ww-wal -p ww-vecmath -p ww-lexical -p ww-bolt -p ww-http -p store-embedded -p store-qdrant
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
 test-python: plugins model py-venv inspector

@@ -47,9 +47,11 @@ class Refusal(Exception):
         self.status = status
 
 
-def matches(payload: dict[str, Any], condition: dict[str, Any]) -> bool:
+def matches(payload: dict[str, Any], condition: dict[str, Any], pid: str | None = None) -> bool:
     if "must" in condition or "must_not" in condition or "should" in condition:
-        return passes(payload, condition)
+        return passes(payload, condition, pid)
+    if "has_id" in condition:
+        return pid is not None and pid in {str(i) for i in condition["has_id"]}
     if "is_empty" in condition:
         value = payload.get(condition["is_empty"]["key"])
         return value is None or value == []
@@ -76,16 +78,16 @@ def matches(payload: dict[str, Any], condition: dict[str, Any]) -> bool:
     raise Refusal(400, f"unsupported condition {condition}")
 
 
-def passes(payload: dict[str, Any], filter_: dict[str, Any] | None) -> bool:
+def passes(payload: dict[str, Any], filter_: dict[str, Any] | None, pid: str | None = None) -> bool:
     if not filter_:
         return True
     must = filter_.get("must") or []
     must_not = filter_.get("must_not") or []
     should = filter_.get("should") or []
     return (
-        all(matches(payload, c) for c in must)
-        and not any(matches(payload, c) for c in must_not)
-        and (not should or any(matches(payload, c) for c in should))
+        all(matches(payload, c, pid) for c in must)
+        and not any(matches(payload, c, pid) for c in must_not)
+        and (not should or any(matches(payload, c, pid) for c in should))
     )
 
 
@@ -152,8 +154,12 @@ class QdrantStandIn:
                             model.model_validate(body)
                         except Exception as e:  # pydantic's ValidationError
                             raise Refusal(400, f"Format error in JSON body: {e}") from None
+                    # Answered from a copy taken under the lock: the live payloads must
+                    # not change while the answer is serialised (a reader would see half
+                    # of another request's write, which Qdrant never shows).
                     with self.lock:
                         result = getattr(self, action)(found.groupdict().get("c"), body)
+                        result = json.loads(json.dumps(result))
                     return 200, {"result": result, "status": "ok", "time": 0.0001}
             raise Refusal(404, f"no route {method} {path}")
         except Refusal as refusal:
@@ -348,9 +354,14 @@ class QdrantStandIn:
             (kind, args), = operation.items()
             if kind != "set_payload":
                 raise Refusal(400, f"unsupported operation {kind}")
-            for pid in args["points"]:
-                if str(pid) in c["points"]:
-                    c["points"][str(pid)]["payload"].update(args["payload"])
+            # By ids, or by a filter (which may name ids: `has_id`), as Qdrant does; the
+            # whole batch runs under the lock, as a shard applies its updates in order.
+            if args.get("points") is not None:
+                targets = [str(pid) for pid in args["points"] if str(pid) in c["points"]]
+            else:
+                targets = [pid for pid, p in c["points"].items() if passes(p["payload"], args["filter"], pid)]
+            for pid in targets:
+                c["points"][pid]["payload"].update(args["payload"])
         return [{"operation_id": 0, "status": "completed"}]
 
     def count(self, name: str, body: dict[str, Any]) -> Any:

@@ -7,13 +7,16 @@ test gets fresh stores."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, server_env
+from conftest import BIN, ROOT, server_env, start_http
 from mcp import StdioServerParameters
 from mcp.client import Client
 from scenario import check_stored_verbatim, run_scenario
@@ -78,3 +81,87 @@ async def test_the_17_tools_scenario(store_config: Path, tmp_path: Path) -> None
 async def test_query_metacharacters_are_stored_verbatim(store_config: Path, tmp_path: Path) -> None:
     async with serve(store_config, tmp_path, "conformance") as client:
         await check_stored_verbatim(client)
+
+
+CLIENTS = 8
+RECALLS = 100
+
+
+@pytest.mark.parametrize("store_config", STORES, indirect=True)
+async def test_concurrent_recalls_lose_no_reinforcement(store_config: Path, tmp_path: Path) -> None:
+    """8 clients over HTTP recall one episode 100 times each, and one entity 25 times each:
+    every recall counts (the stores apply the increments themselves: `change-payload`)."""
+    server = start_http(
+        tmp_path / "data",
+        "reinforced",
+        WW_CONFIG=str(store_config),
+        QDRANT_API_KEY=os.environ.get("QDRANT_API_KEY", ""),
+    )
+    try:
+        async with Client(server.url, mode="legacy") as setup:
+            episode = await setup.call_tool(
+                "create_episode", {"content": "the lighthouse keeper logs the tides every dawn"}
+            )
+            assert not episode.is_error, episode.content
+            entity = await setup.call_tool(
+                "create_entity",
+                {"name": "lighthouse", "entity_type": "CONCEPT", "summary": "a tower that guides ships"},
+            )
+            assert not entity.is_error, entity.content
+
+        async def client(recalls: int, tool: str, query: str) -> None:
+            async with Client(server.url, mode="legacy", read_timeout_seconds=300) as c:
+                for _ in range(recalls):
+                    found = await c.call_tool(tool, {"query": query, "limit": 1})
+                    assert not found.is_error, found.content
+
+        await asyncio.gather(
+            *(client(RECALLS, "recall_episodes", "lighthouse tides") for _ in range(CLIENTS)),
+            *(client(RECALLS // 4, "semantic_recall", "lighthouse tower") for _ in range(CLIENTS)),
+        )
+        async with Client(server.url, mode="legacy") as check:
+            # A recall returns what it read, reinforced once more.
+            found = await check.call_tool("recall_episodes", {"query": "lighthouse tides", "limit": 1})
+            assert found.structured_content["episodes"][0]["episode"]["access_count"] == CLIENTS * RECALLS + 1
+            found = await check.call_tool("semantic_recall", {"query": "lighthouse tower", "limit": 1})
+            assert found.structured_content["entities"][0]["entity"]["access_count"] == CLIENTS * RECALLS // 4 + 1
+    finally:
+        server.stop()
+
+
+GRAPH = "ww:memory/graph-store@0.1.0"
+
+
+@pytest.mark.parametrize("store_config", ["embedded", "neo4j"], indirect=True)
+def test_edge_weights_change_in_the_store_and_no_change_is_lost(store_config: Path, tmp_path: Path) -> None:
+    """`reweight-edges` from four processes at once (one at a time on the embedded store,
+    whose data directory one process holds): the weight is the stored one changed by
+    every call, and an edge that does not exist is skipped."""
+    def invoke(function: str, *args: str, process: int = 0) -> subprocess.Popen[str]:
+        # With the graph in FalkorDB, each process has a data directory of its own (the
+        # vector role stays embedded there, and a data directory has one process).
+        env = server_env(tmp_path / f"data{process}", "graph", WW_CONFIG=str(store_config))
+        return subprocess.Popen(
+            [str(BIN), "invoke", GRAPH, function, *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def done(process: subprocess.Popen[str]) -> str:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        return out.strip()
+
+    for node in ["a", "b"]:
+        done(invoke("upsert-node", f'{{id: "{node}", label: entity, properties: []}}'))
+    done(invoke("upsert-edge", '{source: "a", target: "b", relation: uses, weight: 0.5, properties: []}'))
+    step = '{source: "a", target: "b", relation: uses, scale: 1.0, offset: 0.01}'
+    missing = '{source: "b", target: "a", relation: uses, scale: 1.0, offset: 0.01}'
+    changes = "[" + ", ".join([step] * 10 + [missing]) + "]"
+    if "neo4j" in str(store_config):
+        outputs = [done(p) for p in [invoke("reweight-edges", changes, process=i) for i in range(4)]]
+    else:
+        outputs = [done(invoke("reweight-edges", changes)) for _ in range(4)]
+    assert outputs == ["ok(10)"] * 4
+    edge = done(invoke("get-edge", '"a"', '"b"', "uses"))
+    weight = float(re.search(r"weight: ([0-9.e+-]+)", edge).group(1))
+    assert weight == pytest.approx(0.5 + 0.01 * 40, abs=1e-9), edge

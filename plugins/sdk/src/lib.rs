@@ -29,6 +29,7 @@ pub mod baggage;
 #[doc(hidden)]
 pub mod bindings;
 pub mod calls;
+pub mod change;
 pub mod metrics;
 #[cfg(feature = "nn")]
 pub mod nn;

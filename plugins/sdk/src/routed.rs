@@ -38,6 +38,7 @@ routed! {
         fn get(collection: Collection, ids: &[String], with_vectors: bool) -> Result<Vec<StoredPoint>, Error>;
         fn delete(collection: Collection, ids: &[String]) -> Result<u32, Error>;
         fn update_payload(collection: Collection, updates: &[PayloadUpdate]) -> Result<(), Error>;
+        fn change_payload(collection: Collection, changes: &[PayloadChange]) -> Result<(), Error>;
         fn count(collection: Collection, filter: &Filter) -> Result<u64, Error>;
         fn scroll(collection: Collection, filter: &Filter, after: Option<&str>, limit: u32, with_vectors: bool) -> Result<Vec<StoredPoint>, Error>;
         fn health() -> StoreHealth;
@@ -55,6 +56,7 @@ routed! {
         fn upsert_edge(edge: &Edge) -> Result<(), Error>;
         fn get_edge(source: &str, target: &str, relation: RelationType) -> Result<Option<Edge>, Error>;
         fn upsert_graph(nodes: &[Node], edges: &[Edge]) -> Result<(), Error>;
+        fn reweight_edges(changes: &[EdgeReweight]) -> Result<u32, Error>;
         fn neighbors(id: &str, direction: Direction, relations: &[RelationType], limit: u32) -> Result<Vec<Neighbor>, Error>;
         fn degree(id: &str, relations: &[RelationType]) -> Result<u32, Error>;
         fn count_nodes(label: NodeLabel) -> Result<u64, Error>;

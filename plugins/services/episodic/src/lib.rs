@@ -20,7 +20,8 @@ use ww_guest::episodic::{
 use ww_guest::services::embedder;
 use ww_guest::services::graph_store::{self as graph, Edge, Node, NodeLabel, RelationType};
 use ww_guest::services::vector_store::{
-    self as vectors, Collection, PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
+    self as vectors, AffineChange, Collection, FieldChange, IntegerChange, PayloadChange,
+    PayloadUpdate, Point, Rescore, SearchRequest, StoredPoint,
 };
 use ww_guest::services::{Condition, Error, Field, FieldValue, Filter, Range};
 use ww_guest::{
@@ -520,30 +521,43 @@ fn link_to_writers(recalled: &[RecalledEpisode]) {
 }
 
 /// Recall strengthens what it returns: access count +1, S ← S + 0.1·(2 − S), last access
-/// now, all in one durable write.
+/// now, all in one durable write. The store applies each change to the value it holds
+/// (`change-payload`), so concurrent recalls of one episode all count; the episodes
+/// returned show this recall's change applied to the values it read.
 fn reinforce(recalled: &mut [RecalledEpisode], now: i64) -> Result<(), Error> {
     if recalled.is_empty() {
         return Ok(());
     }
-    let updates: Vec<PayloadUpdate> = recalled
+    let (scale, offset) = score::REINFORCEMENT_AFFINE;
+    let changes: Vec<PayloadChange> = recalled
         .iter_mut()
         .map(|hit| {
             let episode = &mut hit.episode;
             episode.access_count = episode.access_count.saturating_add(1);
             episode.stability = score::reinforce(episode.stability);
-            episode.last_access = now;
-            PayloadUpdate {
+            episode.last_access = episode.last_access.max(now);
+            PayloadChange {
                 id: episode.id.clone(),
-                fields: vec![
-                    episode::integer(episode::ACCESS_COUNT, i64::from(episode.access_count)),
-                    episode::number(episode::STABILITY, episode.stability),
-                    episode::integer(episode::LAST_ACCESS, now),
+                changes: vec![
+                    FieldChange::Add(IntegerChange {
+                        name: episode::ACCESS_COUNT.to_owned(),
+                        value: 1,
+                    }),
+                    FieldChange::Affine(AffineChange {
+                        name: episode::STABILITY.to_owned(),
+                        scale,
+                        offset,
+                    }),
+                    FieldChange::Max(IntegerChange {
+                        name: episode::LAST_ACCESS.to_owned(),
+                        value: now,
+                    }),
                 ],
             }
         })
         .collect();
-    vectors::update_payload(Collection::Episodes, &updates)?;
-    add_span_event("episodes.reinforced", vec![kv("count", updates.len())]);
+    vectors::change_payload(Collection::Episodes, &changes)?;
+    add_span_event("episodes.reinforced", vec![kv("count", changes.len())]);
     Ok(())
 }
 

@@ -111,3 +111,7 @@ pub fn point_in_time_score(
 pub fn reinforce(stability: f64) -> f64 {
     stability + REINFORCEMENT * (STABILITY_CEILING - stability)
 }
+
+/// [`reinforce`] as the store applies it: S ← S·scale + offset.
+pub const REINFORCEMENT_AFFINE: (f64, f64) =
+    (1.0 - REINFORCEMENT, REINFORCEMENT * STABILITY_CEILING);

@@ -9,12 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ww_guest::semantic::{Entity, EntityScore, RecallRequest, RecalledEntity};
-use ww_guest::services::graph_store::{self as graph, Direction, Edge};
-use ww_guest::services::vector_store::{self as vectors, Collection, PayloadUpdate, SearchRequest};
+use ww_guest::services::graph_store::{self as graph, Direction, EdgeReweight};
+use ww_guest::services::vector_store::{
+    self as vectors, Collection, FieldChange, IntegerChange, PayloadChange, SearchRequest,
+};
 use ww_guest::services::{Condition, Error, Filter};
 use ww_guest::{add_span_attribute, add_span_event, add_span_link, kv, span, traced};
 use ww_service_common::{
-    MemoryOperation, check_id, check_text, cosine, embed, integer, invalid, memory_span,
+    MemoryOperation, check_id, check_text, cosine, embed, invalid, memory_span,
 };
 
 use crate::entity::{self, SEMANTIC};
@@ -198,53 +200,67 @@ pub fn recall(request: RecallRequest) -> Result<Vec<RecalledEntity>, Error> {
 }
 
 /// Returned entities are used: access count +1, last access now. Edges between entities
-/// retrieved together are strengthened: w ← w + 0.1·(1 − w).
+/// retrieved together are strengthened: w ← w + 0.1·(1 − w). The stores apply both to
+/// the values they hold (`change-payload`, `reweight-edges`), so concurrent recalls all
+/// count.
 fn reinforce(recalled: &mut [RecalledEntity], now: i64) -> Result<(), Error> {
     if recalled.is_empty() {
         return Ok(());
     }
-    let updates: Vec<PayloadUpdate> = recalled
+    let changes: Vec<PayloadChange> = recalled
         .iter_mut()
         .map(|hit| {
             let e = &mut hit.entity;
             e.access_count = e.access_count.saturating_add(1);
-            e.last_access = now;
-            PayloadUpdate {
+            e.last_access = e.last_access.max(now);
+            PayloadChange {
                 id: e.id.clone(),
-                fields: vec![
-                    integer(entity::ACCESS_COUNT, i64::from(e.access_count)),
-                    integer(entity::LAST_ACCESS, now),
+                changes: vec![
+                    FieldChange::Add(IntegerChange {
+                        name: entity::ACCESS_COUNT.to_owned(),
+                        value: 1,
+                    }),
+                    FieldChange::Max(IntegerChange {
+                        name: entity::LAST_ACCESS.to_owned(),
+                        value: now,
+                    }),
                 ],
             }
         })
         .collect();
-    vectors::update_payload(Collection::Entities, &updates)?;
+    vectors::change_payload(Collection::Entities, &changes)?;
     let together: std::collections::HashSet<&str> =
         recalled.iter().map(|r| r.entity.id.as_str()).collect();
-    let mut strengthened = 0;
+    let (scale, offset) = STRENGTHENING;
+    let mut edges = Vec::new();
     for id in &together {
         for n in graph::neighbors(id, Direction::Outgoing, &SEMANTIC, 10_000)? {
             if together.contains(n.node.id.as_str()) {
-                let edge = n.edge;
-                graph::upsert_edge(&Edge {
-                    weight: strengthen(edge.weight),
-                    ..edge
-                })?;
-                strengthened += 1;
+                edges.push(EdgeReweight {
+                    source: n.edge.source,
+                    target: n.edge.target,
+                    relation: n.edge.relation,
+                    scale,
+                    offset,
+                });
             }
         }
     }
+    let strengthened = if edges.is_empty() {
+        0
+    } else {
+        graph::reweight_edges(&edges)?
+    };
     add_span_event(
         "entities.reinforced",
         vec![
-            kv("count", updates.len()),
+            kv("count", changes.len()),
             kv("edges_strengthened", strengthened),
         ],
     );
     Ok(())
 }
 
-/// Hebbian strengthening of an edge used together: w ← w + 0.1·(1 − w).
-pub fn strengthen(weight: f64) -> f64 {
-    weight + 0.1 * (1.0 - weight)
-}
+/// Hebbian strengthening of an edge used together, w ← w + 0.1·(1 − w), as the store
+/// applies it: w ← w·scale + offset.
+const STRENGTHENING: (f64, f64) = (0.9, 0.1);

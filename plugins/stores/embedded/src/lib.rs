@@ -25,10 +25,11 @@ use std::path::Path;
 
 use collection::Fusion;
 use state::{Op, State, edge_key, label_slot};
+use ww_guest::store::graph::EdgeReweight;
 use ww_guest::store::graph::{Direction, Edge, Neighbor, Node, NodeLabel, RelationType};
 use ww_guest::store::vector::{
-    Collection, CollectionInfo, EmbedderId, PayloadUpdate, Point, Rescore, ScoreTerm, ScoredPoint,
-    SearchRequest, StoredPoint,
+    Collection, CollectionInfo, EmbedderId, PayloadChange, PayloadUpdate, Point, Rescore,
+    ScoreTerm, ScoredPoint, SearchRequest, StoredPoint,
 };
 use ww_guest::store::{
     Condition, Error, Field, Filter, GraphStore, StoreHealth, ValidationError, VectorStore,
@@ -557,6 +558,44 @@ impl VectorStore for EmbeddedStore {
         })
     }
 
+    /// Atomic because this store is one instance whose calls run one at a time: the
+    /// changes are resolved against the values it holds and logged as the values they
+    /// produce (so replay does not depend on the order of anything else).
+    fn change_payload(collection: Collection, changes: Vec<PayloadChange>) -> Result<(), Error> {
+        if changes.len() > MAX_BATCH {
+            return Err(invalid(
+                "changes",
+                format!("at most {MAX_BATCH} points in one write"),
+            ));
+        }
+        for change in changes.iter().flat_map(|c| &c.changes) {
+            ww_guest::change::check(change)?;
+        }
+        with_store(|store| {
+            let data = store.state.collection(collection);
+            let mut updates = Vec::with_capacity(changes.len());
+            for change in &changes {
+                let Some(point) = data.and_then(|data| data.get(&change.id, false)) else {
+                    return Err(Error::NotFound(format!(
+                        "no point {} in {collection:?}",
+                        change.id
+                    )));
+                };
+                updates.push(PayloadUpdate {
+                    id: change.id.clone(),
+                    fields: ww_guest::change::apply_all(&point.payload, &change.changes)?,
+                });
+            }
+            if updates.is_empty() {
+                return Ok(());
+            }
+            store.commit(Op::UpdatePayload {
+                collection,
+                updates,
+            })
+        })
+    }
+
     fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
         with_store(|store| {
             Ok(store
@@ -688,6 +727,45 @@ impl GraphStore for EmbeddedStore {
             node_exists(store, &edge.source)?;
             node_exists(store, &edge.target)?;
             store.commit(Op::UpsertEdge(edge))
+        })
+    }
+
+    /// Atomic for the same reason as `change-payload`; logged as the edges it produces.
+    fn reweight_edges(changes: Vec<EdgeReweight>) -> Result<u32, Error> {
+        if changes.len() > MAX_BATCH {
+            return Err(invalid(
+                "changes",
+                format!("at most {MAX_BATCH} edges in one write"),
+            ));
+        }
+        with_store(|store| {
+            let mut changed: Vec<Edge> = Vec::with_capacity(changes.len());
+            let mut applied = 0;
+            for c in &changes {
+                let key = edge_key(&c.source, c.relation, &c.target);
+                let Some(stored) = store.state.edges.get(&key) else {
+                    continue;
+                };
+                applied += 1;
+                // The same edge twice in one call: the second change applies to the first's result.
+                let slot = changed.iter().position(|e| {
+                    (e.source.as_str(), e.relation, e.target.as_str())
+                        == (c.source.as_str(), c.relation, c.target.as_str())
+                });
+                let current = slot.map_or(stored.weight, |i| changed[i].weight);
+                let weight = ww_guest::change::reweight(current, c.scale, c.offset)?;
+                match slot {
+                    Some(i) => changed[i].weight = weight,
+                    None => changed.push(Edge {
+                        weight,
+                        ..stored.clone()
+                    }),
+                }
+            }
+            if !changed.is_empty() {
+                store.commit_all(changed.into_iter().map(Op::UpsertEdge).collect())?;
+            }
+            Ok(applied)
         })
     }
 

@@ -24,7 +24,9 @@ use crate::client::{Client, Statement};
 use ww_bolt::{Value, packstream};
 
 use ww_guest::graph_store::{Condition, Error, Field, FieldValue, StoreHealth, ValidationError};
-use ww_guest::graph_store::{Direction, Edge, Guest, Neighbor, Node, NodeLabel, RelationType};
+use ww_guest::graph_store::{
+    Direction, Edge, EdgeReweight, Guest, Neighbor, Node, NodeLabel, RelationType,
+};
 
 /// Most rows one call returns.
 const MAX_LIMIT: u32 = 10_000;
@@ -406,6 +408,42 @@ impl Guest for Neo4jStore {
             Self::upsert_edge(edge)?;
         }
         Ok(())
+    }
+
+    /// One statement an edge. The new weight is computed in the `SET` from the stored
+    /// one, a direct dependency, for which Cypher takes the relationship's write lock
+    /// before reading it (Neo4j's "lost updates" rule; FalkorDB runs writes one at a
+    /// time): concurrent changes of one edge all count.
+    fn reweight_edges(changes: Vec<EdgeReweight>) -> Result<u32, Error> {
+        for c in &changes {
+            if !(c.scale.is_finite() && c.offset.is_finite()) {
+                return Err(invalid(
+                    "changes",
+                    "scale and offset must be finite numbers",
+                ));
+            }
+        }
+        client::with(|c| {
+            let mut applied = 0u32;
+            for change in &changes {
+                let query = format!(
+                    "MATCH (a:WwNode {{id: $source}})-[r:{}]->(b:WwNode {{id: $target}}) \
+                     SET r.weight = r.weight * $scale + $offset RETURN count(r)",
+                    relation(change.relation)
+                );
+                let rows = c.run(Statement::write(
+                    &query,
+                    packstream::map([
+                        ("source", Value::from(change.source.as_str())),
+                        ("target", Value::from(change.target.as_str())),
+                        ("scale", Value::Float(change.scale)),
+                        ("offset", Value::Float(change.offset)),
+                    ]),
+                ))?;
+                applied += u32::from(single_count(&rows) > 0);
+            }
+            Ok(applied)
+        })
     }
 
     fn upsert_edge(edge: Edge) -> Result<(), Error> {

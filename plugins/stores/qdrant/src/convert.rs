@@ -8,6 +8,60 @@ use ww_guest::vector_store::{ScoredPoint, StoredPoint};
 /// The payload key holding an id that is not itself a UUID.
 pub const ID_KEY: &str = "ww_id";
 
+/// The payload keys of a point's revisions, for `change-payload`'s compare-and-set:
+/// the current revision (a random number each change writes, and the condition of the
+/// next one), how many changes it has had, and the latest revisions (the one written by
+/// change `seq` last), by which a writer tells whether its own write landed although
+/// others may have written since. Hidden from the payload the services see, like
+/// [`ID_KEY`].
+pub const REVISION_KEY: &str = "ww_rev";
+pub const SEQUENCE_KEY: &str = "ww_seq";
+pub const RECENT_KEY: &str = "ww_revs";
+
+/// Revisions kept under [`RECENT_KEY`].
+pub const RECENT_REVISIONS: usize = 256;
+
+/// Keys of ours in a payload, never a service's field.
+fn reserved(key: &str) -> bool {
+    [ID_KEY, REVISION_KEY, SEQUENCE_KEY, RECENT_KEY].contains(&key)
+}
+
+/// A point as `change-payload` reads it.
+pub struct Revisioned {
+    pub id: String,
+    /// The current revision, if the point has been changed before.
+    pub revision: Option<i64>,
+    /// Changes so far (0 if none).
+    pub sequence: i64,
+    /// The latest revisions, oldest first; the last is change `sequence`'s.
+    pub recent: Vec<i64>,
+    pub fields: Vec<Field>,
+}
+
+/// Whether change number `sequence` wrote `revision`, as far as `point` remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    Yes,
+    No,
+    /// Too many changes since: its revision is no longer remembered.
+    Forgotten,
+}
+
+impl Revisioned {
+    /// Whether change number `sequence` of this point wrote `revision`.
+    pub fn landed(&self, sequence: i64, revision: i64) -> Landed {
+        if sequence > self.sequence {
+            return Landed::No;
+        }
+        let first = self.sequence - self.recent.len() as i64 + 1;
+        match usize::try_from(sequence - first) {
+            Ok(at) if self.recent.get(at) == Some(&revision) => Landed::Yes,
+            Ok(_) => Landed::No,
+            Err(_) => Landed::Forgotten,
+        }
+    }
+}
+
 fn invalid(message: String) -> Error {
     Error::Validation(ValidationError {
         field: Some("payload".to_owned()),
@@ -79,7 +133,7 @@ fn field_value(value: &Value) -> Option<FieldValue> {
 pub fn payload_fields(fields: &[Field]) -> Result<Value, Error> {
     let mut map = Map::with_capacity(fields.len() + 1);
     for field in fields {
-        if field.name.is_empty() || field.name == ID_KEY {
+        if field.name.is_empty() || reserved(&field.name) {
             return Err(invalid(format!(
                 "{:?} is not a usable field name",
                 field.name
@@ -106,7 +160,7 @@ pub fn payload(id: &str, fields: &[Field]) -> Result<Value, Error> {
 pub fn fields(payload: &Map<String, Value>) -> Vec<Field> {
     let mut fields: Vec<Field> = payload
         .iter()
-        .filter(|(k, _)| k.as_str() != ID_KEY)
+        .filter(|(k, _)| !reserved(k))
         .filter_map(|(k, v)| {
             Some(Field {
                 name: k.clone(),
@@ -187,6 +241,30 @@ pub fn scored_unranked(
         .collect()
 }
 
+/// Points as retrieved, with their revisions.
+pub fn revisioned(points: &[Value]) -> Result<Vec<Revisioned>, Error> {
+    points
+        .iter()
+        .map(|point| {
+            let payload = payload_of(point);
+            let recent = match payload.get(RECENT_KEY) {
+                Some(Value::Array(xs)) => xs.iter().filter_map(Value::as_i64).collect(),
+                _ => Vec::new(),
+            };
+            Ok(Revisioned {
+                id: id_of(point, &payload)?,
+                revision: payload.get(REVISION_KEY).and_then(Value::as_i64),
+                sequence: payload
+                    .get(SEQUENCE_KEY)
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                recent,
+                fields: fields(&payload),
+            })
+        })
+        .collect()
+}
+
 /// Stored points as returned by retrieve and scroll.
 pub fn stored(points: &[Value]) -> Result<Vec<StoredPoint>, Error> {
     points
@@ -256,4 +334,35 @@ pub fn filter(filter: &Filter) -> Result<Value, Error> {
         conditions.iter().map(condition).collect()
     };
     Ok(json!({ "must": all(&filter.must)?, "must_not": all(&filter.must_not)? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(sequence: i64, recent: Vec<i64>) -> Revisioned {
+        Revisioned {
+            id: "p".to_owned(),
+            revision: recent.last().copied(),
+            sequence,
+            recent,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_write_is_found_at_its_change_number_even_after_later_ones() {
+        // Changes 8, 9, 10 wrote 80, 90, 100.
+        let p = point(10, vec![80, 90, 100]);
+        assert_eq!(p.landed(9, 90), Landed::Yes);
+        assert_eq!(p.landed(10, 100), Landed::Yes);
+        // Another writer's revision at that number: this one did not land.
+        assert_eq!(p.landed(9, 91), Landed::No);
+        // Nobody has written change 11 yet.
+        assert_eq!(p.landed(11, 110), Landed::No);
+        // Change 7 is no longer remembered.
+        assert_eq!(p.landed(7, 70), Landed::Forgotten);
+        // A point never changed.
+        assert_eq!(point(0, vec![]).landed(1, 5), Landed::No);
+    }
 }

@@ -293,6 +293,21 @@ impl Qdrant {
         convert::stored(found.as_array().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// The points with these ids that exist, with their revisions (for `change-payload`).
+    pub fn revisioned(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<convert::Revisioned>, Error> {
+        let points: Vec<Value> = ids.iter().map(|id| convert::point_id(id)).collect();
+        let found = self.call(
+            "POST",
+            &format!("/collections/{collection}/points"),
+            Some(json!({ "ids": points, "with_payload": true, "with_vector": false })),
+        )?;
+        convert::revisioned(found.as_array().map(Vec::as_slice).unwrap_or_default())
+    }
+
     /// One scroll request: the page's points (from `offset`, inclusive) and the offset
     /// of the next page, if any.
     fn scroll(

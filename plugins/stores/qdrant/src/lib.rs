@@ -37,13 +37,16 @@ use ww_lexical::Sparse;
 use crate::http::{Qdrant, TEXT_VECTOR};
 
 use ww_guest::vector_store::{
-    Collection, CollectionInfo, EmbedderId, Guest, PayloadUpdate, Point, Rescore, ScoreTerm,
-    ScoredPoint, SearchRequest, StoredPoint,
+    Collection, CollectionInfo, EmbedderId, Guest, PayloadChange, PayloadUpdate, Point, Rescore,
+    ScoreTerm, ScoredPoint, SearchRequest, StoredPoint,
 };
 use ww_guest::vector_store::{Error, Filter, StoreHealth, ValidationError};
 
 /// Most hits or points one call returns.
 const MAX_LIMIT: u32 = 10_000;
+/// Compare-and-set rounds of one `change-payload` before its points still changed by
+/// others are given up as contended.
+const CHANGE_ROUNDS: usize = 32;
 /// Points per upsert request.
 const UPSERT_BATCH: usize = 256;
 /// Candidates rescored when similarity is part of the formula.
@@ -362,6 +365,107 @@ impl Guest for QdrantStore {
         })
     }
 
+    /// Qdrant has no server-side arithmetic on payloads, so each point's change is a
+    /// compare-and-set on its revision ([`convert::REVISION_KEY`]): read the point, write
+    /// the new values, a fresh random revision and the next change number with
+    /// `set_payload` under a filter that matches only while the revision is the one read
+    /// (Qdrant applies a shard's updates one at a time, filter and write together), read
+    /// back, and do again the points another writer got to first. Qdrant does not say
+    /// whether a filtered write matched, so the point remembers its latest revisions by
+    /// change number, and a writer looks for its own at its number (the current revision
+    /// alone would not do: a later writer may already have replaced it). Should more than
+    /// [`convert::RECENT_REVISIONS`] changes land between a write and its read-back, the
+    /// writer cannot tell and says so (a storage error) rather than risk counting twice.
+    /// Atomic per point; a call's points are not one transaction (Qdrant has none).
+    fn change_payload(collection: Collection, changes: Vec<PayloadChange>) -> Result<(), Error> {
+        for change in changes.iter().flat_map(|c| &c.changes) {
+            ww_guest::change::check(change)?;
+        }
+        let collection = name(collection);
+        http::with(|q| {
+            let mut pending: Vec<&PayloadChange> = changes.iter().collect();
+            for round in 0..CHANGE_ROUNDS {
+                let ids: Vec<String> = pending.iter().map(|c| c.id.clone()).collect();
+                let read = q.revisioned(collection, &ids)?;
+                let mut operations = Vec::with_capacity(pending.len());
+                // Each write's change number and revision.
+                let mut written = Vec::with_capacity(pending.len());
+                for change in &pending {
+                    let Some(point) = read.iter().find(|p| p.id == change.id) else {
+                        return Err(Error::NotFound(format!(
+                            "no point {} in {collection}",
+                            change.id
+                        )));
+                    };
+                    let fields = ww_guest::change::apply_all(&point.fields, &change.changes)?;
+                    let (sequence, revision) = (point.sequence + 1, fresh_revision()?);
+                    let mut recent = point.recent.clone();
+                    recent.push(revision);
+                    let excess = recent.len().saturating_sub(convert::RECENT_REVISIONS);
+                    recent.drain(..excess);
+                    let mut payload = convert::payload_fields(&fields)?;
+                    if let Some(map) = payload.as_object_mut() {
+                        map.insert(convert::REVISION_KEY.into(), json!(revision));
+                        map.insert(convert::SEQUENCE_KEY.into(), json!(sequence));
+                        map.insert(convert::RECENT_KEY.into(), json!(recent));
+                    }
+                    let unchanged = match point.revision {
+                        Some(r) => json!({ "key": convert::REVISION_KEY, "match": { "value": r } }),
+                        None => json!({ "is_empty": { "key": convert::REVISION_KEY } }),
+                    };
+                    operations.push(json!({ "set_payload": {
+                        "payload": payload,
+                        "filter": { "must": [
+                            { "has_id": [convert::point_id(&change.id)] },
+                            unchanged,
+                        ]},
+                    }}));
+                    written.push((sequence, revision));
+                }
+                q.call(
+                    "POST",
+                    &format!("/collections/{collection}/points/batch?wait=true&ordering=strong"),
+                    Some(json!({ "operations": operations })),
+                )?;
+                let after = q.revisioned(collection, &ids)?;
+                let mut again = Vec::new();
+                for (change, (sequence, revision)) in pending.into_iter().zip(written) {
+                    let landed = after
+                        .iter()
+                        .find(|p| p.id == change.id)
+                        .map_or(convert::Landed::No, |p| p.landed(sequence, revision));
+                    match landed {
+                        convert::Landed::Yes => {}
+                        convert::Landed::No => again.push(change),
+                        convert::Landed::Forgotten => {
+                            return Err(Error::Storage(format!(
+                                "cannot tell whether the change of point {} in {collection} \
+                                 landed: more than {} changes of it followed",
+                                change.id,
+                                convert::RECENT_REVISIONS,
+                            )));
+                        }
+                    }
+                }
+                pending = again;
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                ww_guest::add_span_event(
+                    "qdrant.change.contended",
+                    vec![
+                        ww_guest::kv("round", round as i64),
+                        ww_guest::kv("points", pending.len() as i64),
+                    ],
+                );
+            }
+            Err(Error::Storage(format!(
+                "{} points of {collection} were changed by other writers {CHANGE_ROUNDS} times in a row",
+                pending.len()
+            )))
+        })
+    }
+
     fn count(collection: Collection, filter: Filter) -> Result<u64, Error> {
         let collection = name(collection);
         let body = json!({ "filter": convert::filter(&filter)?, "exact": true });
@@ -392,6 +496,13 @@ impl Guest for QdrantStore {
             },
         }
     }
+}
+
+/// A new revision: random, so that two writers that read the same revision never write
+/// the same next one (each then sees whether its own landed).
+fn fresh_revision() -> Result<i64, Error> {
+    let bits = getrandom::u64().map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
+    Ok((bits >> 1) as i64)
 }
 
 ww_guest::export_vector_store!(QdrantStore);

@@ -651,7 +651,7 @@ async fn a_recall_is_one_trace_with_the_boundary_spans_nested_in_order() {
     let recall = named("episodic.recall");
     let embed = named("embedder.embed");
     let search = named("embedded.search");
-    let update = named("embedded.update-payload");
+    let update = named("embedded.change-payload");
     let scoring = named("scoring_computation");
     assert_eq!(recall.parent_span_id, root.span_id);
     assert_eq!(recall.kind, kind::INTERNAL);

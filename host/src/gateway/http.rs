@@ -15,8 +15,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 
-use super::Gateway;
 use super::sessions::{self, SessionLimits, Sessions, TokenIdentity};
+use super::{Gateway, InFlight};
 use crate::session::TokenBindings;
 
 /// The path the MCP endpoint is served at.
@@ -61,6 +61,16 @@ pub fn router(
     options: &HttpOptions,
     shutdown: CancellationToken,
 ) -> axum::Router {
+    app(gateway, options, shutdown, InFlight::default())
+}
+
+/// [`router`], counting the requests being answered in `in_flight`.
+fn app(
+    gateway: Gateway,
+    options: &HttpOptions,
+    shutdown: CancellationToken,
+    in_flight: InFlight,
+) -> axum::Router {
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     hosts.extend(options.allowed_hosts.iter().cloned());
     let mut origins: Vec<String> = LOOPBACK_ORIGINS.map(String::from).to_vec();
@@ -73,7 +83,7 @@ pub fn router(
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(options.sessions.idle_timeout);
     let manager = Arc::new(manager);
-    let bounds = Sessions::new(options.sessions, manager.clone(), shutdown);
+    let bounds = Sessions::new(options.sessions, manager.clone(), in_flight, shutdown);
     if let Some(metrics) = gateway.memory.host().telemetry().metrics() {
         bounds.observe(metrics);
     }
@@ -199,14 +209,37 @@ pub enum HttpError {
     Serve(#[source] std::io::Error),
 }
 
-/// Serves `gateway` over streamable HTTP on `listener` until `shutdown` is cancelled.
+/// How long a graceful stop waits for the calls in flight before it cancels them.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `gateway` over streamable HTTP on `listener` until `shutdown` is cancelled,
+/// then stops gracefully: no new connection or request is taken, the tool calls in
+/// flight finish (for up to [`DRAIN`]; those still running then are cancelled), and the
+/// sessions' streams end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     options: &HttpOptions,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
-    let app = router(gateway, options, shutdown.clone());
+    let sessions_end = CancellationToken::new();
+    let in_flight = InFlight::default();
+    let app = app(gateway, options, sessions_end.clone(), in_flight.clone());
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        let calls = in_flight.count();
+        if calls > 0 {
+            tracing::info!("stopping: waiting for {calls} requests in flight (at most {DRAIN:?})");
+        }
+        if !in_flight.drained(DRAIN).await {
+            tracing::warn!(
+                "stopping: {} requests still running after {DRAIN:?} are cancelled",
+                in_flight.count()
+            );
+        }
+        sessions_end.cancel();
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -56,6 +56,63 @@ pub struct Gateway {
     sessions: Option<Arc<sessions::Sessions>>,
 }
 
+/// The requests being answered now (over HTTP, every POST until its answer has been
+/// sent): a graceful stop stops taking requests, then waits for these to finish (up to a
+/// bound) before it cancels the rest.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<InFlightState>);
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    calls: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running request; dropped when it ends.
+pub struct Running(InFlight);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let state = &(self.0).0;
+        if state
+            .calls
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            state.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// A request begins.
+    pub fn begin(&self) -> Running {
+        self.0
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Running(self.clone())
+    }
+
+    /// Calls running now.
+    pub fn count(&self) -> usize {
+        self.0.calls.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves when no call is running, or after `bound`; says whether none is.
+    pub async fn drained(&self, bound: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.0.idle.notified();
+                if self.count() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(bound, wait).await.is_ok()
+    }
+}
+
 impl Gateway {
     /// A server for `session` over `transport` (`pipe` or `tcp`).
     pub fn new(memory: Memory, session: impl Into<Session>, transport: &'static str) -> Self {

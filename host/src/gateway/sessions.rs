@@ -37,6 +37,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{SessionId, SessionManager as _};
 use tokio_util::sync::CancellationToken;
 
+use super::InFlight;
 use crate::memory::SessionStats;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{AttrValue, Attributes, Observation};
@@ -172,6 +173,7 @@ impl Table {
 /// The session table, shared by the middleware, the sweeper and `memory_stats`.
 pub struct Sessions {
     limits: SessionLimits,
+    in_flight: InFlight,
     manager: Arc<LocalSessionManager>,
     table: Mutex<Table>,
     counters: Counters,
@@ -186,14 +188,17 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// A table bounding the sessions of `manager`; its sweeper runs until `shutdown`.
+    /// A table bounding the sessions of `manager`, counting the POSTs being answered in
+    /// `in_flight`; its sweeper runs until `shutdown`.
     pub fn new(
         limits: SessionLimits,
         manager: Arc<LocalSessionManager>,
+        in_flight: InFlight,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let sessions = Arc::new(Self {
             limits,
+            in_flight,
             manager,
             table: Mutex::new(Table::default()),
             counters: Counters::default(),
@@ -439,12 +444,27 @@ impl Drop for Exchange {
     }
 }
 
-/// The middleware: admits new sessions within the caps, keeps the table current.
+/// The middleware: admits new sessions within the caps, keeps the table current, and
+/// counts every POST in flight until its answer has been sent.
 pub async fn bound(
     State(sessions): State<Arc<Sessions>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let running = (request.method() == Method::POST).then(|| sessions.in_flight.begin());
+    let response = exchange(&sessions, request, next).await;
+    match running {
+        Some(running) => response.map(|body| {
+            axum::body::Body::new(body.map_frame(move |frame| {
+                let _running = &running;
+                frame
+            }))
+        }),
+        None => response,
+    }
+}
+
+async fn exchange(sessions: &Arc<Sessions>, request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(SESSION_HEADER)
@@ -454,7 +474,7 @@ pub async fn bound(
         if request.method() != Method::POST {
             return next.run(request).await;
         }
-        return open(&sessions, request, next).await;
+        return open(sessions, request, next).await;
     };
     if request.method() == Method::DELETE {
         let response = next.run(request).await;

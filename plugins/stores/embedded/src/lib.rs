@@ -748,16 +748,16 @@ impl GraphStore for EmbeddedStore {
                 };
                 applied += 1;
                 // The same edge twice in one call: the second change applies to the first's result.
-                let slot = changed.iter().position(|e| {
+                let earlier = changed.iter_mut().find(|e| {
                     (e.source.as_str(), e.relation, e.target.as_str())
                         == (c.source.as_str(), c.relation, c.target.as_str())
                 });
-                let current = slot.map_or(stored.weight, |i| changed[i].weight);
-                let weight = ww_guest::change::reweight(current, c.scale, c.offset)?;
-                match slot {
-                    Some(i) => changed[i].weight = weight,
+                match earlier {
+                    Some(edge) => {
+                        edge.weight = ww_guest::change::reweight(edge.weight, c.scale, c.offset)?;
+                    }
                     None => changed.push(Edge {
-                        weight,
+                        weight: ww_guest::change::reweight(stored.weight, c.scale, c.offset)?,
                         ..stored.clone()
                     }),
                 }

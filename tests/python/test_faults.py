@@ -191,3 +191,78 @@ async def test_sigterm_with_50_calls_in_flight_loses_nothing_acknowledged(tmp_pa
     finally:
         server.stop()
     print("outcomes:", sorted({o[0][:40] for o in outcomes}), "acknowledged", len(acknowledged), f"stopped in {stopped_in:.2f} s")
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
+async def test_clients_that_send_half_a_request_or_never_read_hold_nothing(tmp_path: Path) -> None:
+    """200 connections that send half their headers, 50 that send half a body and 50 that
+    send a call and never read: a well-behaved client is served all along, the half
+    requests are closed by the server (10 s for headers, 10 s of a stalled body), and
+    resident memory stays bounded."""
+    server = start_http(tmp_path / "data", "slow")
+    port = server.port
+    host = f"127.0.0.1:{port}"
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        async with Client(server.url, mode="legacy", read_timeout_seconds=60) as client:
+            await client.call_tool("create_episode", {"content": "served while others stall"})
+            before = resident_kib(server.process.pid)
+            half_headers, half_bodies, deaf = [], [], []
+            for _ in range(200):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-ty".encode())
+                half_headers.append(reader)
+                writers.append(writer)
+            body = json.dumps(INITIALIZE).encode()
+            for _ in range(50):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                head = (
+                    f"POST /mcp HTTP/1.1\r\nhost: {host}\r\naccept: {ACCEPT['accept']}\r\n"
+                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+                )
+                writer.write(head.encode() + body[: len(body) // 2])
+                half_bodies.append(reader)
+                writers.append(writer)
+            for _ in range(50):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                head = (
+                    f"POST /mcp HTTP/1.1\r\nhost: {host}\r\naccept: {ACCEPT['accept']}\r\n"
+                    f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                deaf.append(reader)
+                writers.append(writer)
+            for writer in writers:
+                await writer.drain()
+            # Served all along.
+            for n in range(5):
+                found = await client.call_tool("recall_episodes", {"query": "served while others stall"})
+                assert not found.is_error, found.content
+            grown = resident_kib(server.process.pid) - before
+
+            # The server closes the half requests itself: each reader sees the end of its
+            # stream (a 408 or nothing first), within the slow-client bound and a margin.
+            async def closed(reader: asyncio.StreamReader) -> bool:
+                try:
+                    await asyncio.wait_for(reader.read(), timeout=30)
+                    return True
+                except asyncio.TimeoutError:
+                    return False
+
+            ends = await asyncio.gather(*(closed(r) for r in half_headers + half_bodies))
+            assert all(ends), f"{ends.count(False)} half requests still open after 30 s"
+            # Still serving, and a new session is accepted.
+            found = await client.call_tool("recall_episodes", {"query": "served while others stall"})
+            assert not found.is_error, found.content
+        async with Client(server.url, mode="legacy") as late:
+            assert not (await late.call_tool("get_session_id", {})).is_error
+        # 300 stalled connections cost little (a connection's buffers, not a worker).
+        assert grown < 64 << 10, f"resident memory grew by {grown} KiB"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.stop()

@@ -5,11 +5,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use subtle::ConstantTimeEq as _;
@@ -192,7 +197,7 @@ async fn require_token(
         .into_response()
 }
 
-/// Why the HTTP transport stopped or could not start.
+/// Why the HTTP transport could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The address cannot be listened on.
@@ -204,18 +209,27 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
-    /// The server failed while serving.
-    #[error("the HTTP server failed")]
-    Serve(#[source] std::io::Error),
 }
 
 /// How long a graceful stop waits for the calls in flight before it cancels them.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's headers (also: how long a kept-alive
+/// connection may wait idle for its next request), and to send each part of a body.
+pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
+
+/// Open connections at most; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Serves `gateway` over streamable HTTP on `listener` until `shutdown` is cancelled,
-/// then stops gracefully: no new connection or request is taken, the tool calls in
-/// flight finish (for up to [`DRAIN`]; those still running then are cancelled), and the
+/// then stops gracefully: no new connection or request is taken, the requests in flight
+/// finish (for up to [`DRAIN`]; those still running then are cancelled), and the
 /// sessions' streams end.
+///
+/// Our own accept loop on hyper rather than `axum::serve`, which gives hyper no timer:
+/// without one a client that sends half a request's headers, or half its body, holds the
+/// connection forever. Here headers must arrive within [`SLOW_CLIENT`], a body must not
+/// stall longer than that between its parts, and at most [`MAX_CONNECTIONS`] are open.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
@@ -224,7 +238,9 @@ pub async fn serve(
 ) -> Result<(), HttpError> {
     let sessions_end = CancellationToken::new();
     let in_flight = InFlight::default();
-    let app = app(gateway, options, sessions_end.clone(), in_flight.clone());
+    let app = app(gateway, options, sessions_end.clone(), in_flight.clone()).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(SLOW_CLIENT),
+    );
     let stopping = shutdown.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;
@@ -240,10 +256,49 @@ pub async fn serve(
         }
         sessions_end.cancel();
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(HttpError::Serve)
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(SLOW_CLIENT);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // Closed: never, nothing closes it.
+                Err(_) => break,
+            },
+        };
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Binds `addr`, saying why when it cannot.

@@ -48,7 +48,7 @@ export WW_ONNXRUNTIME ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 NN_BUILD := target/nn-build
 EXPORT_ONNX := plugins/embedders/bert/export_onnx.py
 
-.PHONY: help target plugins rust-plugins model model-mpnet onnxruntime build bench-embed run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench clean
+.PHONY: help target plugins rust-plugins model model-mpnet onnxruntime build bench-embed run test bench-recall test-python test-qdrant py-venv inspector fmt fmt-check clippy bench soak clean
 
 help:
 	@echo "make run     build what is missing and serve MCP over HTTP, printing each call's trace tree"
@@ -58,6 +58,7 @@ help:
 	@echo "make bench-recall  recall quality on LoCoMo (shared/bench/locomo) through the real server"
 	@echo "make bench-embed   the model path against ONNX Runtime's own API; create/recall at 10k episodes; import"
 	@echo "make model-mpnet   fetch all-mpnet-base-v2 (768 dimensions) for the embedder's model_dir"
+	@echo "make soak    30 minutes of mixed traffic from 8 clients; RSS, open files, p50/p99 into target/soak/"
 
 # The guest target, installed when missing.
 target:
@@ -173,6 +174,13 @@ test: fmt-check clippy plugins model py-venv inspector
 	# the vector arithmetic, the Bolt client (PackStream, escaping), the HTTP client's URL
 	# handling, the store's BM25 index, the Qdrant adapter's revisions.
 	cd plugins && $(CARGO) test --target $(HOST_TARGET) -p ww-guest -p ww-wal -p ww-vecmath -p ww-lexical -p ww-bolt -p ww-http -p store-embedded -p store-qdrant
+
+# The soak: 8 clients of mixed traffic for 30 minutes (SOAK_SECONDS) against the release
+# binary over HTTP; RSS, open files and p50/p99 every 10 s into target/soak/. `make test`
+# runs a 2-minute one (tests/python/test_soak.py).
+SOAK_SECONDS ?= 1800
+soak: build plugins py-venv
+	SOAK_SECONDS=$(SOAK_SECONDS) WW_MEMORY_BIN=target/release/ww-memory $(PY_VENV)/bin/python -m pytest -q -s tests/python/test_soak.py
 
 # Only the official MCP Python SDK against the real binary, over stdio and HTTP.
 test-python: plugins model py-venv inspector

@@ -126,7 +126,20 @@ class QdrantStandIn:
 
             do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = handle_any
 
+        self.handler = Handler
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def go_down(self) -> None:
+        """Stop answering and close the port, as a Qdrant process that died (the data
+        stays, as a real Qdrant's does on disk)."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def come_back(self) -> None:
+        """Serve again on the same port."""
+        port = self.httpd.server_address[1]
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @property

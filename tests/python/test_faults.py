@@ -18,6 +18,8 @@ import httpx2 as httpx
 import pytest
 from conftest import start_http
 from mcp.client import Client
+from qdrant_standin import QdrantStandIn
+from stores import FalkorDB, remote_config
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +268,71 @@ async def test_clients_that_send_half_a_request_or_never_read_hold_nothing(tmp_p
         for writer in writers:
             writer.close()
         server.stop()
+
+
+async def test_the_stores_killed_and_restarted_under_load_fail_cleanly_then_serve_again(
+    tmp_path: Path,
+) -> None:
+    """Four clients write episodes and entities at a bounded rate while the graph server
+    (FalkorDB, stopped with SIGTERM) and then Qdrant (the stand-in's port closed) go down
+    and come back: while down, calls are STORAGE_ERRORs that return promptly; after,
+    calls are served again; the host is never restarted."""
+    falkordb = FalkorDB(tmp_path / "falkordb", persistent=True)
+    falkordb.start()
+    qdrant = QdrantStandIn()
+    config = remote_config(tmp_path / "remote.toml", bolt_url=falkordb.bolt_url, qdrant_url=qdrant.url)
+    server = start_http(tmp_path / "data", "restarts", WW_CONFIG=str(config))
+    pid = server.process.pid
+    outcomes: list[tuple[float, str, float]] = []  # (when, outcome, seconds taken)
+    messages: list[str] = []
+    stop = asyncio.Event()
+
+    async def client(n: int) -> None:
+        async with Client(server.url, mode="legacy", read_timeout_seconds=120) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                if i % 2:
+                    result = await c.call_tool("create_episode", {"content": f"client {n} write {i} under restarts"})
+                else:
+                    result = await c.call_tool(
+                        "create_entity", {"name": f"thing {n}-{i}", "entity_type": "CONCEPT", "summary": "made under restarts"}
+                    )
+                took = time.monotonic() - started
+                outcome = json.loads(result.content[0].text)["code"] if result.is_error else "ok"
+                if result.is_error:
+                    messages.append(json.loads(result.content[0].text)["message"])
+                outcomes.append((started, outcome, took))
+                await asyncio.sleep(0.05)  # a bounded rate: about 20 calls a second a client
+
+    async def seen(outcome: str, since: float) -> None:
+        deadline = time.monotonic() + 60
+        while not any(o == outcome and t >= since for t, o, _ in outcomes):
+            assert time.monotonic() < deadline, f"no {outcome} since the fault: {outcomes[-5:]} {messages[-3:]}"
+            await asyncio.sleep(0.05)
+
+    try:
+        clients = [asyncio.create_task(client(n)) for n in range(4)]
+        await seen("ok", 0)
+        for down, up in [(falkordb.terminate, falkordb.start), (qdrant.go_down, qdrant.come_back)]:
+            fault = time.monotonic()
+            down()
+            await seen("STORAGE_ERROR", fault)
+            back = time.monotonic()
+            up()
+            await seen("ok", back + 0.5)
+        stop.set()
+        await asyncio.gather(*clients)
+    finally:
+        stop.set()
+        server.stop()
+        qdrant.stop()
+        falkordb.stop()
+    assert server.process.pid == pid
+    kinds = {o for _, o, _ in outcomes}
+    assert kinds <= {"ok", "STORAGE_ERROR"}, kinds
+    slowest = max(took for _, _, took in outcomes)
+    # No call hung: the slowest is bounded by the adapters' timeouts (docs/reliability.md).
+    assert slowest < 15, slowest
+    print(f"{len(outcomes)} calls, {sum(o == 'STORAGE_ERROR' for _, o, _ in outcomes)} STORAGE_ERROR, slowest {slowest:.2f} s")

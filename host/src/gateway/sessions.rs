@@ -280,28 +280,36 @@ impl Sessions {
         let now = Instant::now();
         let mut table = self.table();
         let mut evict = Vec::new();
+        let mut refused = None;
         if let Some(token) = token {
             while table.held_by(token) >= self.limits.per_token {
-                let id = table.victim(now, |e| e.token.as_ref() == Some(token))?;
-                table.sessions.remove(&id);
-                evict.push(id);
+                match table.victim(now, |e| e.token.as_ref() == Some(token)) {
+                    Ok(id) => {
+                        table.sessions.remove(&id);
+                        evict.push(id);
+                    }
+                    Err(wait) => {
+                        refused = Some(wait);
+                        break;
+                    }
+                }
             }
         }
-        while table.sessions.len() + table.reserved >= self.limits.max {
+        while refused.is_none() && table.sessions.len() + table.reserved >= self.limits.max {
             match table.victim(now, |_| true) {
                 Ok(id) => {
                     table.sessions.remove(&id);
                     evict.push(id);
                 }
-                Err(wait) if evict.is_empty() => return Err(wait),
-                Err(wait) => {
-                    // Closing what was chosen still frees room for others soon; this
-                    // one is refused all the same.
-                    drop(table);
-                    self.close(evict, Closed::Evicted);
-                    return Err(wait);
-                }
+                Err(wait) => refused = Some(wait),
             }
+        }
+        if let Some(wait) = refused {
+            // What was chosen is closed all the same (it is out of the table): it frees
+            // room soon; this session is refused.
+            drop(table);
+            self.close(evict, Closed::Evicted);
+            return Err(wait);
         }
         table.reserved += 1;
         if let Some(token) = token {
@@ -383,6 +391,7 @@ impl Sessions {
 
     /// Closes the sessions past their timeouts, and forgets those rmcp closed itself.
     async fn sweep_once(&self) {
+        let listed = Instant::now();
         let live: std::collections::HashSet<SessionId> =
             self.manager.sessions.read().await.keys().cloned().collect();
         let now = Instant::now();
@@ -390,7 +399,9 @@ impl Sessions {
         {
             let mut table = self.table();
             table.sessions.retain(|id, entry| {
-                if !live.contains(id) {
+                // Gone from rmcp's list; unless it was added (or used) after the list
+                // was read, and may simply not be on it yet.
+                if !live.contains(id) && entry.last_used < listed {
                     gone += 1;
                     return false;
                 }

@@ -5,11 +5,10 @@
 //! real TCP connections on loopback, the server's RSS from `/proc`.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use ww_tests::bench::{bench_dir, command};
+use ww_tests::bench::{bench_dir, serve_http};
 
 const FLOOD: usize = 20_000;
 const MEASURE: usize = 3_000;
@@ -23,28 +22,11 @@ struct Running {
 }
 
 async fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let mut command = command(dir, "flood", &env);
-    command
-        .args(["serve", "--http", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let child = command.spawn().expect("spawn ww-memory");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(started.elapsed() < Duration::from_secs(120), "no server");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (child, port) = serve_http(dir, "flood", &env).await;
     Running { child, port }
 }
 

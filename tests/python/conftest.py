@@ -25,6 +25,21 @@ CACHE = ROOT / "target/ww-test-cache"
 MODEL = Path(os.environ.get("WW_MODEL_DIR", ROOT / "target/models/all-MiniLM-L6-v2"))
 
 
+# One `initialize` request and the headers a streamable HTTP client sends, for the tests
+# that speak raw HTTP.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
 def server_env(data_dir: Path, session: str | None, **extra: str) -> dict[str, str]:
     """The environment a test server runs with: its own data, the shared code cache; no
     session means the data directory's default one."""

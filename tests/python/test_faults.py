@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import start_http
+from conftest import ACCEPT, INITIALIZE, start_http
 from mcp.client import Client
 from qdrant_standin import QdrantStandIn
 from stores import FalkorDB, remote_config
@@ -103,13 +103,6 @@ async def test_a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers_without
         server.stop()
 
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "faults", "version": "1"}},
-}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 class RawSession:

@@ -13,20 +13,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import HttpServer, start_http
+from conftest import ACCEPT, INITIALIZE, HttpServer, start_http
 from mcp.client import Client
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "flood", "version": "1"},
-    },
-}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 # The server's eviction grace (`EVICTION_GRACE`): a session used this recently is never
 # evicted.

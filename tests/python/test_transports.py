@@ -13,20 +13,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import BIN, server_env, start_http
+from conftest import ACCEPT, BIN, INITIALIZE, server_env, start_http
 from mcp.client import Client
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 class RawStdio:

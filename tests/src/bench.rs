@@ -181,8 +181,8 @@ pub fn hash_config() -> PathBuf {
 /// The embedder role of the tests' configuration, as TOML.
 pub const HASH_EMBEDDER: &str = "[roles.embedder]\ncomponent = \"embedder_hash.wasm\"\n";
 
-/// The `ww-memory` binary (release) set up to serve `dir` as `session`, with `env` on top.
-pub fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
+/// `ww-memory` on the data in `dir`, in `session`, with `env` added.
+fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary());
     command
         .env("WW_PLUGIN_DIR", crate::component_dir())
@@ -201,6 +201,34 @@ pub fn command(dir: &Path, session: &str, env: &[(String, String)]) -> tokio::pr
     command
 }
 
+/// `ww-memory serve --http` on a free loopback port, once it accepts connections: the
+/// process and its port.
+pub async fn serve_http(
+    dir: &Path,
+    session: &str,
+    env: &[(String, String)],
+) -> (tokio::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = command(dir, session, env);
+    command
+        .args(["serve", "--http", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let child = command.spawn().expect("spawn ww-memory");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "no server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, port)
+}
+
 impl Server {
     /// Over stdio (the server is the client's child process).
     pub async fn stdio(dir: &Path, session: &str, env: &[(String, String)]) -> Self {
@@ -213,24 +241,7 @@ impl Server {
 
     /// Over streamable HTTP on a free loopback port.
     pub async fn http(dir: &Path, session: &str, env: &[(String, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut command = command(dir, session, env);
-        command
-            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let child = command.spawn().expect("spawn ww-memory");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(started.elapsed() < Duration::from_secs(120), "no server");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (child, port) = serve_http(dir, session, env).await;
         let config =
             StreamableHttpClientTransportConfig::with_uri(format!("http://127.0.0.1:{port}/mcp"));
         let transport = StreamableHttpClientTransport::from_config(config);

@@ -464,10 +464,16 @@ pub async fn bound(
 ) -> Response {
     let running = (request.method() == Method::POST).then(|| sessions.in_flight.begin());
     let response = exchange(&sessions, request, next).await;
-    match running {
-        Some(running) => response.map(|body| {
+    held_while_sent(response, running)
+}
+
+/// `response`, with `guard` dropped only when its body has been sent (or dropped): an
+/// SSE answer streams long after the handler returned.
+fn held_while_sent<G: Send + Sync + 'static>(response: Response, guard: Option<G>) -> Response {
+    match guard {
+        Some(guard) => response.map(|body| {
             axum::body::Body::new(body.map_frame(move |frame| {
-                let _running = &running;
+                let _held = &guard;
                 frame
             }))
         }),
@@ -492,18 +498,10 @@ async fn exchange(sessions: &Arc<Sessions>, request: Request, next: Next) -> Res
         sessions.ended(&id);
         return response;
     }
+    // The exchange stays open while the answer streams.
     let exchange = sessions.begin(&id);
     let response = next.run(request).await;
-    match exchange {
-        // The exchange stays open while the answer streams.
-        Some(exchange) => response.map(|body| {
-            axum::body::Body::new(body.map_frame(move |frame| {
-                let _open = &exchange;
-                frame
-            }))
-        }),
-        None => response,
-    }
+    held_while_sent(response, exchange)
 }
 
 /// A POST without a session: an `initialize` that may open one.

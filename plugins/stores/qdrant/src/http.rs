@@ -284,13 +284,7 @@ impl Qdrant {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let points: Vec<Value> = ids.iter().map(|id| convert::point_id(id)).collect();
-        let found = self.call(
-            "POST",
-            &format!("/collections/{collection}/points"),
-            Some(json!({ "ids": points, "with_payload": true, "with_vector": with_vectors })),
-        )?;
-        convert::stored(found.as_array().map(Vec::as_slice).unwrap_or_default())
+        convert::stored(&self.retrieve(collection, ids, with_vectors)?)
     }
 
     /// The points with these ids that exist, with their revisions (for `change-payload`).
@@ -299,13 +293,26 @@ impl Qdrant {
         collection: &str,
         ids: &[String],
     ) -> Result<Vec<convert::Revisioned>, Error> {
+        convert::revisioned(&self.retrieve(collection, ids, false)?)
+    }
+
+    /// The points with these ids that exist, with their payloads, as Qdrant answers.
+    fn retrieve(
+        &self,
+        collection: &str,
+        ids: &[String],
+        with_vectors: bool,
+    ) -> Result<Vec<Value>, Error> {
         let points: Vec<Value> = ids.iter().map(|id| convert::point_id(id)).collect();
         let found = self.call(
             "POST",
             &format!("/collections/{collection}/points"),
-            Some(json!({ "ids": points, "with_payload": true, "with_vector": false })),
+            Some(json!({ "ids": points, "with_payload": true, "with_vector": with_vectors })),
         )?;
-        convert::revisioned(found.as_array().map(Vec::as_slice).unwrap_or_default())
+        Ok(match found {
+            Value::Array(points) => points,
+            _ => Vec::new(),
+        })
     }
 
     /// One scroll request: the page's points (from `offset`, inclusive) and the offset

@@ -384,9 +384,11 @@ impl Guest for QdrantStore {
         let collection = name(collection);
         http::with(|q| {
             let mut pending: Vec<&PayloadChange> = changes.iter().collect();
+            let ids: Vec<String> = pending.iter().map(|c| c.id.clone()).collect();
+            // Each round reads what the previous round's read-back found.
+            let mut read = q.revisioned(collection, &ids)?;
             for round in 0..CHANGE_ROUNDS {
                 let ids: Vec<String> = pending.iter().map(|c| c.id.clone()).collect();
-                let read = q.revisioned(collection, &ids)?;
                 let mut operations = Vec::with_capacity(pending.len());
                 // Each write's change number and revision.
                 let mut written = Vec::with_capacity(pending.len());
@@ -451,6 +453,7 @@ impl Guest for QdrantStore {
                 if pending.is_empty() {
                     return Ok(());
                 }
+                read = after;
                 ww_guest::add_span_event(
                     "qdrant.change.contended",
                     vec![

@@ -40,6 +40,12 @@ INITIALIZE = {
 ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
+def resident_kib(pid: int) -> int:
+    """A process's resident memory (`VmRSS`), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
 def server_env(data_dir: Path, session: str | None, **extra: str) -> dict[str, str]:
     """The environment a test server runs with: its own data, the shared code cache; no
     session means the data directory's default one."""

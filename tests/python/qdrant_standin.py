@@ -96,6 +96,15 @@ def normalised(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else vector
 
 
+class Listening(http.server.ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog like a real server's (Qdrant's
+    actix-web: 2048). Python's default of 5 drops connections once a few clients open
+    them at once, and the adapter's 3-second connect timeout then fails a call that the
+    real Qdrant would have taken."""
+
+    request_queue_size = 1024
+
+
 class QdrantStandIn:
     def __init__(self, api_key: str | None = None) -> None:
         self.api_key = api_key
@@ -127,7 +136,7 @@ class QdrantStandIn:
             do_GET = do_PUT = do_PATCH = do_POST = do_DELETE = handle_any
 
         self.handler = Handler
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Listening(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def go_down(self) -> None:
@@ -139,7 +148,7 @@ class QdrantStandIn:
     def come_back(self) -> None:
         """Serve again on the same port."""
         port = self.httpd.server_address[1]
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.httpd = Listening(("127.0.0.1", port), self.handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @property

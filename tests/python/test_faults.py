@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import ACCEPT, INITIALIZE, start_http
+from conftest import ACCEPT, INITIALIZE, resident_kib, start_http
 from mcp.client import Client
 from qdrant_standin import QdrantStandIn
 from stores import FalkorDB, remote_config
@@ -186,11 +186,6 @@ async def test_sigterm_with_50_calls_in_flight_loses_nothing_acknowledged(tmp_pa
     finally:
         server.stop()
     print("outcomes:", sorted({o[0][:40] for o in outcomes}), "acknowledged", len(acknowledged), f"stopped in {stopped_in:.2f} s")
-
-
-def resident_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
 async def test_clients_that_send_half_a_request_or_never_read_hold_nothing(tmp_path: Path) -> None:

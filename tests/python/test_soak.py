@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, start_http
+from conftest import ROOT, resident_kib, start_http
 from mcp.client import Client
 
 pytestmark = pytest.mark.anyio
@@ -25,11 +25,6 @@ CLIENTS = 8
 PAUSE = 0.1
 SAMPLE_EVERY = 10.0
 WORDS = "tide lamp keeper harbour storm ledger rope bell fog beacon gull reef".split()
-
-
-def rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
 def open_files(pid: int) -> int:
@@ -82,7 +77,7 @@ async def test_a_soak_of_mixed_traffic_keeps_memory_and_files_flat(tmp_path: Pat
             samples.append(
                 {
                     "seconds": round(now - start, 1),
-                    "rss_mib": rss_kib(pid) / 1024,
+                    "rss_mib": resident_kib(pid) / 1024,
                     "open_files": open_files(pid),
                     "calls": len(window),
                     "p50_ms": 1e3 * window[len(window) // 2] if window else 0.0,

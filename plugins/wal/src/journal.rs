@@ -16,6 +16,12 @@
 //!    snapshot `p`, which is kept with the logs from `p` on, in case the new snapshot
 //!    is ever found torn.
 //!
+//! Steps 2 and 3 need not run where the appends do: [`Journal::due_snapshot`] does step 1
+//! only and names the snapshot due, and [`snapshot_from_files`] makes it from the files
+//! (the previous snapshot and the closed logs), in another instance or process, while the
+//! journal's owner goes on appending to the new log. The owner sees the snapshot land by
+//! its file.
+//!
 //! A crash anywhere leaves a directory that opens with nothing acknowledged lost: before
 //! the rename, the previous snapshot and every log since are all there; after it, the new
 //! snapshot covers exactly the logs below `n + 1`. Opening takes the newest snapshot
@@ -116,6 +122,24 @@ pub struct Journal {
     snapshot_bytes: u64,
     /// The generation of the newest intact snapshot (`None`: none yet).
     snapshot_generation: Option<u64>,
+    /// The snapshot [`Journal::due_snapshot`] started and has not yet seen land.
+    pending: Option<u64>,
+}
+
+/// What [`snapshot_from_files`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    /// The snapshot was written.
+    Written {
+        /// Its size.
+        bytes: u64,
+        /// The generation of the snapshot it started from, if any.
+        from: Option<u64>,
+        /// Log records replayed onto that.
+        log_records: u64,
+    },
+    /// A snapshot of this generation or a newer one was already there.
+    AlreadyThere,
 }
 
 impl Journal {
@@ -133,22 +157,7 @@ impl Journal {
         std::fs::create_dir_all(dir)?;
         let files = Files::scan(dir, base)?;
         let mut recovery = JournalRecovery::default();
-        // The newest intact snapshot.
-        let mut loaded = None;
-        for (&g, path) in files.snapshots.iter().rev() {
-            replay.reset();
-            match read_snapshot(path, replay)? {
-                Ok((records, bytes)) => {
-                    recovery.snapshot = Some((g, records));
-                    loaded = Some((g, bytes));
-                    break;
-                }
-                Err(reason) => recovery.skipped.push((g, reason)),
-            }
-        }
-        if loaded.is_none() && !recovery.skipped.is_empty() {
-            replay.reset();
-        }
+        let loaded = load_newest(&files, u64::MAX, replay, &mut recovery)?;
         let from = loaded.map_or(0, |(g, _)| g);
         let last = files
             .logs
@@ -192,6 +201,7 @@ impl Journal {
                 log_bytes,
                 snapshot_bytes: loaded.map_or(0, |(_, bytes)| bytes),
                 snapshot_generation: loaded.map(|(g, _)| g),
+                pending: None,
             },
             recovery,
         ))
@@ -232,7 +242,44 @@ impl Journal {
         self.log_bytes >= min_bytes && self.log_bytes as f64 > ratio * self.snapshot_bytes as f64
     }
 
-    /// Compact: start a new log, write the state with `write` as a snapshot covering
+    /// Step 1 of a compaction: appends go to the log of the next generation from now on;
+    /// the current one is closed. Returns the new generation.
+    fn rotate(&mut self) -> io::Result<u64> {
+        let next = self.generation + 1;
+        let (wal, _) = Wal::open(&self.log_path(next), |_| Ok(()))?;
+        self.wal = wal;
+        self.generation = next;
+        self.log_bytes = 0;
+        Ok(next)
+    }
+
+    /// The snapshot due, for a compaction made elsewhere ([`snapshot_from_files`]): once
+    /// the logs have outgrown the live data ([`Journal::should_compact`]) the log is
+    /// rotated and the new generation returned; it is returned again at every call until
+    /// its snapshot has landed (one `stat`), and `None` once it has (or when none is due).
+    pub fn due_snapshot(&mut self, min_bytes: u64, ratio: f64) -> io::Result<Option<u64>> {
+        if let Some(g) = self.pending {
+            match std::fs::metadata(snapshot_path(&self.dir, &self.base, g)) {
+                Ok(meta) => {
+                    // Landed: it covers every log below `g`; `log_bytes` counts the log of
+                    // `g` alone since the rotation.
+                    self.pending = None;
+                    self.snapshot_generation = Some(g);
+                    self.snapshot_bytes = meta.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(g)),
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.should_compact(min_bytes, ratio) {
+            return Ok(None);
+        }
+        let g = self.rotate()?;
+        self.pending = Some(g);
+        Ok(Some(g))
+    }
+
+    /// Compact here: start a new log, write the state with `write` as a snapshot covering
     /// every earlier log, then remove what is no longer needed. Returns the snapshot's
     /// size. On an error the journal stays usable (appends go to the new log; the next
     /// compaction covers it).
@@ -240,54 +287,136 @@ impl Journal {
         &mut self,
         write: impl FnOnce(&mut SnapshotWriter) -> io::Result<()>,
     ) -> io::Result<u64> {
-        let next = self.generation + 1;
         // 1. New writes go to the next log; this one is complete.
-        let (wal, _) = Wal::open(&self.log_path(next), |_| Ok(()))?;
-        self.wal = wal;
-        self.generation = next;
-        self.log_bytes = 0;
+        let next = self.rotate()?;
         // 2. The snapshot, atomically.
-        let path = snapshot_path(&self.dir, &self.base, next);
-        let temporary = path.with_extension("snapshot.tmp");
-        let written = (|| {
-            let file = File::create(&temporary)?;
-            let mut writer = SnapshotWriter {
-                out: BufWriter::with_capacity(IO_BUFFER, file),
-                records: 0,
-                bytes: MAGIC.len() as u64,
-                frame: Vec::new(),
-            };
-            writer.out.write_all(MAGIC)?;
-            write(&mut writer)?;
-            let records = writer.records;
-            writer.frame(TAG_END, &records.to_le_bytes())?;
-            let bytes = writer.bytes;
-            let file = writer.out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            Ok::<u64, io::Error>(bytes)
-        })();
-        let bytes = match written {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = std::fs::remove_file(&temporary);
-                return Err(e);
-            }
-        };
-        std::fs::rename(&temporary, &path)?;
-        sync_dir(&self.dir);
+        let bytes = write_snapshot(&self.dir, &self.base, next, write)?;
         let previous = self.snapshot_generation.replace(next);
         self.snapshot_bytes = bytes;
+        self.pending = None;
         // 3. Keep the previous snapshot and the logs from it on; remove the rest.
-        let keep_from = previous.unwrap_or(0);
-        let files = Files::scan(&self.dir, &self.base)?;
-        for (&g, path) in files.snapshots.iter().chain(files.logs.iter()) {
-            if g < keep_from {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        sync_dir(&self.dir);
+        remove_before(&self.dir, &self.base, previous.unwrap_or(0))?;
         Ok(bytes)
     }
+}
+
+/// Make the snapshot of generation `g` of the journal `base` in `dir` from its files
+/// alone: the newest intact snapshot below `g` and the logs from it up to `g − 1` are
+/// replayed into `replay`, which `write` then writes out; files older than the snapshot
+/// it started from are removed afterwards, as [`Journal::compact`] does. The journal's
+/// owner may append to the log of `g` meanwhile: nothing here opens a log for writing.
+/// Two of these must not run at once on one directory.
+pub fn snapshot_from_files<R: Replay>(
+    dir: &Path,
+    base: &str,
+    g: u64,
+    replay: &mut R,
+    write: impl FnOnce(&R, &mut SnapshotWriter) -> io::Result<()>,
+) -> io::Result<Made> {
+    let files = Files::scan(dir, base)?;
+    if files.snapshots.keys().any(|&s| s >= g) {
+        return Ok(Made::AlreadyThere);
+    }
+    if !files.logs.contains_key(&g) {
+        return Err(io::Error::other(format!(
+            "the log of generation {g} was never started: no snapshot {g} is due"
+        )));
+    }
+    let mut recovery = JournalRecovery::default();
+    let loaded = load_newest(&files, g, replay, &mut recovery)?;
+    let from = loaded.map_or(0, |(s, _)| s);
+    let mut log_records = 0;
+    for log in from..g {
+        let path = files.logs.get(&log).ok_or_else(|| {
+            io::Error::other(format!(
+                "the log of generation {log} is gone and no intact snapshot covers it"
+            ))
+        })?;
+        log_records += Wal::read_closed(path, |record| replay.log_record(record))?;
+    }
+    let bytes = write_snapshot(dir, base, g, |out| write(replay, out))?;
+    remove_before(dir, base, from)?;
+    Ok(Made::Written {
+        bytes,
+        from: loaded.map(|(s, _)| s),
+        log_records,
+    })
+}
+
+/// Replay the newest intact snapshot of a generation below `below` into `replay`
+/// (resetting it between attempts), noting what was passed over: its generation and
+/// size, or `None` when there is none.
+fn load_newest(
+    files: &Files,
+    below: u64,
+    replay: &mut impl Replay,
+    recovery: &mut JournalRecovery,
+) -> io::Result<Option<(u64, u64)>> {
+    for (&g, path) in files.snapshots.range(..below).rev() {
+        replay.reset();
+        match read_snapshot(path, replay)? {
+            Ok((records, bytes)) => {
+                recovery.snapshot = Some((g, records));
+                return Ok(Some((g, bytes)));
+            }
+            Err(reason) => recovery.skipped.push((g, reason)),
+        }
+    }
+    if !recovery.skipped.is_empty() {
+        replay.reset();
+    }
+    Ok(None)
+}
+
+/// Write the snapshot of generation `g` with `write`: to a temporary file, synced, then
+/// renamed into place and the directory synced. Returns its size.
+fn write_snapshot(
+    dir: &Path,
+    base: &str,
+    g: u64,
+    write: impl FnOnce(&mut SnapshotWriter) -> io::Result<()>,
+) -> io::Result<u64> {
+    let path = snapshot_path(dir, base, g);
+    let temporary = path.with_extension("snapshot.tmp");
+    let written = (|| {
+        let file = File::create(&temporary)?;
+        let mut writer = SnapshotWriter {
+            out: BufWriter::with_capacity(IO_BUFFER, file),
+            records: 0,
+            bytes: MAGIC.len() as u64,
+            frame: Vec::new(),
+        };
+        writer.out.write_all(MAGIC)?;
+        write(&mut writer)?;
+        let records = writer.records;
+        writer.frame(TAG_END, &records.to_le_bytes())?;
+        let bytes = writer.bytes;
+        let file = writer.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok::<u64, io::Error>(bytes)
+    })();
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&temporary, &path)?;
+    sync_dir(dir);
+    Ok(bytes)
+}
+
+/// Remove the snapshots and logs of generations below `keep_from`.
+fn remove_before(dir: &Path, base: &str, keep_from: u64) -> io::Result<()> {
+    let files = Files::scan(dir, base)?;
+    for (&g, path) in files.snapshots.iter().chain(files.logs.iter()) {
+        if g < keep_from {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    sync_dir(dir);
+    Ok(())
 }
 
 fn describe_skipped(skipped: &[(u64, String)]) -> String {
@@ -501,6 +630,73 @@ mod tests {
         assert_eq!(recovery.snapshot, Some((3, 12)));
         assert_eq!(recovery.log_records, 1);
         assert_eq!(journal.generation(), 3);
+    }
+
+    /// A compaction made elsewhere: the owner rotates, goes on appending, and another
+    /// thread makes the snapshot from the files; the owner sees it land.
+    #[test]
+    fn a_snapshot_made_from_the_files_while_appends_go_on_covers_exactly_the_closed_logs() {
+        let dir = temp_dir("elsewhere");
+        let (mut journal, _, mut map) = open(&dir);
+        for i in 0..1000 {
+            put(&mut journal, &mut map, i % 10, i);
+        }
+        assert_eq!(journal.due_snapshot(100, 1.0).unwrap(), Some(1));
+        let covered = map.0.clone();
+        let maker = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut state = Map::default();
+                let made =
+                    snapshot_from_files(&dir, "store", 1, &mut state, |m, out| m.write(out))
+                        .unwrap();
+                (made, state)
+            })
+        };
+        // Appends go on into log 1 meanwhile; the snapshot stays due until it lands.
+        for i in 0..100 {
+            put(&mut journal, &mut map, 100 + i, i);
+        }
+        let (made, state) = maker.join().unwrap();
+        assert!(matches!(made, Made::Written { from: None, log_records: 1000, .. }));
+        assert_eq!(state.0, covered, "the snapshot holds exactly the closed logs");
+        assert_eq!(journal.due_snapshot(u64::MAX, 1.0).unwrap(), None);
+        assert_eq!(
+            journal.snapshot_bytes(),
+            std::fs::metadata(dir.join("store.1.snapshot")).unwrap().len()
+        );
+        assert!(matches!(
+            snapshot_from_files(&dir, "store", 1, &mut Map::default(), |m, out| m.write(out)),
+            Ok(Made::AlreadyThere)
+        ));
+        // A generation never started is refused.
+        assert!(
+            snapshot_from_files(&dir, "store", 5, &mut Map::default(), |m, out| m.write(out))
+                .is_err()
+        );
+        // The next one starts from snapshot 1 and removes what snapshot 1 made redundant.
+        put(&mut journal, &mut map, 7, 7);
+        assert_eq!(journal.due_snapshot(0, 0.0).unwrap(), Some(2));
+        let made = snapshot_from_files(&dir, "store", 2, &mut Map::default(), |m, out| {
+            m.write(out)
+        })
+        .unwrap();
+        assert!(matches!(made, Made::Written { from: Some(1), log_records: 101, .. }));
+        put(&mut journal, &mut map, 8, 8);
+        drop(journal);
+        assert_eq!(
+            names(&dir),
+            [
+                "store.1.snapshot",
+                "store.1.wal",
+                "store.2.snapshot",
+                "store.2.wal"
+            ]
+        );
+        let (_, recovery, reopened) = open(&dir);
+        assert_eq!(reopened.0, map.0);
+        assert_eq!(recovery.snapshot.map(|(g, _)| g), Some(2));
+        assert_eq!(recovery.log_records, 1);
     }
 
     #[test]

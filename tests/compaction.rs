@@ -262,3 +262,94 @@ async fn the_trace_that_wrote_a_memory_survives_compaction_and_a_restart() {
     let memory = memory_with(config(), traced()).await;
     assert_eq!(writer(memory).await, before);
 }
+
+/// A compaction runs beside the requests, not in them: the write that finds the log
+/// outgrown only rotates it and asks the host; the snapshot is made on an instance of its
+/// own, in a trace of its own linked to the request that asked, and recalls that start
+/// after it began are answered before it ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_answered_while_a_compaction_runs() {
+    const EPISODES: usize = 4_000;
+    let dir = data_dir("compaction-beside");
+    let mut words = Words(11);
+    // The log alone (compaction off), then a host that compacts at the first write.
+    let memory = open(&dir, u64::MAX >> 1, 1.0).await;
+    fill(&memory, SESSION, EPISODES, &mut words).await;
+    drop(memory);
+    let receiver = ww_tests::otlp::OtlpReceiver::grpc().await;
+    let memory = memory_with(
+        compacting_config(&dir, 0, 0.0),
+        ww_tests::recording(&receiver),
+    )
+    .await;
+    // The first recall's reinforcement (a write) asks for snapshot 1; recalls go on
+    // until it has landed.
+    let landed = dir.join("store.1.snapshot");
+    let mut recalls = 0;
+    let started = std::time::Instant::now();
+    while !landed.exists() {
+        assert_eq!(recall(&memory, words.sentence(3), 5, 0).await.len(), 5);
+        recalls += 1;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "snapshot 1 never landed"
+        );
+    }
+    let spans = receiver
+        .wait_for(std::time::Duration::from_secs(30), |spans| {
+            spans.iter().any(|s| s.name == "embedded.upkeep")
+        })
+        .await;
+    let upkeep = ww_tests::otlp::named(&spans, "embedded.upkeep");
+    assert_eq!(upkeep.parent_span_id, "", "a trace of its own");
+    assert_eq!(upkeep.attr_str("ww.upkeep.task"), Some("compact:1"));
+    assert!(
+        upkeep
+            .attr_str("ww.upkeep.done")
+            .is_some_and(|d| d.starts_with("snapshot 1:")),
+        "{:?}",
+        upkeep.attributes
+    );
+    // Linked to the span that asked: a store call inside the first recall's trace.
+    let link = upkeep
+        .links
+        .first()
+        .expect("a link to the request that asked");
+    let asking_trace = spans
+        .iter()
+        .filter(|s| s.name == "test.recall" && s.trace_id == link.trace_id)
+        .count();
+    assert_eq!(asking_trace, 1, "the link names a recall's trace");
+    // The compaction's own work is in its trace, not the request's.
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == upkeep.trace_id && s.name == "embedded.compact"),
+        "{:?}",
+        spans
+            .iter()
+            .filter(|s| s.trace_id == upkeep.trace_id)
+            .map(|s| &s.name)
+            .collect::<Vec<_>>()
+    );
+    let beside = spans
+        .iter()
+        .filter(|s| {
+            s.name == "test.recall"
+                && s.start_unix_nano > upkeep.start_unix_nano
+                && s.end_unix_nano < upkeep.end_unix_nano
+        })
+        .count();
+    eprintln!(
+        "{recalls} recalls until snapshot 1 landed; {beside} began and ended while it was made ({:.0} ms)",
+        (upkeep.end_unix_nano - upkeep.start_unix_nano) as f64 / 1e6
+    );
+    assert!(
+        beside > 0,
+        "no recall was answered while the compaction ran"
+    );
+    // Nothing lost: every episode is there after a restart from the snapshot.
+    drop(memory);
+    let memory = open(&dir, u64::MAX >> 1, 1.0).await;
+    assert_eq!(episodes(&memory).await, EPISODES as u64);
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 
 use super::calls::CallProperties;
+use super::component::upkeep;
 use super::component::{self, ComponentState, PluginComponent};
 use super::data_dir::lock_data_dir;
 use super::shape::{ComponentShape, shape_of};
@@ -317,6 +318,8 @@ impl ComponentHost {
                 WasiOtel::new(&mut s.tracing)
             })
             .map_err(link_error)?;
+            // Upkeep: work a component asks to have run after its call (compaction).
+            upkeep::add_to_linker(&mut linker, ComponentState::upkeep).map_err(link_error)?;
             // wasi:nn: the graphs of the component's model directory, by name.
             inference::add_to_linker(&mut linker, ComponentState::nn).map_err(link_error)?;
             let caller: Arc<str> = Arc::from(name.as_str());
@@ -363,6 +366,10 @@ impl ComponentHost {
                     calls: shape.calls.clone(),
                 },
             ));
+            plugin.start_upkeep().map_err(|e| LoadError::Link {
+                name: name.clone(),
+                source: format!("cannot start its upkeep thread: {e}").into(),
+            })?;
             loaded.insert(name, plugin.clone());
             components.push((plugin, shape));
         }

@@ -41,6 +41,15 @@ pub struct ComponentHost {
     _data_locks: Vec<std::fs::File>,
 }
 
+impl Drop for ComponentHost {
+    /// Upkeep runs (compactions) stop before the lock on their data directory goes.
+    fn drop(&mut self) {
+        for (component, _) in &self.components {
+            component.halt();
+        }
+    }
+}
+
 impl ComponentHost {
     /// The telemetry pipeline.
     pub fn telemetry(&self) -> &Arc<Telemetry> {

@@ -10,14 +10,16 @@ use super::calls::CallProperties;
 
 /// Interfaces the host itself implements; every other import must be routed to a
 /// component that exports it.
-const HOST_PROVIDED: [&str; 4] = [
+const HOST_PROVIDED: [&str; 5] = [
     "wasi:",
     "ww:memory/tracing@",
     "ww:memory/metrics@",
     "ww:memory/progress@",
+    "ww:memory/upkeep@",
 ];
 
-/// Whether the host itself implements `interface` (WASI, tracing, metrics, progress).
+/// Whether the host itself implements `interface` (WASI, tracing, metrics, progress,
+/// upkeep).
 pub fn host_provided(interface: &str) -> bool {
     HOST_PROVIDED.iter().any(|p| interface.starts_with(p))
 }

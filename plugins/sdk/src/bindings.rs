@@ -95,6 +95,23 @@ pub mod vector_store_adapter {
     });
 }
 
+/// Bindings of the upkept world: `maintenance`, which the host calls to run the upkeep
+/// a component asked for (`crate::upkeep`).
+pub mod upkept {
+    wit_bindgen::generate!({
+        world: "upkept",
+        path: "../../wit/v0.1.0",
+        with: {
+            "ww:memory/tracing@0.1.0": crate::bindings::ww::memory::tracing,
+            "ww:memory/metrics@0.1.0": crate::bindings::ww::memory::metrics,
+            "ww:memory/upkeep@0.1.0": crate::bindings::ww::memory::upkeep,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_maintenance",
+        default_bindings_module: "ww_guest::bindings::upkept",
+    });
+}
+
 /// Bindings of the graph-store-adapter world (the Neo4j adapter; the embedded store's
 /// graph). Its shared types are the vector store's, so a combined store has one set.
 pub mod graph_store_adapter {

@@ -60,6 +60,8 @@ pub use bindings::procedural_service::export_procedural;
 #[doc(inline)]
 pub use bindings::semantic_service::export_semantic;
 #[doc(inline)]
+pub use bindings::upkept::export_maintenance;
+#[doc(inline)]
 pub use bindings::vector_store_adapter::export_vector_store;
 
 /// The embedder role: implement [`embedder::Guest`] and call `ww_guest::export_embedder!`.
@@ -165,6 +167,20 @@ pub mod services {
         ValidationError,
     };
     pub use crate::routed::{embedder, graph_store, vector_store};
+}
+
+/// Work done outside requests: ask with [`upkeep::request`]; the host then calls the
+/// component's [`upkeep::Maintenance::run`] (export it with `ww_guest::export_maintenance!`
+/// and declare `run` long-running in `calls!`) on an instance of its own.
+pub mod upkeep {
+    pub use crate::bindings::upkept::exports::ww::memory::maintenance::Guest as Maintenance;
+
+    /// Ask the host to run `task` once this call has returned (the same task asked again
+    /// while it waits or runs is one task). False when the host runs no upkeep: do the work
+    /// now.
+    pub fn request(task: &str) -> bool {
+        crate::bindings::ww::memory::upkeep::request(task)
+    }
 }
 
 /// Tell the caller how far a long operation has got (`total` 0 when unknown); the host

@@ -647,9 +647,8 @@ mod tests {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 let mut state = Map::default();
-                let made =
-                    snapshot_from_files(&dir, "store", 1, &mut state, |m, out| m.write(out))
-                        .unwrap();
+                let made = snapshot_from_files(&dir, "store", 1, &mut state, |m, out| m.write(out))
+                    .unwrap();
                 (made, state)
             })
         };
@@ -658,12 +657,24 @@ mod tests {
             put(&mut journal, &mut map, 100 + i, i);
         }
         let (made, state) = maker.join().unwrap();
-        assert!(matches!(made, Made::Written { from: None, log_records: 1000, .. }));
-        assert_eq!(state.0, covered, "the snapshot holds exactly the closed logs");
+        assert!(matches!(
+            made,
+            Made::Written {
+                from: None,
+                log_records: 1000,
+                ..
+            }
+        ));
+        assert_eq!(
+            state.0, covered,
+            "the snapshot holds exactly the closed logs"
+        );
         assert_eq!(journal.due_snapshot(u64::MAX, 1.0).unwrap(), None);
         assert_eq!(
             journal.snapshot_bytes(),
-            std::fs::metadata(dir.join("store.1.snapshot")).unwrap().len()
+            std::fs::metadata(dir.join("store.1.snapshot"))
+                .unwrap()
+                .len()
         );
         assert!(matches!(
             snapshot_from_files(&dir, "store", 1, &mut Map::default(), |m, out| m.write(out)),
@@ -677,11 +688,17 @@ mod tests {
         // The next one starts from snapshot 1 and removes what snapshot 1 made redundant.
         put(&mut journal, &mut map, 7, 7);
         assert_eq!(journal.due_snapshot(0, 0.0).unwrap(), Some(2));
-        let made = snapshot_from_files(&dir, "store", 2, &mut Map::default(), |m, out| {
-            m.write(out)
-        })
-        .unwrap();
-        assert!(matches!(made, Made::Written { from: Some(1), log_records: 101, .. }));
+        let made =
+            snapshot_from_files(&dir, "store", 2, &mut Map::default(), |m, out| m.write(out))
+                .unwrap();
+        assert!(matches!(
+            made,
+            Made::Written {
+                from: Some(1),
+                log_records: 101,
+                ..
+            }
+        ));
         put(&mut journal, &mut map, 8, 8);
         drop(journal);
         assert_eq!(

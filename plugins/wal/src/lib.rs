@@ -140,7 +140,10 @@ impl Wal {
     /// writing, passing every record to `apply`: the number of records, or an error at
     /// the first frame that does not check (a closed log was cut back to its last intact
     /// record when it was last opened, so a bad frame there is damage, not a torn tail).
-    pub fn read_closed(path: &Path, mut apply: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+    pub fn read_closed(
+        path: &Path,
+        mut apply: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
         let file = File::open(path)?;
         let total = file.metadata()?.len();
         let mut reader = BufReader::with_capacity(1 << 20, file);

@@ -19,6 +19,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::state::MeasuredLimits;
+use super::upkeep::{self, UpkeepSender};
 use super::{Access, Bounds, CallError, ComponentState, TrapReason};
 use crate::inference::{InferencePath, NnState};
 use crate::plugins::calls::CallProperties;
@@ -66,6 +67,13 @@ pub struct PluginComponent {
     /// `ww.component.call.duration` points of successful calls, by function then
     /// interface, made on first call.
     call_points: std::sync::RwLock<CallPoints>,
+    /// Where its instances' upkeep requests go, once its upkeep thread runs.
+    upkeep: std::sync::OnceLock<UpkeepSender>,
+    /// That thread, joined by [`PluginComponent::halt`].
+    upkeep_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Cancelled when the host goes away: a running call stops at the next epoch tick
+    /// (an upkeep run must not outlive the host's lock on the data directory).
+    halt: tokio_util::sync::CancellationToken,
 }
 
 /// Points by function, then interface.
@@ -113,6 +121,49 @@ impl PluginComponent {
             traps: AtomicU64::new(0),
             memory: Arc::new(AtomicU64::new(0)),
             call_points: std::sync::RwLock::new(HashMap::new()),
+            upkeep: std::sync::OnceLock::new(),
+            upkeep_thread: std::sync::Mutex::new(None),
+            halt: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Start its upkeep thread when it exports `maintenance.run` as a long-running
+    /// export (on an instance of its own, so the serving one goes on serving); else its
+    /// instances are told the host runs no upkeep, and do the work in the call.
+    pub(in crate::plugins) fn start_upkeep(self: &Arc<Self>) -> std::io::Result<()> {
+        if self.params(upkeep::MAINTENANCE, upkeep::RUN).is_none() {
+            return Ok(());
+        }
+        if !self.calls.is_long_running(upkeep::RUN) {
+            tracing::warn!(
+                "{}: exports {}#{} but not as long-running: its upkeep runs inside its calls",
+                self.name,
+                upkeep::MAINTENANCE,
+                upkeep::RUN
+            );
+            return Ok(());
+        }
+        let (sender, thread) = upkeep::start(Arc::downgrade(self), &self.name, self.halt.clone())?;
+        let _ = self.upkeep.set(sender);
+        *self.upkeep_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Stop its calls at their next epoch tick and wait for its upkeep thread to end:
+    /// the host is going away, and with it the lock on the data directory that a
+    /// compaction writes to. (A compaction stopped half-way leaves a temporary file,
+    /// removed at the next start; the logs it would have covered stay.)
+    pub(in crate::plugins) fn halt(&self) {
+        self.halt.cancel();
+        let thread = self
+            .upkeep_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
         }
     }
 
@@ -354,6 +405,8 @@ impl PluginComponent {
             tracing: TracingCtx::new(self.name.clone(), self.telemetry.clone()),
             deadline: Instant::now() + self.limits.deadline,
             nn: NnState::new(self.access.graph.as_ref()),
+            upkeep: self.upkeep.get().cloned(),
+            halt: self.halt.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -363,11 +416,14 @@ impl PluginComponent {
         // holds its worker thread, and what tokio queued behind it there waits: the
         // cancellation that should stop it, other requests' progress, their replies.
         store.epoch_deadline_callback(|store| {
-            Ok(if Instant::now() >= store.data().deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
+            let data = store.data();
+            Ok(
+                if Instant::now() >= data.deadline || data.halt.is_cancelled() {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                },
+            )
         });
         store.set_epoch_deadline(1);
         let instance =

@@ -4,6 +4,7 @@
 mod error;
 mod instance;
 mod state;
+pub mod upkeep;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -31,6 +31,10 @@ pub struct ComponentState {
     pub(super) deadline: Instant,
     /// Its `wasi:nn` state: the graph it may run.
     pub(super) nn: NnState,
+    /// Where its `upkeep` requests go (`None`: it has no upkeep thread).
+    pub(super) upkeep: Option<super::upkeep::UpkeepSender>,
+    /// Cancelled when the host goes away: the running call is interrupted.
+    pub(super) halt: tokio_util::sync::CancellationToken,
 }
 
 impl ComponentState {
@@ -39,6 +43,12 @@ impl ComponentState {
     pub(in crate::plugins) fn nn(&mut self) -> WasiNnView<'_> {
         let current = self.tracing.scope_mut().current();
         self.nn.view(&mut self.table, current)
+    }
+
+    /// The `upkeep` view, asked from within the request's current span.
+    pub(in crate::plugins) fn upkeep(&mut self) -> super::upkeep::WwUpkeep<'_> {
+        let asked_by = self.tracing.scope_mut().current().cloned();
+        super::upkeep::WwUpkeep::new(self.upkeep.as_ref(), asked_by)
     }
 }
 

@@ -47,6 +47,8 @@ const COMPACT_MIN_BYTES: u64 = 16 << 20;
 /// Compaction once the log holds more than this × the last snapshot's bytes (the
 /// `compact_ratio` setting): lower starts faster and writes more.
 const COMPACT_RATIO: f64 = 1.0;
+/// The upkeep task that makes snapshot `<generation>`: `compact:<generation>`.
+const COMPACT_TASK: &str = "compact:";
 /// Results per call, at most.
 const MAX_LIMIT: u32 = 10_000;
 /// Vector length, at most.
@@ -243,18 +245,41 @@ impl Store {
         for op in ops {
             self.state.apply(op);
         }
-        if self
-            .journal
-            .should_compact(self.compact_min_bytes, self.compact_ratio)
-        {
-            self.compact();
-        }
+        self.upkeep();
         Ok(())
     }
 
-    /// Write a snapshot and start a new log. A failure loses nothing (the write that
-    /// triggered it is already durable, the logs stay): it is reported and retried at
-    /// the next write.
+    /// Once the logs have outgrown the state, a snapshot is due: the log is rotated and
+    /// the host asked to make the snapshot from the files on an instance of its own
+    /// (`maintenance.run`, a `compact:<generation>` task) while this one goes on serving.
+    /// The request is repeated at every write until the snapshot lands (the host runs it
+    /// once; one that failed, a full disk, runs again after a back-off). A host that runs
+    /// no upkeep gets the compaction here, in the write. Nothing here fails the write: it
+    /// is durable already, and the logs stay until a snapshot covers them.
+    fn upkeep(&mut self) {
+        match self
+            .journal
+            .due_snapshot(self.compact_min_bytes, self.compact_ratio)
+        {
+            Ok(None) => {}
+            Ok(Some(generation)) => {
+                if !ww_guest::upkeep::request(&format!("{COMPACT_TASK}{generation}")) {
+                    self.compact();
+                }
+            }
+            Err(e) => {
+                eprintln!("embedded store: cannot start a compaction: {e}");
+                add_span_event(
+                    "store.compaction_failed",
+                    vec![kv("error.message", e.to_string())],
+                );
+            }
+        }
+    }
+
+    /// Write a snapshot here and start a new log (for a host that runs no upkeep). A
+    /// failure loses nothing (the write that triggered it is already durable, the logs
+    /// stay): it is reported and retried at the next write.
     fn compact(&mut self) {
         let log_bytes = self.journal.log_bytes();
         let state = &self.state;
@@ -874,4 +899,56 @@ impl GraphStore for EmbeddedStore {
     }
 }
 
+/// The store's upkeep: a compaction, run by the host on an instance of its own (fresh,
+/// never the serving one) while the serving instance appends to the next log.
+impl ww_guest::upkeep::Maintenance for EmbeddedStore {
+    fn run(task: String) -> Result<String, String> {
+        let generation = task
+            .strip_prefix(COMPACT_TASK)
+            .and_then(|g| g.parse::<u64>().ok())
+            .ok_or_else(|| format!("no such task: {task:?} (only {COMPACT_TASK}<generation>)"))?;
+        let span = ww_guest::span("embedded.compact").attr("store.snapshot.generation", generation);
+        let mut state = State::default();
+        let made = ww_wal::snapshot_from_files(
+            Path::new(DATA_DIR),
+            JOURNAL,
+            generation,
+            &mut Replaying(&mut state),
+            |replaying, out| replaying.0.snapshot(|record| out.record(record)),
+        )
+        .map_err(|e| {
+            let message = format!("snapshot {generation}: {e}");
+            span.record_error("storage", message.clone());
+            message
+        })?;
+        Ok(match made {
+            ww_wal::Made::Written {
+                bytes,
+                from,
+                log_records,
+            } => {
+                add_span_event(
+                    "store.compacted",
+                    vec![
+                        kv("store.snapshot.bytes", bytes),
+                        kv("store.snapshot.generation", generation),
+                        kv("store.records", log_records),
+                    ],
+                );
+                format!(
+                    "snapshot {generation}: {bytes} bytes, from {} and {log_records} log records",
+                    from.map_or("nothing".to_owned(), |g| format!("snapshot {g}"))
+                )
+            }
+            ww_wal::Made::AlreadyThere => format!("snapshot {generation} was already there"),
+        })
+    }
+}
+
+// The compaction runs on an instance of its own, under the long deadline.
+ww_guest::calls! {
+    long_running: ["run"],
+}
+
 ww_guest::export_combined_store!(EmbeddedStore);
+ww_guest::export_maintenance!(EmbeddedStore);

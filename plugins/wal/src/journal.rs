@@ -29,19 +29,24 @@
 //! one before (the caller's state is reset between attempts), then replays the logs from
 //! that snapshot's generation on, cutting a torn tail off the last.
 //!
-//! A snapshot is a magic line and frames as the log writes them (length, CRC-32,
-//! payload); each payload starts with a tag byte: 0 for the caller's records, 1 for the
-//! end marker with the number of records before it.
+//! A snapshot is a magic line and frames like the log's, each payload starting with a tag
+//! byte: 0 for the caller's records, 1 for the end marker with the number of records
+//! before it. Version 2 (written now) checks each frame with XXH3-64 instead of the log's
+//! CRC-32: a start checks every byte of the snapshot, and in a `wasm32` component, with
+//! no carry-less multiply, CRC-32 ran at 1.7 GB/s and XXH3 at 10 GB/s (137 ms against 23
+//! ms for 234 MB, measured in the store at 100k episodes). Version 1 is still read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{Recovery, Wal, read_frame, sync_dir};
+use crate::{Checksum, Recovery, Wal, read_frame, sync_dir};
 
-/// The first bytes of every snapshot file (format version 1).
-const MAGIC: &[u8; 8] = b"WWSNAP1\n";
+/// The first bytes of a snapshot file, format version 2 (XXH3-64 frames; written).
+const MAGIC: &[u8; 8] = b"WWSNAP2\n";
+/// Format version 1 (CRC-32 frames; read only).
+const MAGIC_V1: &[u8; 8] = b"WWSNAP1\n";
 const TAG_RECORD: u8 = 0;
 const TAG_END: u8 = 1;
 /// Buffer for writing and reading a snapshot: one megabyte turns 100k small records into
@@ -54,6 +59,11 @@ pub trait Replay {
     fn reset(&mut self);
     /// One record of a snapshot.
     fn snapshot_record(&mut self, record: &[u8]) -> io::Result<()>;
+    /// The snapshot's records are all in, and it is intact: finish what was deferred
+    /// while they came (before any log record is replayed).
+    fn snapshot_end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// One record of a log.
     fn log_record(&mut self, record: &[u8]) -> io::Result<()>;
 }
@@ -100,9 +110,9 @@ impl SnapshotWriter {
         let len = self.frame.len() as u32;
         self.out.write_all(&len.to_le_bytes())?;
         self.out
-            .write_all(&crc32fast::hash(&self.frame).to_le_bytes())?;
+            .write_all(&Checksum::Xxh3.of(&self.frame).to_le_bytes())?;
         self.out.write_all(&self.frame)?;
-        self.bytes += 8 + self.frame.len() as u64;
+        self.bytes += (Checksum::Xxh3.header_bytes() + self.frame.len()) as u64;
         Ok(())
     }
 }
@@ -492,19 +502,21 @@ fn read_snapshot(path: &Path, replay: &mut impl Replay) -> io::Result<Result<(u6
         return Ok(Err("shorter than its header".to_owned()));
     }
     reader.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Ok(Err("not a snapshot (its first bytes)".to_owned()));
-    }
+    let checksum = match &magic {
+        MAGIC => Checksum::Xxh3,
+        MAGIC_V1 => Checksum::Crc32,
+        _ => return Ok(Err("not a snapshot (its first bytes)".to_owned())),
+    };
     let mut offset = MAGIC.len() as u64;
     let mut buffer = Vec::new();
     let mut records = 0_u64;
     loop {
-        match read_frame(&mut reader, total - offset, &mut buffer)? {
+        match read_frame(&mut reader, total - offset, &mut buffer, checksum)? {
             Ok(Some(())) => {}
             Ok(None) => return Ok(Err("no end marker: torn".to_owned())),
             Err(reason) => return Ok(Err(format!("{reason} at offset {offset}"))),
         }
-        offset += 8 + buffer.len() as u64;
+        offset += (checksum.header_bytes() + buffer.len()) as u64;
         match buffer.split_first() {
             Some((&TAG_RECORD, record)) => {
                 replay.snapshot_record(record)?;
@@ -513,7 +525,10 @@ fn read_snapshot(path: &Path, replay: &mut impl Replay) -> io::Result<Result<(u6
             Some((&TAG_END, count)) => {
                 let count = <[u8; 8]>::try_from(count).map(u64::from_le_bytes);
                 return Ok(match count {
-                    Ok(count) if count == records && offset == total => Ok((records, total)),
+                    Ok(count) if count == records && offset == total => {
+                        replay.snapshot_end()?;
+                        Ok((records, total))
+                    }
                     Ok(count) if count != records => Err(format!(
                         "its end marker counts {count} records, {records} were read"
                     )),
@@ -714,6 +729,29 @@ mod tests {
         assert_eq!(reopened.0, map.0);
         assert_eq!(recovery.snapshot.map(|(g, _)| g), Some(2));
         assert_eq!(recovery.log_records, 1);
+    }
+
+    /// A snapshot written before version 2 (CRC-32 frames) still opens.
+    #[test]
+    fn a_version_1_snapshot_still_opens() {
+        let dir = temp_dir("v1");
+        let mut bytes = MAGIC_V1.to_vec();
+        for (tag, payload) in [
+            (TAG_RECORD, &b"1=5"[..]),
+            (TAG_END, &1_u64.to_le_bytes()[..]),
+        ] {
+            let mut frame = vec![tag];
+            frame.extend_from_slice(payload);
+            bytes.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&frame).to_le_bytes());
+            bytes.extend_from_slice(&frame);
+        }
+        std::fs::write(dir.join("store.1.snapshot"), &bytes).unwrap();
+        std::fs::write(dir.join("store.1.wal"), b"").unwrap();
+        let (journal, recovery, map) = open(&dir);
+        assert_eq!(recovery.snapshot, Some((1, 1)));
+        assert_eq!(map.0, BTreeMap::from([(1, 5)]));
+        assert_eq!(journal.snapshot_bytes(), bytes.len() as u64);
     }
 
     #[test]

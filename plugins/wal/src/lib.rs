@@ -45,35 +45,66 @@ pub struct Wal {
     len: u64,
 }
 
+/// How a frame's payload is checked: the log's CRC-32 (4 bytes after the length), or
+/// XXH3-64 (8 bytes), which snapshots use since version 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    Crc32,
+    Xxh3,
+}
+
+impl Checksum {
+    /// The frame header's size: the length, then the checksum.
+    pub(crate) fn header_bytes(self) -> usize {
+        match self {
+            Checksum::Crc32 => HEADER_BYTES,
+            Checksum::Xxh3 => 4 + 8,
+        }
+    }
+
+    /// The checksum of `payload`, widened to 64 bits.
+    pub(crate) fn of(self, payload: &[u8]) -> u64 {
+        match self {
+            Checksum::Crc32 => u64::from(crc32fast::hash(payload)),
+            Checksum::Xxh3 => xxhash_rust::xxh3::xxh3_64(payload),
+        }
+    }
+}
+
 /// Read one frame at the reader's position: `Ok(None)` at a clean end of file,
 /// `Err(reason)` for a torn or corrupt frame.
 pub(crate) fn read_frame(
     reader: &mut impl Read,
     remaining: u64,
     buffer: &mut Vec<u8>,
+    checksum: Checksum,
 ) -> io::Result<Result<Option<()>, String>> {
     if remaining == 0 {
         return Ok(Ok(None));
     }
-    if remaining < HEADER_BYTES as u64 {
+    let header_bytes = checksum.header_bytes();
+    if remaining < header_bytes as u64 {
         return Ok(Err(format!("an incomplete header of {remaining} bytes")));
     }
-    let mut header = [0_u8; HEADER_BYTES];
-    reader.read_exact(&mut header)?;
+    // The longer header's room; the log's leaves the last 4 bytes 0.
+    let mut header = [0_u8; 12];
+    reader.read_exact(header.get_mut(..header_bytes).unwrap_or_default())?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let expected = u64::from_le_bytes([
+        header[4], header[5], header[6], header[7], header[8], header[9], header[10], header[11],
+    ]);
     if len > MAX_RECORD_BYTES {
         return Ok(Err(format!("a header claiming {len} bytes")));
     }
-    if (len as u64) > remaining - HEADER_BYTES as u64 {
+    if (len as u64) > remaining - header_bytes as u64 {
         return Ok(Err(format!(
             "a record of {len} bytes with only {} written",
-            remaining - HEADER_BYTES as u64
+            remaining - header_bytes as u64
         )));
     }
     buffer.resize(len, 0);
     reader.read_exact(buffer)?;
-    if crc32fast::hash(buffer) != crc {
+    if checksum.of(buffer) != expected {
         return Ok(Err(format!(
             "a checksum mismatch in a record of {len} bytes"
         )));
@@ -106,7 +137,7 @@ impl Wal {
             let mut reader = BufReader::new(&mut file);
             let mut buffer = Vec::new();
             loop {
-                match read_frame(&mut reader, total - good, &mut buffer)? {
+                match read_frame(&mut reader, total - good, &mut buffer, Checksum::Crc32)? {
                     Ok(None) => break,
                     Ok(Some(())) => {
                         apply(&buffer)?;
@@ -150,7 +181,7 @@ impl Wal {
         let mut buffer = Vec::new();
         let (mut offset, mut records) = (0_u64, 0_u64);
         loop {
-            match read_frame(&mut reader, total - offset, &mut buffer)? {
+            match read_frame(&mut reader, total - offset, &mut buffer, Checksum::Crc32)? {
                 Ok(None) => return Ok(records),
                 Ok(Some(())) => {
                     apply(&buffer)?;

@@ -104,6 +104,22 @@ impl<T: Copy> Vectors<T> {
         self.len += 1;
     }
 
+    /// Append `n` vectors given as `n` × `dimension` values, converted by `value`.
+    fn extend_with(&mut self, n: usize, mut value: impl FnMut(usize) -> T) {
+        let d = self.dimension;
+        let mut at = 0;
+        for _ in 0..n {
+            if self.len.is_multiple_of(BLOCK) {
+                self.blocks.push(Vec::with_capacity(BLOCK * d));
+            }
+            if let Some(block) = self.blocks.last_mut() {
+                block.extend((at..at + d).map(&mut value));
+            }
+            at += d;
+            self.len += 1;
+        }
+    }
+
     /// Copy the last vector over `slot` (before `pop`).
     fn move_last_to(&mut self, slot: usize) {
         let last = self.get(self.len - 1).to_vec();
@@ -184,6 +200,9 @@ pub struct Points {
     lexical: Lexical,
     /// id → slot, ordered so scrolling pages in id order.
     index: BTreeMap<String, usize>,
+    /// While a snapshot is restored: (id, slot) of the runs so far, built into `index`
+    /// in one step at its end (`finish_restore`).
+    restoring: Vec<(String, usize)>,
     ids: Vec<String>,
     /// The vectors, contiguous within blocks of `BLOCK` slots: growing never copies or
     /// over-allocates more than one block.
@@ -197,13 +216,51 @@ pub struct Points {
     norms: Vec<f32>,
     payloads: Vec<Payload>,
     names: Vec<String>,
-    name_ids: HashMap<String, FieldId>,
+    name_ids: foldhash::HashMap<String, FieldId>,
     /// One column of cells per field name, indexed by slot.
     columns: Vec<Vec<Cell>>,
-    short_texts: HashMap<String, u32>,
+    /// Hashed with foldhash, as `name_ids`: looked up for every short text of every
+    /// payload a start restores.
+    short_texts: foldhash::HashMap<String, u32>,
 }
 
-/// A collection as a snapshot begins it: everything but its slots.
+/// A collection as a snapshot begins it since field ids are kept (`Run`): everything but
+/// its slots, with the payload field names by id.
+#[derive(Serialize, Deserialize)]
+pub struct PointsHead {
+    pub dimension: u32,
+    pub embedder: Option<EmbedderId>,
+    /// The lexical index's terms by id.
+    pub terms: Vec<String>,
+    /// Payload field names by id.
+    pub names: Vec<String>,
+}
+
+/// A run of slots as a snapshot holds them: every part as the collection holds it in
+/// memory, so loading copies instead of rebuilding. Payloads keep their field ids (the
+/// names are in the [`PointsHead`]) and the lexical documents are flat, so decoding
+/// allocates neither a field name nor a list per document.
+#[derive(Serialize, Deserialize)]
+pub struct Run {
+    pub ids: Vec<String>,
+    /// The vectors' f32 values, little-endian, slot after slot.
+    #[serde(with = "serde_bytes")]
+    pub vectors: Vec<u8>,
+    /// Their 8-bit codes, slot after slot.
+    #[serde(with = "serde_bytes")]
+    pub codes: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub l1_norms: Vec<f32>,
+    pub norms: Vec<f32>,
+    pub payloads: Vec<Vec<(u32, FieldValue)>>,
+    /// Per slot: how many (term, count) pairs of `terms` are its, and its length.
+    pub documents: Vec<(u32, u32)>,
+    /// Every slot's (term, count) pairs, slot after slot.
+    pub terms: Vec<(u32, u32)>,
+}
+
+/// A collection as a snapshot began it before field ids were kept (read only):
+/// everything but its slots.
 #[derive(Serialize, Deserialize)]
 pub struct PointsHeader {
     pub dimension: u32,
@@ -212,7 +269,7 @@ pub struct PointsHeader {
     pub terms: Vec<String>,
 }
 
-/// A run of slots as a snapshot holds them: each slot's vector, its 8-bit copy and the
+/// A run of slots as a snapshot held them before field ids were kept (read only): each slot's vector, its 8-bit copy and the
 /// numbers derived from it are kept as they are, so loading copies memory instead of
 /// recomputing them, and the lexical index's documents as term ids, so no text is
 /// tokenised again.
@@ -266,6 +323,7 @@ impl Points {
             embedder: None,
             lexical: Lexical::default(),
             index: BTreeMap::new(),
+            restoring: Vec::new(),
             ids: Vec::new(),
             vectors: Vectors::new(dimension as usize),
             codes: Vectors::new(dimension as usize),
@@ -274,9 +332,9 @@ impl Points {
             norms: Vec::new(),
             payloads: Vec::new(),
             names: Vec::new(),
-            name_ids: HashMap::new(),
+            name_ids: foldhash::HashMap::default(),
             columns: Vec::new(),
-            short_texts: HashMap::new(),
+            short_texts: foldhash::HashMap::default(),
         }
     }
 
@@ -437,35 +495,120 @@ impl Points {
     }
 
     /// Everything but the slots, for a snapshot.
-    pub fn header(&self) -> PointsHeader {
-        PointsHeader {
+    pub fn head(&self) -> PointsHead {
+        PointsHead {
             dimension: self.dimension,
             embedder: self.embedder.clone(),
             terms: self.lexical.terms(),
+            names: self.names.clone(),
         }
     }
 
     /// The slots in `range`, for a snapshot.
-    pub fn slots(&self, range: Range<usize>) -> Slots {
+    pub fn run(&self, range: Range<usize>) -> Run {
         let d = self.dimension as usize;
         let mut vectors = Vec::with_capacity(range.len() * d * 4);
         let mut codes = Vec::with_capacity(range.len() * d);
+        let mut documents = Vec::with_capacity(range.len());
+        let mut terms = Vec::new();
         for slot in range.clone() {
             for x in self.vectors.get(slot) {
                 vectors.extend_from_slice(&x.to_le_bytes());
             }
             codes.extend(self.codes.get(slot).iter().map(|&c| c as u8));
+            let (document, length) = self.lexical.document_ref(slot);
+            documents.push((document.len() as u32, length));
+            terms.extend_from_slice(document);
         }
-        Slots {
+        Run {
             ids: self.ids[range.clone()].to_vec(),
             vectors,
             codes,
             scales: self.scales[range.clone()].to_vec(),
             l1_norms: self.l1_norms[range.clone()].to_vec(),
             norms: self.norms[range.clone()].to_vec(),
-            payloads: range.clone().map(|slot| self.payload(slot)).collect(),
-            documents: range.map(|slot| self.lexical.document(slot)).collect(),
+            payloads: self.payloads[range].to_vec(),
+            documents,
+            terms,
         }
+    }
+
+    /// An empty collection as a snapshot's head describes it.
+    pub fn from_head(head: PointsHead) -> Self {
+        let mut points = Self::new(head.dimension);
+        points.embedder = head.embedder;
+        points.lexical = Lexical::with_terms(head.terms);
+        for name in head.names {
+            points.intern(name);
+        }
+        points
+    }
+
+    /// Append a snapshot's run of slots; one that does not add up is refused whole.
+    pub fn push_run(&mut self, run: Run) -> Result<(), String> {
+        let n = run.ids.len();
+        let d = self.dimension as usize;
+        let pairs: u64 = run.documents.iter().map(|&(k, _)| u64::from(k)).sum();
+        if run.vectors.len() != n * d * 4
+            || run.codes.len() != n * d
+            || [run.scales.len(), run.l1_norms.len(), run.norms.len()] != [n; 3]
+            || run.payloads.len() != n
+            || run.documents.len() != n
+            || pairs != run.terms.len() as u64
+        {
+            return Err(format!("a run of {n} slots whose parts differ in length"));
+        }
+        let names = self.names.len() as u32;
+        if let Some((bad, _)) = run.payloads.iter().flatten().find(|(f, _)| *f >= names) {
+            return Err(format!("a payload names field {bad} of {names}"));
+        }
+        let mut at = 0;
+        for &(k, length) in &run.documents {
+            let end = at + k as usize;
+            self.lexical
+                .push_document(run.terms[at..end].to_vec(), length)?;
+            at = end;
+        }
+        let first = self.ids.len();
+        for (i, id) in run.ids.into_iter().enumerate() {
+            self.restoring.push((id.clone(), first + i));
+            self.ids.push(id);
+        }
+        let vectors = &run.vectors;
+        self.vectors.extend_with(n, |i| {
+            let b = i * 4;
+            f32::from_le_bytes([vectors[b], vectors[b + 1], vectors[b + 2], vectors[b + 3]])
+        });
+        let codes = &run.codes;
+        self.codes.extend_with(n, |i| codes[i] as i8);
+        self.scales.extend(run.scales);
+        self.l1_norms.extend(run.l1_norms);
+        self.norms.extend(run.norms);
+        self.payloads.extend(run.payloads);
+        for column in &mut self.columns {
+            column.resize(first + n, Cell::Absent);
+        }
+        for slot in first..first + n {
+            self.fill_cells(slot);
+        }
+        Ok(())
+    }
+
+    /// Build the id index from the runs restored (a sort, then a tree built in bulk);
+    /// an id twice is refused.
+    pub fn finish_restore(&mut self) -> Result<(), String> {
+        let restoring = std::mem::take(&mut self.restoring);
+        let expected = self.index.len() + restoring.len();
+        if self.index.is_empty() {
+            // `collect` sorts and builds the tree bottom-up; `extend` would insert.
+            self.index = restoring.into_iter().collect();
+        } else {
+            self.index.extend(restoring);
+        }
+        if self.index.len() != expected {
+            return Err("a point twice".to_owned());
+        }
+        Ok(())
     }
 
     /// An empty collection as a snapshot's header describes it.

@@ -22,7 +22,8 @@ const MAX_TERMS_PER_TEXT: usize = 4096;
 /// One collection's index; slots are the vectors' slots.
 #[derive(Default)]
 pub struct Lexical {
-    term_ids: HashMap<String, u32>,
+    /// foldhash: every token of every text indexed is looked up here.
+    term_ids: foldhash::HashMap<String, u32>,
     /// By term id: the slots whose text has it, with its count there.
     postings: Vec<Vec<(u32, u32)>>,
     /// By slot: its terms and counts (to remove it), and its length in tokens.
@@ -91,9 +92,11 @@ impl Lexical {
         terms
     }
 
-    /// `slot`'s terms with their counts, and its length.
-    pub fn document(&self, slot: usize) -> (Vec<(u32, u32)>, u32) {
-        self.documents.get(slot).cloned().unwrap_or_default()
+    /// `slot`'s terms with their counts, and its length, borrowed.
+    pub fn document_ref(&self, slot: usize) -> (&[(u32, u32)], u32) {
+        self.documents
+            .get(slot)
+            .map_or((&[][..], 0), |(terms, length)| (terms.as_slice(), *length))
     }
 
     /// An empty index with the terms of a snapshot.

@@ -143,6 +143,10 @@ impl Replay for Replaying<'_> {
         self.0.restore(record).map_err(std::io::Error::other)
     }
 
+    fn snapshot_end(&mut self) -> std::io::Result<()> {
+        self.0.finish_restore().map_err(std::io::Error::other)
+    }
+
     fn log_record(&mut self, record: &[u8]) -> std::io::Result<()> {
         let op: Op = postcard::from_bytes(record).map_err(std::io::Error::other)?;
         self.0.apply(op);

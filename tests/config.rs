@@ -340,6 +340,62 @@ fn tail_sampling_is_off_until_asked_and_its_settings_are_checked() {
 }
 
 #[test]
+fn xray_export_ids_and_propagation_are_configured_by_the_standard_variables() {
+    let c = config(&[]).unwrap();
+    assert!(c.xray.is_none() && !c.xray_ids && !c.xray_propagation);
+    // The exporter: the daemon's default address, X-Ray's trace ids with it.
+    let c = config(&[("OTEL_TRACES_EXPORTER", "xray")]).unwrap();
+    assert_eq!(
+        c.xray.as_ref().unwrap().daemon.to_string(),
+        "127.0.0.1:2000"
+    );
+    assert!(c.xray_ids && c.is_recording() && c.otlp.is_none());
+    assert!(
+        c.describe()
+            .contains("X-Ray daemon at udp://127.0.0.1:2000")
+    );
+    // The daemon's address as the SDKs take it, also the two-address form.
+    let c = config(&[
+        ("WW_OTEL_EXPORTER", "xray,otlp"),
+        (
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "tcp:127.0.0.1:2999 udp:127.0.0.1:3000",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(c.xray.unwrap().daemon.to_string(), "127.0.0.1:3000");
+    assert!(c.otlp.is_some());
+    error_naming(
+        &[
+            ("OTEL_TRACES_EXPORTER", "xray"),
+            ("AWS_XRAY_DAEMON_ADDRESS", "nowhere"),
+        ],
+        "AWS_XRAY_DAEMON_ADDRESS",
+    );
+    // X-Ray ids for OTLP to an ADOT collector.
+    let c = config(&[
+        ("WW_OTEL_ENABLED", "true"),
+        ("WW_OTEL_ID_GENERATOR", "xray"),
+    ])
+    .unwrap();
+    assert!(c.xray_ids && c.xray.is_none());
+    error_naming(&[("WW_OTEL_ID_GENERATOR", "ulid")], "WW_OTEL_ID_GENERATOR");
+    // The propagator.
+    let c = config(&[("OTEL_PROPAGATORS", "tracecontext,baggage,xray")]).unwrap();
+    assert!(c.xray_propagation && !c.xray_ids);
+    let c = config(&[("OTEL_PROPAGATORS", "tracecontext,baggage")]).unwrap();
+    assert!(!c.xray_propagation);
+    error_naming(&[("OTEL_PROPAGATORS", "b3")], "OTEL_PROPAGATORS");
+    // Off with the SDK.
+    let c = config(&[
+        ("OTEL_TRACES_EXPORTER", "xray"),
+        ("OTEL_SDK_DISABLED", "true"),
+    ])
+    .unwrap();
+    assert!(c.xray.is_none());
+}
+
+#[test]
 fn the_standard_exporter_choice_decides_which_exporters_run() {
     let c = config(&[("OTEL_TRACES_EXPORTER", "otlp,console")]).unwrap();
     assert!(c.otlp.is_some() && c.console && c.zipkin.is_none());

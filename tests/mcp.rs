@@ -606,6 +606,158 @@ async fn with_the_zipkin_exporter_a_call_reaches_a_zipkin_collector_as_one_tree(
     assert_eq!(root.trace_id.len(), 32);
 }
 
+/// The documents of one X-Ray trace whose segment carries `tool` as an annotation: the
+/// segment, then its subsegments.
+fn xray_trace<'a>(documents: &'a [Value], tool: &str) -> (&'a Value, Vec<&'a Value>) {
+    let segment = documents
+        .iter()
+        .find(|d| {
+            d.get("type").is_none()
+                && d["annotations"]
+                    .as_object()
+                    .is_some_and(|a| a.values().any(|v| v == tool))
+        })
+        .unwrap_or_else(|| panic!("no segment for {tool} in {documents:#?}"));
+    let subsegments = documents
+        .iter()
+        .filter(|d| d["trace_id"] == segment["trace_id"] && d["id"] != segment["id"])
+        .collect();
+    (segment, subsegments)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_xray_exporter_a_call_reaches_the_daemon_as_segments_and_subsegments() {
+    use ww_tests::xray::XrayDaemon;
+    let daemon = XrayDaemon::start().await;
+    let address = daemon.address();
+    let telemetry = ww_tests::telemetry(&[
+        ("OTEL_TRACES_EXPORTER", "xray"),
+        ("AWS_XRAY_DAEMON_ADDRESS", address.as_str()),
+        ("OTEL_SERVICE_NAME", "ww-xray-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_PROPAGATORS", "tracecontext,baggage,xray"),
+    ]);
+    assert!(telemetry.is_recording());
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let started = now();
+    let memory = memory(&data_dir("mcp-xray"), telemetry.clone()).await;
+    let client = connect(memory.clone()).await;
+    call(&client, "recall_episodes", json!({"query": "x-ray"})).await;
+    // Over HTTP, the header.
+    let over_http = format!("1-{:08x}-0af7651916cd43dd8448eb21", now() as u32);
+    let header = format!("Root={over_http};Parent=b7ad6b7169203331;Sampled=1");
+    let (http_client, shutdown) =
+        connect_http(memory.clone(), &[("X-Amzn-Trace-Id", header.as_str())]).await;
+    call(&http_client, "get_session_id", json!({})).await;
+    // A caller's X-Ray trace header continues its trace (X-Ray takes trace ids of the
+    // last 30 days only: this one starts now).
+    let root = format!("1-{:08x}-bd862e3fe1be46a994272793", now() as u32);
+    let parent = "53995c3f42cd8ad8";
+    let mut meta = RequestMetaObject::default();
+    meta.0.0.insert(
+        "X-Amzn-Trace-Id".to_owned(),
+        json!(format!("Root={root};Parent={parent};Sampled=1")),
+    );
+    let mut params = CallToolRequestParams::new("create_episode")
+        .with_arguments(arguments(json!({"content": "segments and subsegments"})));
+    params.meta = Some(meta);
+    assert_eq!(
+        client.call_tool(params).await.unwrap().is_error,
+        Some(false)
+    );
+    call(&client, "mark_important", json!({"episode_id": "nope"})).await;
+    telemetry.flush().await;
+    let tools = [
+        "recall_episodes",
+        "create_episode",
+        "mark_important",
+        "get_session_id",
+    ];
+    let documents = daemon
+        .wait_for(Duration::from_secs(20), |documents| {
+            tools.iter().all(|tool| {
+                documents.iter().any(|d| {
+                    d.get("type").is_none()
+                        && d["annotations"]
+                            .as_object()
+                            .is_some_and(|a| a.values().any(|v| v == tool))
+                })
+            })
+        })
+        .await;
+    assert_eq!(daemon.malformed(), Vec::<String>::new());
+
+    // The recall: a segment for the server span, a subsegment for every other span,
+    // each naming its parent, across the services and the store.
+    let (segment, subsegments) = xray_trace(&documents, "recall_episodes");
+    assert_eq!(segment["name"], "ww-xray-test");
+    assert!(segment.get("parent_id").is_none(), "{segment}");
+    let trace_id = segment["trace_id"].as_str().unwrap();
+    let parts: Vec<&str> = trace_id.split('-').collect();
+    assert_eq!(parts.len(), 3, "{trace_id}");
+    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("1", 8, 24));
+    let epoch = i64::from_str_radix(parts[1], 16).unwrap() as f64;
+    assert!(
+        (started - 5.0..now() + 5.0).contains(&epoch),
+        "an X-Ray trace id starts with the time: {trace_id}"
+    );
+    let named = |name: &str| {
+        subsegments
+            .iter()
+            .find(|d| d["name"] == name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {subsegments:#?}"))
+    };
+    let recall = named("episodic.recall");
+    assert_eq!(recall["parent_id"], segment["id"]);
+    let search = named("embedded.search");
+    assert_eq!(search["parent_id"], recall["id"]);
+    let ids: Vec<&Value> = std::iter::once(segment)
+        .chain(subsegments.iter().copied())
+        .map(|d| &d["id"])
+        .collect();
+    let time = |d: &Value, key: &str| d[key].as_f64().unwrap();
+    for subsegment in &subsegments {
+        assert_eq!(subsegment["type"], "subsegment", "{subsegment}");
+        assert!(ids.contains(&&subsegment["parent_id"]), "{subsegment}");
+        assert_eq!(subsegment["id"].as_str().unwrap().len(), 16);
+        assert!(time(subsegment, "start_time") <= time(subsegment, "end_time"));
+        // Within the request (a millisecond of slack for the clocks' rounding).
+        assert!(time(subsegment, "start_time") >= time(segment, "start_time") - 1e-3);
+        assert!(time(subsegment, "end_time") <= time(segment, "end_time") + 1e-3);
+    }
+    assert!(time(segment, "start_time") >= started - 1.0);
+
+    // The call that came with an X-Ray header: the caller's trace, under its parent.
+    let (continued, _) = xray_trace(&documents, "create_episode");
+    assert_eq!(continued["trace_id"], root.as_str());
+    assert_eq!(continued["parent_id"], parent);
+    let (continued, _) = xray_trace(&documents, "get_session_id");
+    assert_eq!(continued["trace_id"], over_http.as_str());
+    assert_eq!(continued["parent_id"], "b7ad6b7169203331");
+
+    // A failed call: a fault, with its cause.
+    let (failed, _) = xray_trace(&documents, "mark_important");
+    assert_eq!(failed["fault"], true, "{failed}");
+    let exceptions = failed["cause"]["exceptions"]
+        .as_array()
+        .expect("exceptions");
+    assert!(
+        exceptions
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains("nope"))),
+        "{failed}"
+    );
+    client.cancel().await.unwrap();
+    http_client.cancel().await.unwrap();
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recalled_episode_names_the_trace_that_wrote_it_and_the_recall_links_to_it() {
     let receiver = OtlpReceiver::grpc().await;

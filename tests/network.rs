@@ -250,6 +250,57 @@ async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_xray_propagation_outgoing_http_carries_the_xray_header_beside_traceparent() {
+    let daemon = ww_tests::xray::XrayDaemon::start().await;
+    let daemon_address = daemon.address();
+    let (address, heads) = recording_listener().await;
+    let telemetry = telemetry(&[
+        ("OTEL_TRACES_EXPORTER", "xray"),
+        ("AWS_XRAY_DAEMON_ADDRESS", daemon_address.as_str()),
+        ("OTEL_PROPAGATORS", "tracecontext,baggage,xray"),
+    ]);
+    let host = ComponentHost::load(relay_config(&address), telemetry)
+        .await
+        .expect("load");
+    host.invoke(
+        Request::new("test.xray"),
+        ww_tests::DRIVER,
+        "relay-baggage",
+        &[
+            Val::String("caller.step".to_owned()),
+            Val::String("relay 1".to_owned()),
+            Val::String(format!("http://{address}/probe")),
+        ],
+    )
+    .await
+    .expect("call");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let header = |wanted: &str| {
+        heads[0]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case(wanted)
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {wanted} in {}", heads[0]))
+    };
+    // The same parent in both: 00-<trace>-<span>-01 and Root=1-<8>-<24>;Parent=<span>.
+    let traceparent = header("traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        header("x-amzn-trace-id"),
+        format!(
+            "Root=1-{}-{};Parent={};Sampled=1",
+            &parts[1][..8],
+            &parts[1][8..],
+            parts[2]
+        )
+    );
+}
+
 /// A loopback server that takes requests and never answers; `arrived` is notified when
 /// the first request's bytes are in.
 async fn silent_listener() -> (String, Arc<tokio::sync::Notify>) {

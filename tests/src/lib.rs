@@ -6,6 +6,7 @@ pub mod embeddings;
 pub mod http;
 pub mod mcp;
 pub mod otlp;
+pub mod xray;
 pub mod zipkin;
 
 use std::path::PathBuf;

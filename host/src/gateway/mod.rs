@@ -25,7 +25,7 @@ use crate::session::Session;
 use crate::telemetry::Metrics;
 use crate::telemetry::SpanNames;
 use crate::telemetry::metrics::{Attributes, HostInstrument};
-use crate::tracing_capability::IncomingContext;
+use crate::tracing_capability::{IncomingContext, xray};
 
 /// Progress reports queued for the client at most.
 const PROGRESS_QUEUE: usize = 64;
@@ -250,6 +250,19 @@ impl ServerHandler for Gateway {
                 parent.tracestate = tracestate;
             }
             call = call.with_parent(parent);
+        } else if telemetry.xray_propagation() {
+            // No W3C context: an X-Ray trace header (in `_meta`, or over HTTP a header)
+            // continues its trace instead.
+            let header = meta_text(&meta, xray::HEADER)
+                .or_else(|| meta_text(&meta, &xray::HEADER.to_ascii_lowercase()))
+                .or_else(|| {
+                    let parts = context.extensions.get::<::http::request::Parts>()?;
+                    let value = parts.headers.get(xray::HEADER)?;
+                    value.to_str().ok().map(str::to_owned)
+                });
+            if let Some(parent) = header.as_deref().and_then(xray::incoming) {
+                call = call.with_parent(parent);
+            }
         }
         if let Some(baggage) = meta_text(&meta, "baggage") {
             call = call.with_baggage(baggage);

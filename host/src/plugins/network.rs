@@ -13,7 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::telemetry::Telemetry;
-use crate::tracing_capability::w3c;
+use crate::tracing_capability::{w3c, xray};
 
 /// How long the start-up connectivity check waits for the endpoint.
 pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -361,6 +361,12 @@ impl WasiHttpHooks for HttpHooks {
                 && let Ok(value) = tracestate.parse()
             {
                 headers.insert("tracestate", value);
+            }
+            // With the X-Ray propagator on, the same parent in X-Ray's header too.
+            if self.telemetry.xray_propagation()
+                && let Some(value) = xray::header(&context).and_then(|h| h.parse().ok())
+            {
+                headers.insert(xray::HEADER, value);
             }
         }
         // The request's baggage travels with it; what the component wrote there itself

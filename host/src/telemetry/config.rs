@@ -165,6 +165,14 @@ pub struct TelemetryConfig {
     pub metrics: Option<MetricsConfig>,
     /// Zipkin export (`OTEL_TRACES_EXPORTER` naming `zipkin`).
     pub zipkin: Option<ZipkinConfig>,
+    /// AWS X-Ray export to the daemon (`OTEL_TRACES_EXPORTER` naming `xray`).
+    pub xray: Option<XrayConfig>,
+    /// Trace ids X-Ray accepts (their first 32 bits the start time, in seconds): with the
+    /// X-Ray exporter, or `WW_OTEL_ID_GENERATOR=xray` (for OTLP to an ADOT collector).
+    pub xray_ids: bool,
+    /// The X-Ray propagator beside W3C (`OTEL_PROPAGATORS` naming `xray`): an incoming
+    /// `X-Amzn-Trace-Id` continues its trace, outgoing HTTP carries one.
+    pub xray_propagation: bool,
     /// How MCP request spans are named (`WW_OTEL_SPAN_NAMES`).
     pub span_names: SpanNames,
     /// Record what the GenAI conventions make opt-in because it may be sensitive: a
@@ -180,6 +188,16 @@ pub struct ZipkinConfig {
     /// Bound on one export (`OTEL_EXPORTER_ZIPKIN_TIMEOUT`).
     pub timeout: Duration,
 }
+
+/// Where X-Ray segment documents go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XrayConfig {
+    /// The daemon's UDP address (`AWS_XRAY_DAEMON_ADDRESS`, `127.0.0.1:2000` by default).
+    pub daemon: std::net::SocketAddr,
+}
+
+/// The X-Ray daemon's default address, as the AWS SDKs have it.
+pub const DEFAULT_XRAY_DAEMON: &str = "127.0.0.1:2000";
 
 /// The Zipkin collector's default, as the OpenTelemetry specification has it.
 pub const DEFAULT_ZIPKIN_ENDPOINT: &str = "http://localhost:9411/api/v2/spans";
@@ -210,6 +228,9 @@ impl Default for TelemetryConfig {
             tail: None,
             metrics: None,
             zipkin: None,
+            xray: None,
+            xray_ids: false,
+            xray_propagation: false,
             span_names: SpanNames::Mcp,
             capture_content: false,
         }
@@ -442,6 +463,26 @@ fn parse_tail(vars: &Vars) -> Result<Option<TailConfig>, ConfigError> {
     Ok(Some(tail))
 }
 
+/// The X-Ray daemon's UDP address: `host:port`, or the daemon's own two-address form
+/// `tcp:host:port udp:host:port` (the UDP one is taken). A name is resolved once, here.
+fn parse_daemon(var: &str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs as _;
+    let udp = value
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("udp:"))
+        .unwrap_or(value.trim());
+    udp.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            invalid(
+                var,
+                value,
+                "expected host:port, or tcp:host:port udp:host:port",
+            )
+        })
+}
+
 impl TelemetryConfig {
     /// From the process environment and `./.env`.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -465,15 +506,15 @@ impl TelemetryConfig {
             None => false,
         };
         // The standard choice of exporters, when given, is the whole choice.
-        let mut zipkin = false;
+        let (mut zipkin, mut xray) = (false, false);
         if let Some((var, value)) = vars.first(&["WW_OTEL_EXPORTER", "OTEL_TRACES_EXPORTER"]) {
             let chosen: Vec<&str> = value.split(',').map(str::trim).collect();
             for name in &chosen {
-                if !["otlp", "zipkin", "console", "none"].contains(name) {
+                if !["otlp", "zipkin", "xray", "console", "none"].contains(name) {
                     return Err(invalid(
                         var,
                         value,
-                        "expected a list of otlp, zipkin, console, or none",
+                        "expected a list of otlp, zipkin, xray, console, or none",
                     ));
                 }
             }
@@ -487,6 +528,7 @@ impl TelemetryConfig {
             enabled = chosen.contains(&"otlp");
             config.console = chosen.contains(&"console");
             zipkin = chosen.contains(&"zipkin");
+            xray = chosen.contains(&"xray");
         }
         config.console &= !sdk_disabled;
         let zipkin_endpoint = vars.first(&["OTEL_EXPORTER_ZIPKIN_ENDPOINT"]);
@@ -506,6 +548,38 @@ impl TelemetryConfig {
                 endpoint: zipkin_endpoint,
                 timeout: zipkin_timeout,
             });
+        }
+        // Read only when X-Ray is chosen: AWS environments set it for their own SDKs,
+        // and a name there is resolved here.
+        if xray && !sdk_disabled {
+            let daemon = match vars.first(&["AWS_XRAY_DAEMON_ADDRESS"]) {
+                Some((var, value)) => parse_daemon(var, value)?,
+                None => parse_daemon("AWS_XRAY_DAEMON_ADDRESS", DEFAULT_XRAY_DAEMON)?,
+            };
+            config.xray = Some(XrayConfig { daemon });
+        }
+        config.xray_ids = config.xray.is_some()
+            || match vars.first(&["WW_OTEL_ID_GENERATOR"]) {
+                None | Some((_, "random")) => false,
+                Some((_, "xray")) => true,
+                Some((var, value)) => return Err(invalid(var, value, "expected random or xray")),
+            };
+        if let Some((var, value)) = vars.first(&["OTEL_PROPAGATORS"]) {
+            let chosen: Vec<&str> = value.split(',').map(str::trim).collect();
+            if let Some(unknown) = chosen
+                .iter()
+                .find(|name| !["tracecontext", "baggage", "xray", "none"].contains(name))
+            {
+                return Err(invalid(
+                    var,
+                    value,
+                    format!(
+                        "{unknown}: expected a list of tracecontext, baggage, xray (W3C trace \
+                         context and baggage are always read, as MCP's _meta carries them)"
+                    ),
+                ));
+            }
+            config.xray_propagation = chosen.contains(&"xray");
         }
 
         // Parse the endpoint settings even when export is off, so a typo is reported
@@ -614,7 +688,7 @@ impl TelemetryConfig {
 
     /// Whether spans are recorded at all (some exporter is on).
     pub fn is_recording(&self) -> bool {
-        self.otlp.is_some() || self.console || self.zipkin.is_some()
+        self.otlp.is_some() || self.console || self.zipkin.is_some() || self.xray.is_some()
     }
 
     /// The one start-up line saying where traces go.
@@ -633,6 +707,9 @@ impl TelemetryConfig {
         }
         if let Some(zipkin) = &self.zipkin {
             sinks.push(format!("Zipkin {}", zipkin.endpoint));
+        }
+        if let Some(xray) = &self.xray {
+            sinks.push(format!("the X-Ray daemon at udp://{}", xray.daemon));
         }
         if self.console {
             sinks.push("the console (stderr)".to_owned());

@@ -12,6 +12,7 @@
 use std::cell::Cell;
 
 use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 thread_local! {
@@ -19,15 +20,30 @@ thread_local! {
     static NEXT_SPAN_ID: Cell<Option<SpanId>> = const { Cell::new(None) };
 }
 
-/// The provider's id generator: random ids, or the primed one.
+/// The provider's id generator: random ids, or the primed one; trace ids X-Ray accepts
+/// when asked (the contrib crate's generator: the first 32 bits the start time).
 #[derive(Debug, Default)]
 pub struct HostIds {
     random: RandomIdGenerator,
+    xray: Option<XrayIdGenerator>,
+}
+
+impl HostIds {
+    /// Random ids, with X-Ray's trace ids when `xray`.
+    pub fn new(xray: bool) -> Self {
+        Self {
+            random: RandomIdGenerator::default(),
+            xray: xray.then(XrayIdGenerator::default),
+        }
+    }
 }
 
 impl IdGenerator for HostIds {
     fn new_trace_id(&self) -> TraceId {
-        self.random.new_trace_id()
+        match &self.xray {
+            Some(xray) => xray.new_trace_id(),
+            None => self.random.new_trace_id(),
+        }
     }
 
     fn new_span_id(&self) -> SpanId {

@@ -11,6 +11,22 @@ pub mod metrics_export;
 pub mod tail;
 pub mod zipkin;
 
+/// The span attributes an X-Ray segment carries as annotations (indexed: filter
+/// expressions can search by them); the rest are metadata.
+pub const XRAY_ANNOTATIONS: &[&str] = &[
+    "gen_ai.tool.name",
+    "gen_ai.operation.name",
+    "mcp.method.name",
+    "mcp.session.id",
+    "session.id",
+    "ww.component",
+    "ww.error.code",
+    "error.type",
+];
+
+use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
+use opentelemetry_aws::xray_exporter::{SegmentTranslator, XrayExporter};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -138,6 +154,8 @@ pub struct Telemetry {
     metrics_pipeline: Option<MetricsPipeline>,
     next_handle: AtomicU64,
     span_names: SpanNames,
+    /// `OTEL_PROPAGATORS` names `xray`.
+    xray_propagation: bool,
     capture_content: bool,
     /// Guest-input limit counters.
     pub guest_limits: GuestLimitCounters,
@@ -266,6 +284,27 @@ impl TelemetryBuilder {
                 runtime,
             ));
         }
+        if let Some(xray) = &config.xray {
+            // The contrib crate's exporter: spans become segment documents (SERVER spans
+            // segments, the others subsegments), one UDP datagram each to the daemon.
+            let client =
+                XrayDaemonClient::new(xray.daemon).map_err(|e| TelemetryError::Exporter {
+                    endpoint: format!("udp://{}", xray.daemon),
+                    source: Box::new(e),
+                })?;
+            // What X-Ray can search by (annotations: at most 50 a document, scalar
+            // values); every other attribute goes along as metadata.
+            let mut translator = SegmentTranslator::new().metadata_all_attrs();
+            for key in XRAY_ANNOTATIONS {
+                translator = translator.with_indexed_attr((*key).to_owned());
+            }
+            processors.push(batch::BatchProcessor::spawn(
+                XrayExporter::new(client).with_translator(translator),
+                &config.batch,
+                format!("X-Ray daemon udp://{}", xray.daemon),
+                runtime,
+            ));
+        }
         if config.console {
             let exporter = match self.console_sink {
                 Some(sink) => ConsoleTreeExporter::new(sink),
@@ -300,7 +339,7 @@ impl TelemetryBuilder {
         }
         let resource = resource.build();
         let mut builder = SdkTracerProvider::builder()
-            .with_id_generator(ids::HostIds::default())
+            .with_id_generator(ids::HostIds::new(config.xray_ids))
             .with_sampler(sampler)
             .with_resource(resource.clone());
         let (processors, pipelines): (Vec<_>, Vec<_>) = processors.into_iter().unzip();
@@ -369,6 +408,7 @@ impl TelemetryBuilder {
             // 0 means "innermost span" in the WIT interface; handles start at 1.
             next_handle: AtomicU64::new(1),
             span_names: config.span_names,
+            xray_propagation: config.xray_propagation,
             capture_content: config.capture_content,
             guest_limits: GuestLimitCounters::default(),
         }))
@@ -455,6 +495,12 @@ impl Telemetry {
     /// How MCP request spans are named.
     pub fn span_names(&self) -> SpanNames {
         self.span_names
+    }
+
+    /// Whether the X-Ray propagator is on beside W3C: an incoming `X-Amzn-Trace-Id`
+    /// continues its trace, outgoing HTTP carries one.
+    pub fn xray_propagation(&self) -> bool {
+        self.xray_propagation
     }
 
     /// Whether opt-in content (a memory search's query text) is recorded.

@@ -10,6 +10,7 @@ pub mod otel;
 pub mod progress;
 pub mod scope;
 pub mod w3c;
+pub mod xray;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -184,6 +184,23 @@ async fn recording_listener() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     (address, heads)
 }
 
+/// The driver relays `request` through the worker, which adds a baggage entry and sends
+/// an HTTP request to `address`.
+async fn relay(host: &ComponentHost, request: Request, address: &str) -> Vec<Val> {
+    host.invoke(
+        request,
+        ww_tests::DRIVER,
+        "relay-baggage",
+        &[
+            Val::String("caller.step".to_owned()),
+            Val::String("relay 1".to_owned()),
+            Val::String(format!("http://{address}/probe")),
+        ],
+    )
+    .await
+    .expect("call")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component_and_the_wire() {
     let (address, heads) = recording_listener().await;
@@ -193,19 +210,7 @@ async fn baggage_from_the_request_and_from_a_guest_reaches_the_deepest_component
         .expect("load");
     // As the gateway passes on `params._meta.baggage`.
     let request = Request::new("test.baggage").with_baggage("tenant=acme,user.id=u%2042");
-    let out = host
-        .invoke(
-            request,
-            ww_tests::DRIVER,
-            "relay-baggage",
-            &[
-                Val::String("caller.step".to_owned()),
-                Val::String("relay 1".to_owned()),
-                Val::String(format!("http://{address}/probe")),
-            ],
-        )
-        .await
-        .expect("call");
+    let out = relay(&host, request, &address).await;
     let Some(Val::Result(Ok(Some(seen)))) = out.into_iter().next() else {
         panic!("the relay failed")
     };
@@ -263,18 +268,7 @@ async fn with_xray_propagation_outgoing_http_carries_the_xray_header_beside_trac
     let host = ComponentHost::load(relay_config(&address), telemetry)
         .await
         .expect("load");
-    host.invoke(
-        Request::new("test.xray"),
-        ww_tests::DRIVER,
-        "relay-baggage",
-        &[
-            Val::String("caller.step".to_owned()),
-            Val::String("relay 1".to_owned()),
-            Val::String(format!("http://{address}/probe")),
-        ],
-    )
-    .await
-    .expect("call");
+    relay(&host, Request::new("test.xray"), &address).await;
     let heads = heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 1, "{heads:?}");
     let header = |wanted: &str| {

@@ -399,16 +399,21 @@ async fn ready(config: ww_host::config::FileConfig) -> (Duration, Memory) {
     (start.elapsed(), memory)
 }
 
-/// The median of three starts on `config`.
-async fn median_ready(config: &ww_host::config::FileConfig) -> Duration {
+/// `n` starts on `config`, fastest first.
+async fn starts(config: &ww_host::config::FileConfig, n: usize) -> Vec<Duration> {
     let mut opens = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let (took, memory) = ready(config.clone()).await;
         opens.push(took);
         drop(memory);
     }
     opens.sort();
-    opens[1]
+    opens
+}
+
+/// The median of three starts on `config`.
+async fn median_ready(config: &ww_host::config::FileConfig) -> Duration {
+    starts(config, 3).await[1]
 }
 
 /// Recall until snapshot `generation` is in `dir` (made beside the requests): the
@@ -520,14 +525,7 @@ async fn ready_bench(dir: &Path) {
         .expect("a log");
     recall_until_landed(&memory, dir, generation, &mut words).await;
     drop(memory);
-    let config = ww_tests::compacting_config(dir, 16 << 20, 1.0);
-    let mut opens = Vec::new();
-    for _ in 0..5 {
-        let (took, memory) = ready(config.clone()).await;
-        opens.push(took);
-        drop(memory);
-    }
-    opens.sort();
+    let opens = starts(&ww_tests::compacting_config(dir, 16 << 20, 1.0), 5).await;
     println!(
         "ready to serve from snapshot {generation} in {}: {} (median of 5; min {}, max {})",
         dir.display(),

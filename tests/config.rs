@@ -446,7 +446,7 @@ fn the_standard_exporter_choice_decides_which_exporters_run() {
         &[("OTEL_TRACES_EXPORTER", "jaeger")],
         "OTEL_TRACES_EXPORTER",
     );
-    assert!(m.contains("otlp, zipkin, console"), "{m}");
+    assert!(m.contains("otlp, zipkin, xray, console"), "{m}");
     error_naming(&[("WW_OTEL_EXPORTER", "none,otlp")], "WW_OTEL_EXPORTER");
     error_naming(
         &[
